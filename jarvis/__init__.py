@@ -1,0 +1,1 @@
+"""Jarvis's user-facing tools: the `jarvis` command (launcher, talk client, model admin)."""

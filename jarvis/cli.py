@@ -1,0 +1,56 @@
+"""The `jarvis` command: `up` (run the stack), `talk` (a client), `models`, `calibrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="jarvis", description="Self-hosted speech-to-speech assistant")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole stack locally (embedded Redis, every service)")
+    up.add_argument("--stub", action="store_true", help="stub models (plumbing, instant)")
+    up.add_argument("--profile", choices=["stub", "cpu", "gpu"], default=os.environ.get("JARVIS_PROFILE", "cpu"))
+    up.add_argument("--port", type=int, default=int(os.environ.get("JARVIS_PORT", "8765")))
+    up.add_argument("--orchestrators", type=int, default=1)
+
+    talk = sub.add_parser("talk", help="talk to a running Jarvis")
+    talk.add_argument("--url", default=os.environ.get("JARVIS_URL", "ws://127.0.0.1:8765/ws"))
+    talk.add_argument("--wav", help="16-bit PCM WAV to speak (resampled to 16 kHz mono)")
+    talk.add_argument("--text", help="a typed question (chat pipeline)")
+    talk.add_argument("--image", help="a JPEG/PNG for the vision pipeline")
+    talk.add_argument("--pipeline", help="sts, chat or vision (default from the inputs)")
+    talk.add_argument("--out", help="save the spoken reply here (WAV)")
+    talk.add_argument("--session", help="resume this session id")
+    talk.add_argument("--token", default=os.environ.get("JARVIS_AUTH_TOKEN"))
+    talk.add_argument("--timeout", type=float, default=180.0)
+
+    for name in ("models_cmd", "calibrate_cmd"):
+        try:
+            module = __import__(f"jarvis.{name}", fromlist=["add_parser"])
+        except ImportError:
+            continue
+        module.add_parser(sub)
+
+    args = ap.parse_args(argv)
+    if args.command == "up":
+        from jarvis.launcher import up as run_up
+
+        return run_up("stub" if args.stub else args.profile, args.port, args.orchestrators)
+    if args.command == "talk":
+        from jarvis.talk import main as talk_main
+
+        return talk_main(args)
+    result = args.func(args)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

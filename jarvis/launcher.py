@@ -1,0 +1,274 @@
+"""`jarvis up`: the whole stack on one machine as supervised processes.
+
+Starts an embedded Redis (unless JARVIS_REDIS_URL points at a reachable one), the model
+server the profile needs (the CPU profile's llama.cpp server), then every service as
+`python -m services.<name>`. A service that dies is restarted with backoff; Ctrl-C (or
+`stop()`) ends every process it started, by pid, even on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jarvis.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    popen: subprocess.Popen | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, sig)  # the service and anything it spawned
+            except ProcessLookupError:
+                pass
+
+
+def _wait_port(host: str, port: int, timeout: float, procs: list[Proc]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; see {p.log}")
+        try:
+            with socket.create_connection((host, port), timeout=0.3):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+def _wait_http(url: str, timeout: float, proc: Proc) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout:.0f}s")
+
+
+class Stack:
+    def __init__(
+        self,
+        profile: str = "cpu",
+        port: int = 8765,
+        host: str = "127.0.0.1",
+        orchestrators: int = 1,
+        workdir: str | Path = "var",
+        env: dict[str, str] | None = None,
+        stub_llm_delay: float = 0.0,
+    ) -> None:
+        self.profile = profile
+        self.port = port
+        self.host = host
+        self.orchestrators = orchestrators
+        self.workdir = Path(workdir).resolve()
+        self.extra_env = env or {}
+        self.stub_llm_delay = stub_llm_delay
+        self.redis: RedisServer | None = None
+        self.redis_url = ""
+        self.procs: list[Proc] = []
+        self.model_procs: list[Proc] = []
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            JARVIS_REDIS_URL=self.redis_url,
+            JARVIS_PROFILE=self.profile,
+            JARVIS_HOST=self.host,
+            JARVIS_PORT=str(self.port),
+            JARVIS_SESSIONS_DIR=str(self.workdir / "sessions"),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _redis(self) -> None:
+        url = os.environ.get("JARVIS_REDIS_URL") or self.extra_env.get("JARVIS_REDIS_URL")
+        if url:
+            self.redis_url = url
+            return
+        self.redis = RedisServer(workdir=self.workdir / "redis").start()
+        self.redis_url = self.redis.url
+
+    def _service(self, name: str, module: str, *args: str) -> Proc:
+        p = Proc(name, [sys.executable, "-m", module, *args], self._env(), self.workdir / "logs" / f"{name}.log")
+        self.procs.append(p)
+        return p
+
+    def start(self, timeout: float = 120.0) -> Stack:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout: float) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._redis()
+        stub = ["--stub"] if self.profile == "stub" else []
+        if self.profile == "cpu" and "JARVIS_LLM_BASE_URL" not in self.extra_env and "JARVIS_LLM_BASE_URL" not in os.environ:
+            from services.llm.llamacpp import server_command
+
+            llm_port = free_port()
+            server = Proc("llama-server", server_command(llm_port), self._env(), self.workdir / "logs" / "llama-server.log")
+            self.model_procs.append(server)
+            server.start()
+            self.extra_env["JARVIS_LLM_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
+            _wait_http(f"http://127.0.0.1:{llm_port}/v1/models", timeout, server)
+        for i in range(self.orchestrators):
+            self._service(f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator")
+        self._service("stt", "services.stt", *stub)
+        llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
+        self._service("llm", "services.llm", *llm_args)
+        self._service("tts", "services.tts", *stub)
+        self._service("gateway", "services.gateway")
+        for p in self.procs:
+            p.start()
+        _wait_port(self.host, self.port, timeout, self.procs)
+        self._wait_workers(timeout)
+
+    def _wait_workers(self, timeout: float) -> None:
+        """Until each worker kind has a consumer group member ready (models loaded)."""
+        import redis
+
+        r = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for p in self.procs:
+                    if not p.alive():
+                        raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; see {p.log}")
+                ready = 0
+                for kind in ("stt", "llm", "tts"):
+                    try:
+                        groups = r.xinfo_groups(f"jobs:{kind}")
+                        ready += any(g["consumers"] > 0 for g in groups)
+                    except redis.ResponseError:
+                        pass
+                if ready == 3 and self._group_ready(r):
+                    return
+                time.sleep(0.2)
+        finally:
+            r.close()
+        raise TimeoutError("workers did not become ready")
+
+    @staticmethod
+    def _group_ready(r) -> bool:
+        import redis
+
+        try:
+            return any(g["name"] == b"orchestrators" for g in r.xinfo_groups("ctl"))
+        except redis.ResponseError:
+            return False
+
+    def supervise(self, stop_after: float | None = None) -> None:
+        """Restart services that die (backoff; give up after 5 restarts in a minute)."""
+        started = time.monotonic()
+        while stop_after is None or time.monotonic() - started < stop_after:
+            time.sleep(0.5)
+            for p in self.procs + self.model_procs:
+                if p.alive():
+                    continue
+                now = time.monotonic()
+                p.restarts = [t for t in p.restarts if now - t < 60]
+                if len(p.restarts) >= 5:
+                    raise RuntimeError(f"{p.name} keeps dying; see {p.log}")
+                print(f"jarvis: {p.name} exited ({p.popen.returncode}); restarting", file=sys.stderr)
+                time.sleep(0.5 * 2 ** len(p.restarts))
+                p.restarts.append(now)
+                p.start()
+
+    def stop(self) -> None:
+        everything = self.procs + self.model_procs
+        for p in everything:
+            p.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 8
+        for p in everything:
+            if p.popen is None:
+                continue
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.signal(signal.SIGKILL)
+                p.popen.wait()
+        if self.redis:
+            self.redis.stop()
+            self.redis = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def up(profile: str, port: int, orchestrators: int) -> int:
+    stack = Stack(profile=profile, port=port, orchestrators=orchestrators)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"jarvis: starting the {profile} profile (logs in {stack.workdir / 'logs'}) ...", flush=True)
+    try:
+        stack.start(timeout=600)
+        print(
+            f"\nJarvis is up ({profile} models, Redis at {stack.redis_url}).\n"
+            f"  Web client:  http://{stack.host}:{stack.port}/\n"
+            f"  WebSocket:   {stack.url}\n"
+            f"  Try:         .venv/bin/jarvis talk --wav question.wav --out reply.wav\n"
+            f"Ctrl-C stops everything.",
+            flush=True,
+        )
+        stack.supervise()
+    except KeyboardInterrupt:
+        print("\njarvis: stopping ...", flush=True)
+        return 0
+    except Exception as exc:  # noqa: BLE001
+        print(f"jarvis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+    return 0

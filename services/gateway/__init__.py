@@ -1,0 +1,1 @@
+"""The WebSocket gateway: clients in, Redis Streams behind."""

@@ -1,0 +1,271 @@
+"""The gateway: one WebSocket per client session, bridged to the session's Redis streams.
+
+In: JSON commands are validated against `shared.protocol`; `start` goes to the `ctl`
+stream (an orchestrator takes the session), everything else and every audio/image
+frame goes to `in:{sid}` in arrival order, batched into one pipelined round trip per tick.
+Out: one XREAD over every connected session's `out:{sid}` (plus a wake-up stream for
+joins) forwards events and reply audio in order, each JSON event carrying its stream id
+so a client can resume where it left off. Bad input gets an `error` event; it never
+closes another session or crashes the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from services.gateway.auth import allowed, token_of
+from services.gateway.publisher import Publisher
+from shared import protocol as p
+from shared.bus import Bus
+from shared.config import Settings
+from shared.messages import CTL, Audio, AudioOut, ClientEvent, Command, Image, SessionStart, Wake
+from shared.messages import in_stream, out_stream, wake_stream
+from shared.sessions import BadSessionId, new_id, validate_id
+
+log = logging.getLogger("jarvis.gateway")
+
+WEB_DIR = Path(__file__).parent / "web"
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+_IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png"}
+SEND_QUEUE = 2000  # events + audio chunks buffered for a slow client before it is dropped
+
+
+@dataclass(eq=False)
+class Conn:
+    ws: ServerConnection
+    sid: str | None = None
+    last_id: bytes | str = "0-0"
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
+
+
+class Gateway:
+    def __init__(self, settings: Settings, bus: Bus) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.id = f"gw-{uuid.uuid4().hex[:8]}"
+        self.wake = wake_stream(self.id)
+        self.publisher = Publisher(bus)
+        self.conns: dict[str, Conn] = {}
+        self._reader: asyncio.Task | None = None
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.publisher.start()
+        self._reader = asyncio.create_task(self._read_out(), name="out-reader")
+
+    async def close(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+        await self.publisher.close()
+        await self.bus.redis.delete(self.wake)
+
+    # ---- HTTP side: auth at the handshake, the web client, health ------------------
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return self._http(connection, path)
+        if not allowed(self.settings.auth_token, token_of(request.path, request.headers)):
+            log.warning("refused a connection without a valid token", extra={"peer": str(connection.remote_address)})
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+        return None
+
+    def _http(self, connection: ServerConnection, path: str) -> Response:
+        if path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        name = "index.html" if path in ("/", "") else path.lstrip("/")
+        target = (WEB_DIR / name).resolve()
+        if WEB_DIR.resolve() not in target.parents or not target.is_file():
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        body = target.read_bytes()
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if target.suffix == ".js":
+            ctype = "text/javascript"
+        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
+        return Response(HTTPStatus.OK.value, "OK", headers, body)
+
+    # ---- one connection ---------------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        conn = Conn(ws)
+        writer = asyncio.create_task(self._write(conn))
+        try:
+            async for frame in ws:
+                try:
+                    if isinstance(frame, str):
+                        await self._on_text(conn, frame)
+                    else:
+                        self._on_binary(conn, frame)
+                except p.ProtocolError as exc:
+                    self._error(conn, exc.code, exc.message)
+                except Exception:  # noqa: BLE001 - one bad message never ends the connection
+                    log.exception("failed handling a client frame", extra={"session": conn.sid})
+                    self._error(conn, p.ErrorCode.INTERNAL, "internal error handling that message")
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            if conn.sid and self.conns.get(conn.sid) is conn:
+                del self.conns[conn.sid]
+                self.publisher.put(in_stream(conn.sid), Command({"type": "detach"}, time.time()), self.settings.in_maxlen)
+
+    def _error(self, conn: Conn, code: p.ErrorCode, message: str) -> None:
+        self._send(conn, p.dump(p.Error(code=code, message=message)))
+
+    def _send(self, conn: Conn, item: str | bytes) -> None:
+        try:
+            conn.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("client too slow; closing so it can resume", extra={"session": conn.sid})
+            asyncio.ensure_future(conn.ws.close(4008, "client too slow; reconnect and resume"))
+
+    async def _write(self, conn: Conn) -> None:
+        try:
+            while True:
+                await conn.ws.send(await conn.queue.get())
+        except ConnectionClosed:
+            pass
+
+    async def _on_text(self, conn: Conn, raw: str) -> None:
+        msg = p.parse_client_text(raw)
+        if isinstance(msg, p.Start):
+            await self._start(conn, msg)
+            return
+        if conn.sid is None:
+            raise p.ProtocolError(p.ErrorCode.NO_SESSION, f"send 'start' before '{msg.type}'")
+        body = msg.model_dump(mode="json")
+        self.publisher.put(in_stream(conn.sid), Command(body, time.time()), self.settings.in_maxlen)
+        if isinstance(msg, p.Stop):
+            self.conns.pop(conn.sid, None)
+            conn.sid = None
+
+    async def _start(self, conn: Conn, msg: p.Start) -> None:
+        if conn.sid is not None:
+            raise p.ProtocolError(p.ErrorCode.SESSION_ACTIVE, "this connection already has a session; send 'stop' first")
+        if msg.sample_rate != self.settings.sample_rate:
+            raise p.ProtocolError(
+                p.ErrorCode.BAD_RATE, f"audio must be PCM16 mono at {self.settings.sample_rate} Hz, not {msg.sample_rate}"
+            )
+        try:
+            sid = validate_id(msg.session_id) if msg.session_id else new_id()
+        except BadSessionId as exc:
+            raise p.ProtocolError(p.ErrorCode.BAD_SESSION_ID, str(exc)) from None
+        if msg.last_event_id is not None and not _STREAM_ID.fullmatch(msg.last_event_id):
+            raise p.ProtocolError(p.ErrorCode.INVALID, "last_event_id must look like '1700000000000-0'")
+        out = out_stream(sid)
+        if msg.last_event_id:
+            start_id: bytes | str = msg.last_event_id
+        else:  # only what comes after this start
+            last = await self.bus.retry(lambda: self.bus.redis.xrevrange(out, count=1))
+            start_id = last[0][0] if last else "0-0"
+        previous = self.conns.get(sid)
+        if previous is not None and previous is not conn:
+            previous.sid = None
+            await previous.ws.close(4001, "session taken over by another connection")
+        conn.sid, conn.last_id = sid, start_id
+        self.conns[sid] = conn
+        start = SessionStart(
+            sid=sid,
+            pipeline=msg.pipeline,
+            trigger=msg.trigger.value if msg.trigger else None,
+            sample_rate=msg.sample_rate,
+            client_vad=msg.client_vad,
+            options=msg.options,
+            resume=msg.session_id is not None,
+            ts=time.time(),
+        )
+        await self.bus.add_many([(self.wake, Wake("join"), 16), (CTL, start, 10000)])
+        log.info("session started", extra={"session": sid, "resume": start.resume})
+
+    def _on_binary(self, conn: Conn, frame: bytes) -> None:
+        if conn.sid is None:
+            raise p.ProtocolError(p.ErrorCode.NO_SESSION, "send 'start' before audio or images")
+        if len(frame) > self.settings.max_frame_bytes:
+            raise p.ProtocolError(
+                p.ErrorCode.FRAME_TOO_LARGE,
+                f"frame of {len(frame)} bytes is over the {self.settings.max_frame_bytes}-byte limit; it was dropped",
+            )
+        if len(frame) < 2:
+            raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "binary frames are a 1-byte kind tag and a payload")
+        kind, payload = frame[0], frame[1:]
+        now = time.time()
+        if kind == p.AUDIO:
+            if len(payload) % 2:
+                raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "audio must be whole PCM16 samples (even byte count)")
+            self.publisher.put(in_stream(conn.sid), Audio(bytes(payload), now), self.settings.in_maxlen)
+        elif kind == p.IMAGE:
+            mime = next((m for magic, m in _IMAGE_MAGIC.items() if payload.startswith(magic)), None)
+            if mime is None:
+                raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "images must be JPEG or PNG")
+            self.publisher.put(in_stream(conn.sid), Image(bytes(payload), mime, now), self.settings.in_maxlen)
+        else:
+            raise p.ProtocolError(p.ErrorCode.BAD_FRAME, f"unknown binary kind 0x{kind:02x} (0x01 audio, 0x02 image)")
+
+    # ---- out streams -> sockets ----------------------------------------------------
+
+    async def _read_out(self) -> None:
+        wake_id: bytes | str = "$"
+        while True:
+            streams: dict[str, bytes | str] = {self.wake: wake_id}
+            for sid, conn in self.conns.items():
+                streams[out_stream(sid)] = conn.last_id
+            try:
+                entries = await self.bus.read(streams, block_ms=self.settings.block_ms, count=512)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("out reader failed; retrying")
+                await asyncio.sleep(0.2)
+                continue
+            for stream, eid, msg in entries:
+                if stream == self.wake:
+                    wake_id = eid
+                    continue
+                conn = self.conns.get(stream[4:])
+                if conn is None:
+                    continue
+                conn.last_id = eid
+                if isinstance(msg, ClientEvent):
+                    # the stream id is the event's resume cursor
+                    self._send(conn, '{"id":"' + eid.decode() + '",' + msg.json[1:])
+                elif isinstance(msg, AudioOut):
+                    self._send(conn, bytes((p.AUDIO,)) + msg.pcm)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    bus = Bus.from_settings(settings)
+    await bus.wait_ready(timeout=60)
+    gw = Gateway(settings, bus)
+    await gw.start()
+    async with ws_serve(
+        gw.handler,
+        settings.host,
+        settings.port,
+        process_request=gw.process_request,
+        compression=None,  # permessage-deflate on raw PCM costs CPU and latency for nothing
+        max_size=settings.hard_frame_bytes,
+        max_queue=64,
+        ping_interval=20,
+        ping_timeout=20,
+        server_header="jarvis",
+    ) as server:
+        ports = [s.getsockname()[1] for s in server.sockets]
+        log.info("listening", extra={"host": settings.host, "ports": ports, "auth": settings.auth_token is not None})
+        await stop.wait()
+    await gw.close()
+    await bus.close()

@@ -1,0 +1,1 @@
+"""LLM worker: consumes `jobs:llm`, streams reply tokens to the session."""

@@ -1,0 +1,41 @@
+"""`python -m services.llm [--stub]`: run an LLM worker (a client of an OpenAI-compatible server)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from shared.bus import Bus
+from shared.config import Settings
+from shared.service import run
+
+
+def build_model(settings: Settings, stub: bool, stub_delay: float):
+    if stub or settings.profile == "stub":
+        from services.llm.stub import StubLlm
+
+        return StubLlm(delay_s=stub_delay)
+    from services.llm.openai_chat import OpenAIChat
+
+    return OpenAIChat()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m services.llm")
+    ap.add_argument("--stub", action="store_true", help="stub model (plumbing runs)")
+    ap.add_argument("--stub-delay", type=float, default=0.0, help="seconds between stub tokens")
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+
+    async def serve(settings: Settings, stop: asyncio.Event) -> None:
+        from services.llm.worker import LlmWorker
+
+        bus = Bus.from_settings(settings)
+        await LlmWorker(settings, bus, build_model(settings, args.stub, args.stub_delay), args.concurrency).run(stop)
+        await bus.close()
+
+    run("llm", serve)
+
+
+if __name__ == "__main__":
+    main()

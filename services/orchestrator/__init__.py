@@ -1,0 +1,1 @@
+"""Orchestrator service: owns sessions, VAD, turn detection and the per-turn pipeline."""

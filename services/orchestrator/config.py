@@ -1,0 +1,29 @@
+"""Turn-taking settings (env prefix `JARVIS_TURN_`)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.orchestrator.turns import EndpointConfig
+
+
+class TurnSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", extra="ignore")
+
+    threshold: float = 0.5  # Silero speech probability
+    neg_threshold: float = 0.35
+    min_speech_ms: float = 250  # shorter sounds never start a turn
+    end_silence_ms: float = 300  # silence that ends a turn
+    max_turn_ms: float = 30000
+    barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
+    partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off
+    idle_timeout_s: float = 600  # a detached session is saved and let go after this
+
+    def endpoint(self) -> EndpointConfig:
+        return EndpointConfig(
+            threshold=self.threshold,
+            neg_threshold=self.neg_threshold,
+            min_speech_ms=self.min_speech_ms,
+            end_silence_ms=self.end_silence_ms,
+            max_turn_ms=self.max_turn_ms,
+        )

@@ -1,0 +1,530 @@
+"""One live session inside the orchestrator: the state machine, turn taking, dispatch of
+jobs and the handling of their results.
+
+The runner never talks to Redis itself: it queues entries on its orchestrator's outbox
+(flushed once per tick, in order) and asks it for the few things that must be atomic
+(bumping the epoch together with the `interrupted` event) or slow (saving the session).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
+from services.orchestrator.turn import Turn
+from services.orchestrator.turns import EndpointDetector, SpeechStart, TurnEnd
+from services.orchestrator.vad import WINDOW
+from shared import protocol as p
+from shared.messages import (
+    Audio,
+    ClientEvent,
+    Command,
+    ContextSet,
+    Image,
+    JobFailed,
+    LlmDone,
+    LlmJob,
+    LlmToken,
+    SessionStart,
+    SttJob,
+    SttResult,
+    TtsJob,
+    TtsProgress,
+    jobs_stream,
+    out_stream,
+)
+from shared.sessions import Session, TurnRecord
+
+if TYPE_CHECKING:
+    from services.orchestrator.service import Orchestrator
+
+log = logging.getLogger("jarvis.orchestrator.session")
+
+PRE_ROLL_MS = 200  # audio kept before detected speech start
+POST_ROLL_MS = 100
+
+
+class SessionRunner:
+    def __init__(self, orch: Orchestrator, session: Session, epoch: int, cursor: bytes | str) -> None:
+        self.orch = orch
+        self.cfg = orch.turn_settings
+        self.session = session
+        self.sid = session.id
+        self.epoch = epoch
+        self.cursor = cursor  # last in:{sid} id handled
+        self.safe_cursor = cursor  # last id at which no turn was in progress (takeover replays from here)
+        conf = session.config
+        self.pipeline: PipelineConfig = PIPELINES.get(session.pipeline, PIPELINES["sts"])
+        self.trigger = p.Trigger(conf.get("trigger") or self.pipeline.trigger)
+        self.client_vad = bool(conf.get("client_vad", False))
+        self.voice: str | None = conf.get("options", {}).get("voice")
+        self.ctx = PipelineContext(sample_rate=conf.get("sample_rate", 16000))
+        self.vad_stream = orch.vad.new_stream() if orch.vad else None
+        self.detector = EndpointDetector(orch.endpoint_config)
+        self.state = p.State.IDLE
+        self.turn: Turn | None = None  # the turn being answered
+        self.last: Turn | None = None  # the previous turn, while its audio may still be playing
+        self.queued: list[tuple[bytes, float, float]] = []  # continuous mode: segments waiting their turn
+        self.partial_at = 0  # stream sample of the last partial transcript request
+        self.partial_out = False
+        self.detached_at: float | None = None
+        self.speech_started = False
+
+    # ---- output helpers -----------------------------------------------------------
+
+    def event(self, ev: p._Event) -> None:
+        self.orch.put(out_stream(self.sid), ClientEvent(p.dump(ev)), self.orch.settings.out_maxlen)
+
+    def job(self, kind: str, msg: Any) -> None:
+        self.orch.put(jobs_stream(kind), msg, self.orch.settings.jobs_maxlen)
+
+    def set_state(self, state: p.State) -> None:
+        if state != self.state:
+            prev, self.state = self.state, state
+            self.event(p.StateChanged(state=state, previous=prev))
+
+    def error(self, code: p.ErrorCode, message: str) -> None:
+        self.event(p.Error(code=code, message=message))
+
+    @property
+    def next_turn(self) -> int:
+        return len(self.session.history) + 1
+
+    # ---- lifecycle --------------------------------------------------------------------
+
+    def ready(self, resumed: bool) -> None:
+        self.event(
+            p.Ready(
+                session_id=self.sid,
+                pipeline=self.pipeline.name,
+                trigger=self.trigger,
+                sample_rate=self.ctx.sample_rate,
+                resumed=resumed,
+                turns=len(self.session.history),
+            )
+        )
+
+    async def on_start(self, start: SessionStart, resumed: bool) -> None:
+        """A client (re)connected: apply its settings, say ready, show the state."""
+        self.detached_at = None
+        if start.pipeline not in PIPELINES:
+            self.error(p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {start.pipeline!r}; have {sorted(PIPELINES)}")
+        else:
+            self.pipeline = PIPELINES[start.pipeline]
+            self.session.pipeline = start.pipeline
+        self.trigger = p.Trigger(start.trigger or self.pipeline.trigger)
+        self.client_vad = start.client_vad
+        self.voice = start.options.get("voice", self.voice)
+        self.ctx.sample_rate = start.sample_rate
+        self.session.config = {
+            "trigger": self.trigger.value,
+            "client_vad": self.client_vad,
+            "sample_rate": start.sample_rate,
+            "options": start.options,
+        }
+        self.ready(resumed)
+        if self.state == p.State.IDLE:
+            self.set_state(p.State.LOADING)
+            await self.orch.prepare(self, self.pipeline.models, priority="prewarm")
+            self.set_state(p.State.LISTENING)
+        else:
+            self.event(p.StateChanged(state=self.state))
+
+    # ---- input ----------------------------------------------------------------------
+
+    async def handle(self, msg: Any) -> None:
+        if isinstance(msg, Audio):
+            self.on_audio(msg)
+        elif isinstance(msg, Command):
+            await self.on_command(msg)
+        elif isinstance(msg, Image):
+            self.ctx.image, self.ctx.image_mime = msg.data, msg.mime
+        elif isinstance(msg, SttResult):
+            self.on_transcript(msg)
+        elif isinstance(msg, LlmToken):
+            self.on_token(msg)
+        elif isinstance(msg, ContextSet):
+            if msg.epoch == self.epoch:
+                if msg.value is None:
+                    self.session.context.pop(msg.key, None)
+                else:
+                    self.session.context[msg.key] = msg.value
+        elif isinstance(msg, LlmDone):
+            self.on_llm_done(msg)
+        elif isinstance(msg, TtsProgress):
+            self.on_tts(msg)
+        elif isinstance(msg, JobFailed):
+            self.on_failed(msg)
+        elif isinstance(msg, SessionStart):
+            await self.on_start(msg, resumed=True)
+
+    def on_audio(self, msg: Audio) -> None:
+        ctx = self.ctx
+        ctx.append(msg.pcm, msg.ts)
+        server_vad = self.trigger in (p.Trigger.VAD, p.Trigger.CONTINUOUS) and not self.client_vad
+        if server_vad and self.vad_stream is not None:
+            samples = np.frombuffer(msg.pcm, dtype="<i2").astype(np.float32) * (1 / 32768)
+            pending = np.concatenate((ctx.pending, samples)) if ctx.pending.size else samples
+            n = len(pending) // WINDOW
+            for i in range(n):
+                self.orch.vad_batch.append((self, pending[i * WINDOW : (i + 1) * WINDOW], msg.ts))
+            ctx.pending = pending[n * WINDOW :].copy() if n else pending
+            if not self.detector.in_speech and not ctx.recording:
+                self._trim_idle()
+        elif not ctx.recording:
+            self._trim_idle()
+
+    def _trim_idle(self) -> None:
+        keep = self.ctx.ms_to_sample(PRE_ROLL_MS + self.detector.config.min_speech_ms + 600)
+        if self.ctx.samples_in - self.ctx.audio_start > 3 * keep:
+            self.ctx.keep_from(self.ctx.samples_in - keep)
+
+    def on_vad(self, prob: float, ts: float) -> None:
+        for ev in self.detector.feed(prob):
+            if isinstance(ev, SpeechStart):
+                self.on_speech_start()
+            elif isinstance(ev, TurnEnd):
+                self.on_speech_end(ev.start_ms, ev.end_ms, ts)
+        if self.detector.in_speech:
+            self._maybe_barge_in()
+            self._maybe_partial()
+
+    def on_speech_start(self) -> None:
+        self.speech_started = True
+        self.partial_at = self.ctx.samples_in
+        self.event(p.VadEvent(speaking=True))
+        if self.state == p.State.LISTENING:
+            self.orch.spawn(self.orch.prepare(self, self.pipeline.models, priority="prewarm", quiet=True))
+
+    def _maybe_barge_in(self) -> None:
+        if self.trigger == p.Trigger.CONTINUOUS or not self.speech_started:
+            return
+        busy = (self.turn or self.last) is not None and self.state in (p.State.THINKING, p.State.SPEAKING)
+        if busy and self.detector.speech_ms >= self.cfg.barge_in_ms:
+            self.orch.spawn(self.interrupt(reason="speech"))
+
+    def _maybe_partial(self) -> None:
+        every = self.ctx.ms_to_sample(self.cfg.partial_interval_ms)
+        if not every or self.partial_out or self.state != p.State.LISTENING or not self.speech_started:
+            return
+        if self.ctx.samples_in - self.partial_at >= every:
+            self.partial_at = self.ctx.samples_in
+            self.partial_out = True
+            start = self.ctx.samples_in - self.ctx.ms_to_sample(self.detector.speech_ms + PRE_ROLL_MS)
+            pcm = self.ctx.slice(start, self.ctx.samples_in)
+            self.job("stt", SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time()))
+
+    def on_speech_end(self, start_ms: float, end_ms: float, decided_ts: float) -> None:
+        """The detector closed a stretch of speech in stream time [start_ms, end_ms)."""
+        if not self.speech_started:
+            return
+        self.speech_started = False
+        self.event(p.VadEvent(speaking=False))
+        ctx = self.ctx
+        a = ctx.ms_to_sample(start_ms - PRE_ROLL_MS)
+        b = ctx.ms_to_sample(end_ms + POST_ROLL_MS)
+        pcm = ctx.slice(a, b)
+        t_eos = ctx.ts_of_sample(ctx.ms_to_sample(end_ms))
+        ctx.keep_from(b)
+        if self.state in (p.State.THINKING, p.State.SPEAKING):
+            if self.trigger == p.Trigger.CONTINUOUS:
+                self.queued.append((pcm, t_eos, decided_ts))
+            # else: too short to count as a barge-in (a cough, an "mhm"): the reply goes on
+            return
+        self.start_audio_turn(pcm, t_eos, decided_ts)
+
+    async def on_command(self, cmd: Command) -> None:
+        body = cmd.body
+        kind = body.get("type")
+        if kind == "text":
+            if self.turn is not None:
+                await self.interrupt(reason="text")
+            speak = body.get("speak")
+            self.start_text_turn(body["text"], cmd.ts, self.pipeline.speak if speak is None else bool(speak))
+        elif kind == "interrupt":
+            await self.interrupt(reason="client")
+        elif kind == "vad":
+            if self.client_vad or self.trigger == p.Trigger.MANUAL:
+                self._recording(bool(body.get("speaking")), cmd.ts)
+        elif kind == "turn":
+            if self.trigger == p.Trigger.MANUAL:
+                begin = body.get("action") == "begin"
+                if begin and self.turn is not None:
+                    await self.interrupt(reason="push-to-talk")
+                self._recording(begin, cmd.ts)
+            else:
+                self.error(p.ErrorCode.INVALID, f"'turn' needs the manual trigger; this session uses {self.trigger.value}")
+        elif kind == "config":
+            await self.on_config(body)
+        elif kind == "stop":
+            await self.orch.end_session(self)
+        elif kind == "detach":
+            self.detached_at = time.time()
+        elif kind == "start":  # relayed by another orchestrator
+            await self.on_start(SessionStart(**body["start"]), resumed=True)
+
+    def _recording(self, on: bool, ts: float) -> None:
+        ctx = self.ctx
+        if on and not ctx.recording:
+            ctx.recording = True
+            ctx.keep_from(ctx.samples_in)
+            self.speech_started = True
+            self.event(p.VadEvent(speaking=True))
+            if self.turn is not None and self.trigger != p.Trigger.MANUAL:
+                self.orch.spawn(self.interrupt(reason="client-vad"))
+        elif not on and ctx.recording:
+            ctx.recording = False
+            self.speech_started = False
+            self.event(p.VadEvent(speaking=False))
+            pcm = ctx.slice(ctx.audio_start, ctx.samples_in)
+            ctx.keep_from(ctx.samples_in)
+            if pcm:
+                self.start_audio_turn(pcm, ts, ts)
+
+    async def on_config(self, body: dict) -> None:
+        name = body.get("pipeline")
+        if name is not None:
+            if name not in PIPELINES:
+                self.error(p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {name!r}; have {sorted(PIPELINES)}")
+                return
+            self.pipeline = PIPELINES[name]
+            self.session.pipeline = name
+            if not body.get("trigger"):
+                self.trigger = self.pipeline.trigger
+        if body.get("trigger"):
+            self.trigger = p.Trigger(body["trigger"])
+        options = body.get("options") or {}
+        if "voice" in options:
+            self.voice = options["voice"]
+        self.session.config.update({"trigger": self.trigger.value})
+        self.session.config.setdefault("options", {}).update(options)
+        self.ready(resumed=True)
+
+    # ---- the turn -----------------------------------------------------------------------
+
+    def _new_turn(self, t0: float, decided_ts: float, speak: bool) -> Turn:
+        turn = Turn(n=self.next_turn, epoch=self.epoch, speak=speak, t0=t0, decided_ts=decided_ts)
+        self.turn = turn
+        self.last = None
+        self.set_state(p.State.THINKING)
+        return turn
+
+    def start_audio_turn(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
+        turn = self._new_turn(t_eos, decided_ts, speak=self.pipeline.speak)
+        self.partial_out = False
+        self.orch.spawn(self._dispatch_stt(turn, pcm))
+
+    async def _dispatch_stt(self, turn: Turn, pcm: bytes) -> None:
+        await self.orch.prepare(self, self.pipeline.models, priority="turn")
+        if self.turn is turn:
+            self.orch.put(jobs_stream("stt"), SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time()))
+            await self.orch.flush()
+
+    def start_text_turn(self, text: str, ts: float, speak: bool) -> None:
+        turn = self._new_turn(ts, ts, speak=speak)
+        turn.user = text
+        turn.transcript_ts = ts
+        self.event(p.TranscriptEvent(turn=turn.n, text=text, final=True))
+        self.orch.spawn(self._dispatch_llm(turn))
+
+    def on_transcript(self, r: SttResult) -> None:
+        if r.epoch != self.epoch:
+            return
+        if not r.final:
+            self.partial_out = False
+            if self.turn is None and r.turn == self.next_turn and self.speech_started and r.text:
+                self.event(p.TranscriptEvent(turn=r.turn, text=r.text, final=False))
+            return
+        turn = self.turn
+        if turn is None or r.turn != turn.n or turn.transcript_ts is not None:
+            return
+        turn.stt_ms = r.elapsed_ms
+        turn.transcript_ts = r.ts
+        text = r.text.strip()
+        if not text:  # nothing intelligible: not a turn
+            self.event(p.TranscriptEvent(turn=turn.n, text="", final=True))
+            self.turn = None
+            self.set_state(p.State.LISTENING)
+            self._next_queued()
+            return
+        turn.user = text
+        self.event(p.TranscriptEvent(turn=turn.n, text=text, final=True))
+        self.orch.spawn(self._dispatch_llm(turn))
+
+    async def _dispatch_llm(self, turn: Turn) -> None:
+        await self.orch.prepare(self, self.pipeline.models, priority="turn")
+        if self.turn is not turn:
+            return
+        messages: list[dict[str, Any]] = self.session.messages(self.orch.settings.history_window)
+        if self.pipeline.vision and self.ctx.image:
+            from services.llm.images import image_part
+
+            turn.image = True
+            content: Any = [{"type": "text", "text": turn.user}, image_part(self.ctx.image, self.ctx.image_mime)]
+        else:
+            content = turn.user
+        messages.append({"role": "user", "content": content})
+        kind = "vlm" if self.pipeline.vision else "llm"
+        self.orch.put(jobs_stream(kind), LlmJob(self.sid, turn.n, turn.epoch, messages, dict(self.session.context), time.time()))
+        await self.orch.flush()
+
+    def on_token(self, t: LlmToken) -> None:
+        turn = self.turn
+        if turn is None or t.epoch != self.epoch or t.turn != turn.n:
+            return
+        if turn.first_token_ts is None:
+            turn.first_token_ts = t.ts
+        turn.reply += t.text
+        self.event(p.Reply(turn=turn.n, delta=t.text))
+        if turn.speak:
+            turn.add_sentences(turn.splitter.feed(t.text))
+            self._pump_tts(turn)
+
+    def on_llm_done(self, d: LlmDone) -> None:
+        turn = self.turn
+        if turn is None or d.epoch != self.epoch or d.turn != turn.n:
+            return
+        turn.llm_ms = d.elapsed_ms
+        turn.llm_done = True
+        if turn.speak:
+            turn.add_sentences(turn.splitter.flush())
+        self.event(p.Reply(turn=turn.n, final=True, text=turn.reply))
+        self._pump_tts(turn)
+        self._maybe_finish(turn)
+
+    def _pump_tts(self, turn: Turn) -> None:
+        if turn.inflight is None and turn.queue:
+            s = turn.queue.popleft()
+            turn.inflight = s
+            self.job("tts", TtsJob(self.sid, turn.n, turn.epoch, s.seq, s.text, self.voice, time.time()))
+
+    def on_tts(self, t: TtsProgress) -> None:
+        turn = self.turn
+        if turn is None or t.epoch != self.epoch or t.turn != turn.n or t.seq >= len(turn.sentences):
+            return
+        s = turn.sentences[t.seq]
+        s.samples, s.sample_rate = t.samples, t.sample_rate
+        if t.first_audio_ts and not s.first_audio_ts:
+            s.first_audio_ts = t.first_audio_ts
+        if t.first_audio_ts and turn.first_audio_ts is None:
+            turn.first_audio_ts = t.first_audio_ts
+            self.set_state(p.State.SPEAKING)
+        if t.done:
+            s.done = True
+            turn.tts_ms += t.elapsed_ms
+            if turn.inflight is s:
+                turn.inflight = None
+            self._pump_tts(turn)
+            self._maybe_finish(turn)
+
+    def on_failed(self, f: JobFailed) -> None:
+        turn = self.turn
+        if turn is None or f.epoch != self.epoch or f.turn != turn.n:
+            if f.epoch == self.epoch and f.kind == "stt":
+                self.partial_out = False
+            return
+        log.warning("%s job failed: %s", f.kind, f.error, extra={"session": self.sid, "turn": turn.n})
+        self.error(p.ErrorCode.MODEL_ERROR, f"the {f.kind} model failed: {f.error}")
+        if f.kind == "tts":  # keep the text reply; skip the sentence's audio
+            if turn.inflight is not None:
+                turn.inflight.done = True
+            turn.inflight = None
+            self._pump_tts(turn)
+            self._maybe_finish(turn)
+            return
+        turn.llm_done = True
+        turn.queue.clear()
+        turn.inflight = None
+        self._maybe_finish(turn)
+
+    def _maybe_finish(self, turn: Turn) -> None:
+        if not turn.finished or self.turn is not turn:
+            return
+        turn.done_ts = time.time()
+        if turn.first_audio_ts:
+            self.event(p.AudioEnd(turn=turn.n))
+        metrics = turn.metrics()
+        self.event(p.Metrics(**metrics))
+        if turn.user:
+            self.session.history.append(
+                TurnRecord(
+                    turn=turn.n, user=turn.user, assistant=turn.reply, pipeline=self.pipeline.name,
+                    image=turn.image, metrics=metrics,
+                )
+            )
+            self.orch.spawn(self.orch.save(self))
+        self.turn = None
+        if turn.first_audio_ts and turn.playback_end() > time.time():
+            self.last = turn  # stay SPEAKING while the client plays the rest
+        else:
+            self.set_state(p.State.LISTENING)
+            self._next_queued()
+
+    def _next_queued(self) -> None:
+        if self.queued and self.turn is None:
+            pcm, t_eos, decided = self.queued.pop(0)
+            self.start_audio_turn(pcm, t_eos, decided)
+
+    def tick(self, now: float) -> float | None:
+        """Timers: playback end, a silent stream, idle expiry. Returns the next deadline."""
+        deadline: float | None = None
+        if self.last is not None:
+            end = self.last.playback_end()
+            if now >= end:
+                self.last = None
+                if self.turn is None:
+                    self.set_state(p.State.LISTENING)
+                    self._next_queued()
+            else:
+                deadline = end
+        if (self.detector.in_speech or self.ctx.recording and self.client_vad) and self.ctx.last_frame_ts:
+            gap = now - self.ctx.last_frame_ts
+            limit = (self.detector.config.end_silence_ms + 500) / 1000
+            if gap > limit:  # the client stopped sending audio mid-speech: end the turn
+                if self.ctx.recording:
+                    self._recording(False, now)
+                else:
+                    windows = int(self.detector.config.end_silence_ms / self.detector.config.window_ms) + 2
+                    for _ in range(windows):
+                        self.on_vad(0.0, now)
+            else:
+                d = self.ctx.last_frame_ts + limit
+                deadline = d if deadline is None else min(deadline, d)
+        if self.turn is None and self.last is None and not self.detector.in_speech:
+            self.safe_cursor = self.cursor
+        return deadline
+
+    # ---- barge-in -----------------------------------------------------------------------
+
+    async def interrupt(self, reason: str) -> None:
+        """Cancel the reply: bump the epoch (workers drop the turn's jobs and results), tell
+        the client to flush playback, keep in history only what the user heard."""
+        turn = self.turn or self.last
+        if turn is None:
+            return
+        now = time.time()
+        spoken = turn.spoken_text(now)
+        self.turn = None
+        self.last = None
+        turn.done_ts = now
+        self.epoch = await self.orch.bump_epoch(self, p.Interrupted(turn=turn.n, spoken=spoken))
+        log.info("interrupted (%s)", reason, extra={"session": self.sid, "turn": turn.n})
+        metrics = turn.metrics(interrupted=True)
+        if self.session.history and self.session.history[-1].turn == turn.n:  # finished, still playing
+            rec = self.session.history[-1]
+            rec.assistant, rec.interrupted = spoken, True
+            rec.metrics["interrupted"] = True
+        elif turn.user:
+            self.session.history.append(
+                TurnRecord(
+                    turn=turn.n, user=turn.user, assistant=spoken, interrupted=True, pipeline=self.pipeline.name,
+                    image=turn.image, metrics=metrics,
+                )
+            )
+            self.event(p.Metrics(**metrics))
+        self.orch.spawn(self.orch.save(self))
+        self.set_state(p.State.LISTENING)

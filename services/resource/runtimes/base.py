@@ -1,0 +1,75 @@
+"""The runtime interface: start, health-wait, stop and watch one model server.
+
+A runtime turns a model's `RuntimeSpec` into a running server and back. The planner only
+talks to this interface, so Docker, local processes and the simulated runtime are
+interchangeable. Every method is async and must not block the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class RuntimeFailure(RuntimeError):
+    """A model server failed to start, died, or did not become healthy in time."""
+
+
+class StartFailed(RuntimeFailure):
+    pass
+
+
+class HealthTimeout(RuntimeFailure):
+    pass
+
+
+@dataclass(slots=True)
+class Handle:
+    """A running (or adopted) model server."""
+
+    model: str
+    kind: str  # "docker" | "process" | "simulated"
+    ref: str  # container id, pid, or simulated key
+    device: int = 0
+    started_at: float = field(default_factory=time.time)
+    adopted: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    obj: Any = None  # runtime-private (asyncio Process, ...)
+
+
+# Called while waiting for health with (fraction of the expected time elapsed, message).
+ProgressFn = Callable[[float, str], Awaitable[None]]
+
+
+class Runtime(Protocol):
+    kind: str
+
+    async def start(self, model: str, spec: Any, device: int) -> Handle:
+        """Launch the server; returns at once (before it is healthy)."""
+        ...
+
+    async def wait_healthy(
+        self, handle: Handle, spec: Any, timeout_s: float, progress: ProgressFn | None, expected_s: float
+    ) -> None:
+        """Return when the server answers its health check; raise HealthTimeout / StartFailed."""
+        ...
+
+    async def alive(self, handle: Handle, spec: Any) -> bool:
+        """Is the server still there (cheap: process/container state, not a full health probe)?"""
+        ...
+
+    async def probe(self, handle: Handle, spec: Any) -> bool:
+        """A full health probe (the periodic check of a resident model)."""
+        ...
+
+    async def stop(self, handle: Handle, grace_s: float) -> None:
+        """Stop it and make sure it is gone (graceful, then forced)."""
+        ...
+
+    async def adopt(self) -> list[Handle]:
+        """Servers a previous run of this service left behind (ours by label / state file)."""
+        ...
+
+    async def close(self) -> None: ...

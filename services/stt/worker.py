@@ -1,0 +1,21 @@
+"""The STT worker: one transcript per job, partial or final."""
+
+from __future__ import annotations
+
+import time
+
+from shared.messages import SttJob, SttResult
+from shared.model import SttRequest
+from shared.worker import Worker
+
+
+class SttWorker(Worker):
+    kind = "stt"
+
+    async def process(self, job: SttJob) -> None:
+        started = time.perf_counter()
+        text = ""
+        async for t in self.model.infer(SttRequest(job.pcm, job.sample_rate, partial=job.partial)):
+            text = (text + " " + t.text).strip() if text else t.text.strip()
+        elapsed = (time.perf_counter() - started) * 1000
+        await self.to_session(job, SttResult(job.turn, job.epoch, text, not job.partial, elapsed, time.time()))

@@ -1,0 +1,1 @@
+"""Text-to-speech worker: consumes `jobs:tts`, streams audio to the client."""

@@ -1,0 +1,26 @@
+"""Stub TTS for plumbing runs: a soft tone whose length follows the text (60 ms a character)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+
+from shared.model import AudioChunk, Model, TtsRequest
+
+RATE = 16000
+MS_PER_CHAR = 60
+CHUNK_MS = 100
+
+
+class StubTts(Model[TtsRequest, AudioChunk]):
+    name = "stub-tts"
+    sample_rate = RATE
+
+    async def infer(self, request: TtsRequest) -> AsyncIterator[AudioChunk]:
+        n = len(request.text) * MS_PER_CHAR * RATE // 1000
+        t = np.arange(n) / RATE
+        tone = (0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
+        step = CHUNK_MS * RATE // 1000 * 2
+        for i in range(0, len(tone), step):
+            yield AudioChunk(tone[i : i + step], RATE)

@@ -1,0 +1,62 @@
+"""Settings shared by every service, read from the environment with the `JARVIS_` prefix.
+
+Each service adds its own settings class beside its code (e.g. `services/stt/config.py`,
+prefix `JARVIS_STT_`); this module holds what several services must agree on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["stub", "cpu", "gpu"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JARVIS_", extra="ignore")
+
+    # Which models the workers run: stub (plumbing), cpu (real, offline), gpu (deployment).
+    profile: Profile = "cpu"
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis socket timeout in seconds; must exceed the longest blocking read (block_ms).
+    redis_socket_timeout: float = 30.0
+    block_ms: int = 1000
+
+    # Gateway
+    host: str = "127.0.0.1"
+    port: int = 8765
+    auth_token: SecretStr | None = None
+    max_frame_bytes: int = 1 << 20  # larger frames get an error event and are dropped
+    hard_frame_bytes: int = 16 << 20  # the WebSocket layer closes the connection past this
+    sample_rate: int = 16000  # the client's audio rate this deployment accepts
+
+    # Session storage
+    sessions_dir: Path = Path("var/sessions")
+
+    # Streams
+    in_maxlen: int = 6000  # ~2 minutes of 20 ms frames
+    out_maxlen: int = 4000
+    jobs_maxlen: int = 10000
+    session_ttl_s: int = 3600  # streams of a session idle this long expire
+
+    # Ownership and reliability
+    lease_ms: int = 3000
+    job_min_idle_ms: int = 60000  # reclaim a job pending this long (longer than the slowest honest job)
+    max_deliveries: int = 3  # then it goes to the dead-letter stream
+
+    # Orchestrator
+    pipeline: str = "sts"
+    history_window: int = 20  # past messages sent to the LLM
+
+    log_level: str = "INFO"
+    metrics_port: int = Field(default=0, description="Prometheus port for this process; 0 = off")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,223 @@
+"""Typed messages that travel inside Redis between gateway, orchestrator and workers.
+
+Stream names are built here too, so no service spells a key by hand.
+`ts` fields are wall-clock seconds (time.time()) stamped where the message was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.codec import message
+
+# ---- stream and key names ---------------------------------------------------------
+
+CTL = "ctl"  # session lifecycle; consumer group ORCHESTRATORS
+ORCHESTRATORS = "orchestrators"
+SESSIONS = "sessions:active"  # hash sid -> owner id (informative; the lease decides)
+DEAD_LETTER = "dead"
+
+
+def in_stream(sid: str) -> str:
+    return f"in:{sid}"
+
+
+def out_stream(sid: str) -> str:
+    return f"out:{sid}"
+
+
+def jobs_stream(kind: str) -> str:
+    return f"jobs:{kind}"
+
+
+def epoch_key(sid: str) -> str:
+    return f"epoch:{sid}"
+
+
+def owner_key(sid: str) -> str:
+    return f"owner:{sid}"
+
+
+def cursor_key(sid: str) -> str:
+    return f"cursor:{sid}"
+
+
+def wake_stream(who: str) -> str:
+    return f"wake:{who}"
+
+
+# ---- gateway -> orchestrator ------------------------------------------------------
+
+
+@message("start")
+@dataclass(slots=True)
+class SessionStart:
+    sid: str
+    pipeline: str
+    trigger: str | None
+    sample_rate: int
+    client_vad: bool
+    options: dict[str, Any]
+    resume: bool
+    ts: float
+
+
+@message("stop")
+@dataclass(slots=True)
+class SessionStop:
+    sid: str
+    ts: float
+
+
+@message("a")
+@dataclass(slots=True)
+class Audio:
+    pcm: bytes  # PCM16LE mono at the session's rate
+    ts: float  # when the gateway received the frame
+
+
+@message("img")
+@dataclass(slots=True)
+class Image:
+    data: bytes
+    mime: str
+    ts: float
+
+
+@message("cmd")
+@dataclass(slots=True)
+class Command:
+    """A validated client message other than start/stop (`protocol` model as a dict)."""
+
+    body: dict[str, Any]
+    ts: float
+
+
+# ---- orchestrator -> workers (jobs:{kind}) -----------------------------------------
+
+
+@message("job.stt")
+@dataclass(slots=True)
+class SttJob:
+    sid: str
+    turn: int
+    epoch: int
+    pcm: bytes
+    sample_rate: int
+    partial: bool
+    ts: float
+
+
+@message("job.llm")
+@dataclass(slots=True)
+class LlmJob:
+    sid: str
+    turn: int
+    epoch: int
+    messages: list[dict[str, Any]]
+    context: dict[str, Any]
+    ts: float
+
+
+@message("job.tts")
+@dataclass(slots=True)
+class TtsJob:
+    sid: str
+    turn: int
+    epoch: int
+    seq: int  # sentence number within the turn
+    text: str
+    voice: str | None
+    ts: float
+
+
+# ---- workers -> orchestrator (in:{sid}) --------------------------------------------
+
+
+@message("r.stt")
+@dataclass(slots=True)
+class SttResult:
+    turn: int
+    epoch: int
+    text: str
+    final: bool
+    elapsed_ms: float
+    ts: float
+
+
+@message("r.llm")
+@dataclass(slots=True)
+class LlmToken:
+    turn: int
+    epoch: int
+    text: str
+    ts: float
+
+
+@message("r.ctx")
+@dataclass(slots=True)
+class ContextSet:
+    turn: int
+    epoch: int
+    key: str
+    value: Any
+
+
+@message("r.llm.done")
+@dataclass(slots=True)
+class LlmDone:
+    turn: int
+    epoch: int
+    elapsed_ms: float
+    ts: float
+
+
+@message("r.tts")
+@dataclass(slots=True)
+class TtsProgress:
+    """A sentence's audio started (done=False, after its first chunk) or is all in out:{sid}."""
+
+    turn: int
+    epoch: int
+    seq: int
+    samples: int  # written so far
+    sample_rate: int
+    first_audio_ts: float  # when its first chunk was written
+    done: bool
+    elapsed_ms: float
+    ts: float
+
+
+@message("r.fail")
+@dataclass(slots=True)
+class JobFailed:
+    kind: str
+    turn: int
+    epoch: int
+    error: str
+    ts: float
+
+
+# ---- to the client (out:{sid}) -----------------------------------------------------
+
+
+@message("ev")
+@dataclass(slots=True)
+class ClientEvent:
+    json: str  # a protocol server event, already serialised
+
+
+@message("pcm")
+@dataclass(slots=True)
+class AudioOut:
+    turn: int
+    epoch: int
+    pcm: bytes
+
+
+@message("wake")
+@dataclass(slots=True)
+class Wake:
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,102 @@
+"""The session store: a conversation's history and context, saved as one JSON file per session.
+
+Writes are atomic (temp file in the same folder, fsync, rename), so a crash never leaves
+a half-written session. Session ids are validated so no id can name a path outside the
+sessions folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class BadSessionId(ValueError):
+    pass
+
+
+def validate_id(sid: str) -> str:
+    if not isinstance(sid, str) or not _ID.fullmatch(sid):
+        raise BadSessionId("session ids are 1-64 characters of letters, digits, '-' and '_'")
+    return sid
+
+
+def new_id() -> str:
+    return "s" + secrets.token_hex(8)
+
+
+class TurnRecord(BaseModel):
+    turn: int
+    user: str
+    assistant: str = ""
+    interrupted: bool = False
+    pipeline: str = "sts"
+    image: bool = False  # the user's turn carried an image
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    ts: float = Field(default_factory=time.time)
+
+
+class Session(BaseModel):
+    id: str
+    pipeline: str = "sts"
+    history: list[TurnRecord] = Field(default_factory=list)
+    context: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)  # trigger, client_vad, sample_rate, options
+    created: float = Field(default_factory=time.time)
+    updated: float = Field(default_factory=time.time)
+
+    @staticmethod
+    def path(root: str | Path, sid: str) -> Path:
+        root = Path(root).resolve()
+        p = (root / f"{validate_id(sid)}.json").resolve()
+        if p.parent != root:  # belt and braces: the id regex already forbids separators
+            raise BadSessionId("session id escapes the sessions folder")
+        return p
+
+    @classmethod
+    def load(cls, root: str | Path, sid: str) -> Session | None:
+        """The saved session, or None if there is none."""
+        try:
+            data = cls.path(root, sid).read_bytes()
+        except FileNotFoundError:
+            return None
+        return cls.model_validate_json(data)
+
+    def save(self, root: str | Path) -> Path:
+        """Write atomically: readers see the old file or the new one, never a mix."""
+        target = self.path(root, self.id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.updated = time.time()
+        data = self.model_dump_json(indent=1).encode()
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.id}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return target
+
+    def messages(self, window: int) -> list[dict[str, str]]:
+        """The last `window` chat messages of the history, oldest first."""
+        msgs: list[dict[str, str]] = []
+        for t in self.history:
+            msgs.append({"role": "user", "content": t.user})
+            if t.assistant:
+                msgs.append({"role": "assistant", "content": t.assistant})
+        return msgs[-window:] if window > 0 else []

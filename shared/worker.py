@@ -1,0 +1,117 @@
+"""The job loop every model worker shares: consume `jobs:{kind}` as a consumer group,
+drop jobs whose session epoch moved on (barge-in), run the model off the event loop,
+write results only while the epoch still holds, ack, and reclaim jobs a dead worker left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from shared.bus import Bus
+from shared.config import Settings
+from shared.logs import session_var, turn_var
+from shared.messages import JobFailed, epoch_key, in_stream, jobs_stream, out_stream
+from shared.model import Model
+
+log = logging.getLogger("jarvis.worker")
+
+JOB_SECONDS = Histogram("jarvis_job_seconds", "Time to finish a job", ["kind"])
+JOBS = Counter("jarvis_jobs_total", "Jobs by outcome", ["kind", "outcome"])
+
+
+class Cancelled(Exception):
+    """The session's epoch moved on: stop working on this job."""
+
+
+class Worker:
+    kind = "worker"
+
+    def __init__(self, settings: Settings, bus: Bus, model: Model, concurrency: int = 2) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.model = model
+        self.stream = jobs_stream(self.kind)
+        self.group = f"{self.kind}-workers"
+        self.consumer = f"{self.kind}-{socket.gethostname()}-{os.getpid()}"
+        self.slots = asyncio.Semaphore(concurrency)
+        self.tasks: set[asyncio.Task] = set()
+
+    # ---- what subclasses implement --------------------------------------------------
+
+    async def process(self, job: Any) -> None:
+        raise NotImplementedError
+
+    # ---- helpers for subclasses -----------------------------------------------------
+
+    async def to_session(self, job: Any, msg: Any) -> None:
+        """A result for the orchestrator that owns the session (epoch-gated)."""
+        if await self.bus.add_if_epoch(epoch_key(job.sid), job.epoch, in_stream(job.sid), msg, self.settings.in_maxlen) is None:
+            raise Cancelled
+        # a stale job stops here; the orchestrator already moved on
+
+    async def to_client(self, job: Any, msg: Any) -> None:
+        """An event or audio for the client (epoch-gated)."""
+        if await self.bus.add_if_epoch(epoch_key(job.sid), job.epoch, out_stream(job.sid), msg, self.settings.out_maxlen) is None:
+            raise Cancelled
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.bus.wait_ready(timeout=60)
+        await self.bus.ensure_group(self.stream, self.group)
+        await self.model.load()
+        log.info("ready", extra={"worker": self.consumer, "model": self.model.name})
+        last_reclaim = 0.0
+        try:
+            while not stop.is_set():
+                await self.slots.acquire()
+                self.slots.release()
+                jobs: list = []
+                if time.monotonic() - last_reclaim > 5:
+                    last_reclaim = time.monotonic()
+                    jobs = await self.bus.reclaim(
+                        self.stream, self.group, self.consumer, self.settings.job_min_idle_ms, self.settings.max_deliveries
+                    )
+                if not jobs:
+                    jobs = await self.bus.consume(self.stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1)
+                for eid, job in jobs:
+                    await self.slots.acquire()
+                    task = asyncio.create_task(self._handle(eid, job))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+        finally:
+            for t in list(self.tasks):
+                t.cancel()
+            await self.model.unload()
+
+    async def _handle(self, eid: bytes, job: Any) -> None:
+        session_var.set(getattr(job, "sid", None))
+        turn_var.set(getattr(job, "turn", None))
+        started = time.perf_counter()
+        try:
+            if await self.bus.epoch(epoch_key(job.sid)) != job.epoch:
+                JOBS.labels(self.kind, "stale").inc()
+                return
+            await self.process(job)
+            JOBS.labels(self.kind, "done").inc()
+        except Cancelled:
+            JOBS.labels(self.kind, "cancelled").inc()
+            log.info("job cancelled by barge-in")
+        except Exception as exc:  # noqa: BLE001 - report to the session, keep serving
+            JOBS.labels(self.kind, "failed").inc()
+            log.exception("job failed")
+            try:
+                await self.to_session(job, JobFailed(self.kind, job.turn, job.epoch, f"{type(exc).__name__}: {exc}", time.time()))
+            except Cancelled:
+                pass
+        finally:
+            JOB_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
+            await self.bus.ack(self.stream, self.group, [eid])
+            self.slots.release()
