@@ -8,6 +8,7 @@ server the profile needs (the CPU profile's llama.cpp server), then every servic
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -23,6 +24,14 @@ from jarvis.redis_server import RedisServer, free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 @dataclass
 class Proc:
     name: str
@@ -36,7 +45,8 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         out.close()
 
@@ -93,6 +103,7 @@ class Stack:
         workdir: str | Path = "var",
         env: dict[str, str] | None = None,
         stub_llm_delay: float = 0.0,
+        vlm: bool | None = None,
     ) -> None:
         self.profile = profile
         self.port = port
@@ -101,10 +112,15 @@ class Stack:
         self.workdir = Path(workdir).resolve()
         self.extra_env = env or {}
         self.stub_llm_delay = stub_llm_delay
+        # a VLM worker for the vision pipeline: always with stub models, else when a VLM server is configured
+        self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
         self.redis: RedisServer | None = None
         self.redis_url = ""
         self.procs: list[Proc] = []
         self.model_procs: list[Proc] = []
+
+    def _get(self, name: str) -> str | None:
+        return self.extra_env.get(name) or os.environ.get(name)
 
     @property
     def url(self) -> str:
@@ -163,6 +179,8 @@ class Stack:
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
         self._service("tts", "services.tts", *stub)
+        if self.vlm:
+            self._service("vlm", "services.llm", "--role", "vlm", *llm_args)
         self._service("gateway", "services.gateway")
         for p in self.procs:
             p.start()
@@ -199,7 +217,7 @@ class Stack:
         import redis
 
         try:
-            return any(g["name"] == b"orchestrators" for g in r.xinfo_groups("ctl"))
+            return any(g["name"] == b"orchestrators" and g["consumers"] > 0 for g in r.xinfo_groups("ctl"))
         except redis.ResponseError:
             return False
 

@@ -152,6 +152,12 @@ class Bus:
 
         await self.retry(run, f"xgroup {stream}")
 
+    async def join_group(self, stream: str, group: str, consumer: str) -> None:
+        """Create the group if needed and register this consumer now (Redis 7 only creates a
+        consumer when XREADGROUP hands it something, so readiness checks would not see it)."""
+        await self.ensure_group(stream, group)
+        await self.retry(lambda: self.redis.xgroup_createconsumer(stream, group, consumer), f"xgroup {stream}")
+
     async def consume(
         self, stream: str, group: str, consumer: str, block_ms: int | None = 1000, count: int = 16
     ) -> list[tuple[bytes, Any]]:

@@ -33,7 +33,9 @@ class Cancelled(Exception):
 class Worker:
     kind = "worker"
 
-    def __init__(self, settings: Settings, bus: Bus, model: Model, concurrency: int = 2) -> None:
+    def __init__(self, settings: Settings, bus: Bus, model: Model, concurrency: int = 2, kind: str | None = None) -> None:
+        if kind:
+            self.kind = kind  # e.g. an LLM worker serving the `vlm` role
         self.settings = settings
         self.bus = bus
         self.model = model
@@ -65,8 +67,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.wait_ready(timeout=60)
-        await self.bus.ensure_group(self.stream, self.group)
         await self.model.load()
+        await self.bus.join_group(self.stream, self.group, self.consumer)  # ready: the launcher waits for this
         log.info("ready", extra={"worker": self.consumer, "model": self.model.name})
         last_reclaim = 0.0
         try:

@@ -1,4 +1,6 @@
-"""`python -m services.llm [--stub]`: run an LLM worker (a client of an OpenAI-compatible server)."""
+"""`python -m services.llm [--stub] [--role vlm]`: run an LLM worker, a client of an
+OpenAI-compatible server (vLLM, Ollama, llama.cpp). `--role vlm` serves the vision
+pipeline's `jobs:vlm` with settings from `JARVIS_VLM_*` instead of `JARVIS_LLM_*`."""
 
 from __future__ import annotations
 
@@ -10,20 +12,22 @@ from shared.config import Settings
 from shared.service import run
 
 
-def build_model(settings: Settings, stub: bool, stub_delay: float):
+def build_model(settings: Settings, stub: bool, stub_delay: float, role: str):
     if stub or settings.profile == "stub":
         from services.llm.stub import StubLlm
 
         return StubLlm(delay_s=stub_delay)
+    from services.llm.config import LlmSettings
     from services.llm.openai_chat import OpenAIChat
 
-    return OpenAIChat()
+    return OpenAIChat(LlmSettings(_env_prefix=f"JARVIS_{role.upper()}_"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m services.llm")
     ap.add_argument("--stub", action="store_true", help="stub model (plumbing runs)")
     ap.add_argument("--stub-delay", type=float, default=0.0, help="seconds between stub tokens")
+    ap.add_argument("--role", choices=["llm", "vlm"], default="llm", help="which job stream to serve")
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
 
@@ -31,10 +35,11 @@ def main() -> None:
         from services.llm.worker import LlmWorker
 
         bus = Bus.from_settings(settings)
-        await LlmWorker(settings, bus, build_model(settings, args.stub, args.stub_delay), args.concurrency).run(stop)
+        model = build_model(settings, args.stub, args.stub_delay, args.role)
+        await LlmWorker(settings, bus, model, args.concurrency, kind=args.role).run(stop)
         await bus.close()
 
-    run("llm", serve)
+    run(args.role, serve)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -47,3 +47,14 @@ class LlmSettings(BaseSettings):
     max_tool_rounds: int = Field(default=3, ge=0)  # model calls that may return tool calls, per reply
     # Extra JSON merged into every request body (server-specific sampling knobs, e.g. {"top_k": 40}).
     extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_tools(self) -> LlmSettings:
+        unknown = [t for t in self.tools if t not in ALL_TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown}; built-in tools are {ALL_TOOLS}")
+        if self.tool_choice not in ("auto", "required", "none") and self.tool_choice not in self.tools:
+            raise ValueError(
+                f"tool_choice must be auto, required, none or an enabled tool name, not {self.tool_choice!r}"
+            )
+        return self

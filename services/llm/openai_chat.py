@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -68,9 +67,16 @@ class _PendingCall:
     arguments: str = ""
 
 
-def _merge_tool_call_delta(calls: dict[int, _PendingCall], delta: Any, position: int) -> None:
+def _merge_tool_call_delta(calls: dict[int, _PendingCall], delta: Any) -> None:
     index = getattr(delta, "index", None)
-    entry = calls.setdefault(position if index is None else index, _PendingCall())
+    call_id = getattr(delta, "id", None)
+    if index is None:  # servers that omit the index: a new id starts a new call
+        known = {c.id: i for i, c in calls.items()}
+        if call_id and call_id not in known:
+            index = len(calls)
+        else:
+            index = known.get(call_id, max(calls, default=0))
+    entry = calls.setdefault(index, _PendingCall())
     if getattr(delta, "id", None) and not entry.id:
         entry.id = delta.id
     fn = getattr(delta, "function", None)
@@ -240,14 +246,14 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
         t0: float,
     ) -> AsyncIterator[str]:
         s = self.settings
-        kwargs: dict[str, Any] = dict(
-            model=model,
-            messages=messages,
-            stream=True,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,
-        )
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "stream": True,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
         if tools:
             kwargs["tools"] = tools
             kwargs["tool_choice"] = tool_choice
@@ -255,7 +261,6 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
             kwargs["extra_body"] = s.extra_body
         stream = await self._call(lambda c: c.chat.completions.create(**kwargs))
         try:
-            position = 0
             async for chunk in stream:
                 if not chunk.choices:
                     continue
@@ -263,8 +268,7 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
                 if delta is None:
                     continue
                 for tc in delta.tool_calls or []:
-                    _merge_tool_call_delta(calls, tc, position)
-                    position += 1
+                    _merge_tool_call_delta(calls, tc)
                 if delta.content:
                     if self.last_first_token_s is None:
                         self.last_first_token_s = time.perf_counter() - t0

@@ -109,9 +109,9 @@ def _check_size(value: Any) -> Any:
 def _pow(base: Any, exp: Any) -> Any:
     if abs(exp) > MAX_EXPONENT:
         raise ToolError(f"exponent too large (limit {MAX_EXPONENT})")
-    if isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1:
-        if exp * math.log10(abs(base)) > MAX_RESULT_DIGITS:
-            raise ToolError("result is too large")
+    if (isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1
+            and exp * math.log10(abs(base)) > MAX_RESULT_DIGITS):
+        raise ToolError("result is too large")
     return base**exp
 
 

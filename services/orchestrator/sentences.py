@@ -44,11 +44,13 @@ _OPENERS = "\"'“‘«([{*_`"
 
 # Never end a sentence with these (compared lower-case, without the final period).
 _NEVER_END = frozenset(
-    "mr mrs ms dr prof st mt ft sgt capt col gen gov rev hon vs e.g i.e cf approx esp incl "
-    "dept fig eq ref".split()
-)
+    {
+        "mr", "mrs", "ms", "dr", "prof", "st", "mt", "ft", "sgt", "capt", "col", "gen", "gov", "rev",
+        "hon", "vs", "e.g", "i.e", "cf", "approx", "esp", "incl", "dept", "fig", "eq", "ref",
+    }
+)  # fmt: skip
 # Not an end when a number follows ("No. 5", "Vol. 2", "p. 12").
-_BEFORE_NUMBER = frozenset("no nos vol vols p pp ch sec art op nr".split())
+_BEFORE_NUMBER = frozenset({"no", "nos", "vol", "vols", "p", "pp", "ch", "sec", "art", "op", "nr"})
 
 _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
 _LIST_MARKER = re.compile(r"\s*(?:[-*•+]\s+)?(\d{1,3})\.\s")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -66,7 +68,7 @@ class Orchestrator:
         self.resource = resource
         self.turn_settings = TurnSettings()
         self.endpoint_config = self.turn_settings.endpoint()
-        self.id = f"orch-{uuid.uuid4().hex[:8]}"
+        self.id = f"orch-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.wake = wake_stream(self.id)
         self.runners: dict[str, SessionRunner] = {}
         self.outbox: list[tuple[str, Any, int | None]] = []
@@ -144,7 +146,7 @@ class Orchestrator:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.wait_ready(timeout=60)
-        await self.bus.ensure_group(CTL, ORCHESTRATORS)
+        await self.bus.join_group(CTL, ORCHESTRATORS, self.id)
         loops = [
             asyncio.create_task(self._control(), name="control"),
             asyncio.create_task(self._input(), name="input"),
@@ -161,6 +163,7 @@ class Orchestrator:
             for t in loops:
                 t.cancel()
             stopper.cancel()
+            await self.bus.redis.xgroup_delconsumer(CTL, ORCHESTRATORS, self.id)
             for runner in list(self.runners.values()):  # let another orchestrator take them at once
                 await self.save(runner)
                 await self._release(keys=[owner_key(runner.sid)], args=[self.id])

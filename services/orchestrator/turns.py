@@ -93,7 +93,7 @@ Event = SpeechStart | TurnEnd
 class EndpointDetector:
     """Per-session turn state machine; feed one probability per VAD window."""
 
-    __slots__ = ("config", "_window", "_start", "_last_end", "_active", "_confirmed", "_silent")
+    __slots__ = ("_active", "_confirmed", "_last_end", "_silent", "_start", "_window", "config")
 
     def __init__(self, config: EndpointConfig | None = None) -> None:
         self.config = config or EndpointConfig()

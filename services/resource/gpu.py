@@ -13,6 +13,7 @@ like a CUDA out-of-memory would), so tests can assert it never happens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ class Gpu(Protocol):
     async def device_count(self) -> int: ...
 
     async def info(self, index: int) -> GpuInfo: ...
+
+    async def process_usage(self, index: int) -> dict[int, int] | None:
+        """MiB used per pid on the device (None: this backend cannot tell)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -107,6 +112,26 @@ class NvmlGpu:
     async def info(self, index: int) -> GpuInfo:
         return await asyncio.to_thread(self._info_sync, index)
 
+    def _process_usage_sync(self, index: int) -> dict[int, int] | None:
+        import pynvml
+
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        out: dict[int, int] = {}
+        try:
+            procs = list(pynvml.nvmlDeviceGetComputeRunningProcesses(h))
+            with contextlib.suppress(pynvml.NVMLError):
+                procs += list(pynvml.nvmlDeviceGetGraphicsRunningProcesses(h))
+        except pynvml.NVMLError:
+            return None
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            if isinstance(used, int) and used >= 0:
+                out[int(p.pid)] = out.get(int(p.pid), 0) + used // MIB
+        return out
+
+    async def process_usage(self, index: int) -> dict[int, int] | None:
+        return await asyncio.to_thread(self._process_usage_sync, index)
+
     async def close(self) -> None:
         import pynvml
 
@@ -160,6 +185,9 @@ class SimulatedGpu:
 
     async def info(self, index: int) -> GpuInfo:
         return self.info_now(index)
+
+    async def process_usage(self, index: int) -> dict[int, int] | None:
+        return None  # simulated servers have no pids; the simulated runtime reports its own
 
     async def close(self) -> None:
         return None

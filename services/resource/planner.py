@@ -231,7 +231,29 @@ class Planner:
         self._released.set()
         self._released = asyncio.Event()
 
+    async def _measure(self, r: Resident) -> int | None:
+        if r.handle is None:
+            return None
+        try:
+            return await self.runtimes.for_kind(r.handle.kind).gpu_usage(r.handle, self.gpu)
+        except Exception:  # noqa: BLE001 -- unknown usage: keep the last figure
+            return None
+
+    async def _refresh_usage(self, device: int) -> None:
+        """Re-measure models that have not yet taken their whole footprint (per-process NVML).
+
+        Without it, memory a server took after its start would count twice: in NVML's used
+        and again as pending. Where usage cannot be measured the last figure stands
+        (conservative: never optimistic).
+        """
+        for r in list(self.residents.values()):
+            if r.device == device and r.state == "ready" and r.pending_mib > 0:
+                used = await self._measure(r)
+                if used:
+                    r.observed_mib = used
+
     async def snapshot(self, device: int) -> tuple[DeviceView, list[ResidentView]]:
+        await self._refresh_usage(device)
         info = await self.gpu.info(device)
         now = self.clock()
         views = []
@@ -457,7 +479,8 @@ class Planner:
                 raise ModelFailed(f"{model} failed to start: {exc}") from exc
             raise
         after = (await self.gpu.info(device)).used_mib
-        res.observed_mib = max(0, after - before)
+        measured = await self._measure(res)  # per process where the backend can tell
+        res.observed_mib = measured if measured else max(0, after - before)
         res.state = "ready"
         now = self.clock()
         res.last_used = res.idle_since = now
@@ -515,10 +538,15 @@ class Planner:
                 continue
             async with self.lock(device).hold(HOUSEKEEPING):
                 now = self.clock()
+                before = await self.gpu.info(device)
+                expect = 0
                 for r in [r for r in self.residents.values() if r.device == device]:
                     if self._idle_expired(r, now):
+                        expect += r.observed_mib
                         await self._stop(r, f"idle past its keep-alive ({self.keep_alive(r.model):.0f}s)")
                         stopped.append(r.model)
+                # the next plan must see that memory free, not as somebody else's
+                await self._wait_released(device, before.free_mib, expect, 1 << 40)
         return stopped
 
     def _idle_expired(self, r: Resident, now: float) -> bool:

@@ -29,6 +29,9 @@ class SttSettings(BaseSettings):
     compute_type: str | None = None
     cpu_threads: int = Field(default=2, ge=0)
     beam_size: int = Field(default=5, ge=1)  # final transcripts; partials always use beam 1
+    # Final decodes retry at these temperatures when a result looks unreliable (Whisper's
+    # fallback); fewer steps than Whisper's six bound the worst case on noise.
+    temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1)
     language: str | None = "en"  # None: detect
     local_files_only: bool = True
     cache_dir: Path = Field(

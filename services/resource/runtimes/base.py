@@ -64,6 +64,10 @@ class Runtime(Protocol):
         """A full health probe (the periodic check of a resident model)."""
         ...
 
+    async def gpu_usage(self, handle: Handle, gpu: Any) -> int | None:
+        """MiB the server holds on its GPU now (None: cannot tell; e.g. no per-process NVML)."""
+        ...
+
     async def stop(self, handle: Handle, grace_s: float) -> None:
         """Stop it and make sure it is gone (graceful, then forced)."""
         ...

@@ -79,6 +79,15 @@ class DockerRuntime:
 
         def run() -> Any:
             try:
+                client.images.get(spec.image)
+            except docker.errors.ImageNotFound:
+                try:
+                    client.images.pull(spec.image)
+                except docker.errors.DockerException as exc:
+                    raise StartFailed(
+                        f"{model}: image {spec.image!r} is not present locally and could not be pulled: {exc}"
+                    ) from exc
+            try:
                 old = client.containers.get(name)
             except docker.errors.NotFound:
                 old = None
@@ -103,8 +112,6 @@ class DockerRuntime:
 
         try:
             c = await asyncio.to_thread(run)
-        except docker.errors.ImageNotFound as exc:
-            raise StartFailed(f"{model}: image {spec.image!r} not found (no registry reachable?): {exc}") from exc
         except docker.errors.DockerException as exc:
             raise StartFailed(f"{model}: docker: {exc}") from exc
         log.info("started %s: container %s (%s)", model, c.short_id, name)
@@ -163,6 +170,26 @@ class DockerRuntime:
             alive=lambda: self.alive(handle), progress=progress,
             what=f"{handle.model} (container {handle.ref[:12]})",
         )
+
+    async def gpu_usage(self, handle: Handle, gpu: object) -> int | None:
+        usage = await gpu.process_usage(handle.device)  # type: ignore[attr-defined]
+        if usage is None:
+            return None
+        c = await self._container(handle)
+        if c is None:
+            return None
+
+        def pids() -> set[int]:
+            top = c.top(ps_args="-eo pid")
+            titles = [t.upper() for t in top.get("Titles", [])]
+            col = titles.index("PID") if "PID" in titles else 0
+            return {int(row[col]) for row in top.get("Processes") or [] if str(row[col]).isdigit()}
+
+        try:
+            found = await asyncio.to_thread(pids)
+        except _docker().errors.DockerException:
+            return None
+        return sum(usage.get(p, 0) for p in found)
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
         docker = _docker()

@@ -49,6 +49,21 @@ def _cmdline(pid: int) -> list[str] | None:
     return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
 
 
+def group_pids(pgid: int) -> set[int]:
+    """Every live pid in process group `pgid` (a server and the children it spawned)."""
+    out: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            out.add(int(entry.name))
+    return out
+
+
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -144,6 +159,13 @@ class ProcessRuntime:
         if spec.health_url is None:
             return True
         return await http_ok(spec.health_url, self.health_request_timeout_s)
+
+    async def gpu_usage(self, handle: Handle, gpu: object) -> int | None:
+        usage = await gpu.process_usage(handle.device)  # type: ignore[attr-defined]
+        if usage is None:
+            return None
+        pids = await asyncio.to_thread(group_pids, int(handle.ref))
+        return sum(usage.get(p, 0) for p in pids)
 
     async def stop(self, handle: Handle, grace_s: float) -> None:
         pid = int(handle.ref)

@@ -104,6 +104,12 @@ class SimulatedRuntime:
         if srv is not None:
             self.gpu.free(key, srv.device)
 
+    async def gpu_usage(self, handle: Handle, gpu: object) -> int | None:
+        srv = self._servers.get(self._key(handle))
+        if srv is None or srv.dead:
+            return None
+        return self.gpu.allocated(self._key(handle), srv.device)
+
     async def adopt(self) -> list[Handle]:
         return list(self.leftovers)
 

@@ -26,19 +26,27 @@ def split(text: str, step: int = 3) -> list[str]:
     [
         ("Hello there. How are you? I am fine!", ["Hello there.", "How are you?", "I am fine!"]),
         # abbreviations do not end a sentence
-        ("Mr. Smith met Dr. Jones on St. Mark's Place. They talked.",
-         ["Mr. Smith met Dr. Jones on St. Mark's Place.", "They talked."]),
-        ("Bring fruit, e.g. apples, i.e. something sweet, pears etc. and more. Then go.",
-         ["Bring fruit, e.g. apples, i.e. something sweet, pears etc. and more.", "Then go."]),
-        ("It was cats vs. Dogs all day. The U.S. Army came. Fine.",
-         ["It was cats vs. Dogs all day.", "The U.S. Army came.", "Fine."]),
+        (
+            "Mr. Smith met Dr. Jones on St. Mark's Place. They talked.",
+            ["Mr. Smith met Dr. Jones on St. Mark's Place.", "They talked."],
+        ),
+        (
+            "Bring fruit, e.g. apples, i.e. something sweet, pears etc. and more. Then go.",
+            ["Bring fruit, e.g. apples, i.e. something sweet, pears etc. and more.", "Then go."],
+        ),
+        (
+            "It was cats vs. Dogs all day. The U.S. Army came. Fine.",
+            ["It was cats vs. Dogs all day.", "The U.S. Army came.", "Fine."],
+        ),
         ("Pack tents, stoves, etc. Then leave.", ["Pack tents, stoves, etc.", "Then leave."]),
         ("He moved to the U.S. in 2010. It was cold.", ["He moved to the U.S. in 2010.", "It was cold."]),
         ("I read J. R. R. Tolkien. Great books.", ["I read J. R. R. Tolkien.", "Great books."]),
         ("See No. 5 on the list. No. I disagree.", ["See No. 5 on the list.", "No.", "I disagree."]),
         # decimals and versions
-        ("Pi is about 3.14 today. Python 3.12 and v1.2.3 are out. Done.",
-         ["Pi is about 3.14 today.", "Python 3.12 and v1.2.3 are out.", "Done."]),
+        (
+            "Pi is about 3.14 today. Python 3.12 and v1.2.3 are out. Done.",
+            ["Pi is about 3.14 today.", "Python 3.12 and v1.2.3 are out.", "Done."],
+        ),
         ("The answer is 42. Really.", ["The answer is 42.", "Really."]),
         # numbered lists, inline and one per line
         ("1. Buy milk 2. Get bread 3. Call mom", ["1. Buy milk", "2. Get bread", "3. Call mom"]),
@@ -50,15 +58,23 @@ def split(text: str, step: int = 3) -> list[str]:
         ("Really?! Yes! Are you sure?? Quite.", ["Really?!", "Yes!", "Are you sure??", "Quite."]),
         # closing quotes and brackets stay with their sentence
         ('He said "stop." Then he left.', ['He said "stop."', "Then he left."]),
-        ("(See the manual.) It helps. [Really!] Okay.", ["(See the manual.)", "It helps.", "[Really!]", "Okay."]),
+        (
+            "(See the manual.) It helps. [Really!] Okay.",
+            ["(See the manual.)", "It helps.", "[Really!]", "Okay."],
+        ),
         ("\u201cIs it late?\u201d She nodded.", ["\u201cIs it late?\u201d", "She nodded."]),
         ('"Hi." she said.', ['"Hi." she said.']),
         # newlines and bullets
-        ("Shopping list:\n- eggs\n- milk\n* bread\n\nThat's all", ["Shopping list:", "eggs", "milk", "bread", "That's all"]),
+        (
+            "Shopping list:\n- eggs\n- milk\n* bread\n\nThat's all",
+            ["Shopping list:", "eggs", "milk", "bread", "That's all"],
+        ),
         ("First line\nSecond line", ["First line", "Second line"]),
         # markdown emphasis and headings are not read aloud
-        ("## Summary\n**Note:** this is *important*. __Really__ `x` works.",
-         ["Summary", "Note: this is important.", "Really x works."]),
+        (
+            "## Summary\n**Note:** this is *important*. __Really__ `x` works.",
+            ["Summary", "Note: this is important.", "Really x works."],
+        ),
         ("**Bold sentence.** Next one.", ["Bold sentence.", "Next one."]),
     ],
 )
@@ -182,7 +198,11 @@ def test_chunking_never_changes_the_sentences_and_no_words_are_lost(parts, cuts)
 
 
 @settings(max_examples=100, deadline=None)
-@given(words=st.lists(st.sampled_from(["alpha", "beta,", "gamma;", "delta", "epsilon"]), min_size=50, max_size=300))
+@given(
+    words=st.lists(
+        st.sampled_from(["alpha", "beta,", "gamma;", "delta", "epsilon"]), min_size=50, max_size=300
+    )
+)
 def test_no_piece_is_ever_much_longer_than_the_hard_limit(words):
     out = split(" ".join(words), step=5)
     assert all(len(piece) <= 300 for piece in out)

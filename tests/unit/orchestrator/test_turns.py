@@ -55,7 +55,11 @@ def voiced_span_ms(samples: np.ndarray, offset_s: float) -> tuple[float, float]:
 
 @real_audio
 def test_three_utterances_with_pauses_are_three_turns(vad):
-    texts = ["Turn on the kitchen lights", "What is the weather like tomorrow", "Play some relaxing music please"]
+    texts = [
+        "Turn on the kitchen lights",
+        "What is the weather like tomorrow",
+        "Play some relaxing music please",
+    ]
     utterances = [speak(t) for t in texts]
     parts, spans, t = [silence(0.5)], [], 0.5
     for u in utterances:
@@ -97,7 +101,7 @@ def test_short_blips_never_start_a_turn(vad):
     speech_blip = word[mid - 800 : mid + 800]  # 100 ms cut out of real speech
     t = np.arange(1600) / RATE
     beep = (np.sin(2 * np.pi * 440 * t) * 12000).astype(np.int16)  # 100 ms tone
-    click = (np.random.default_rng(1).standard_normal(1600) * 20000 * np.exp(-np.arange(1600) / 200.0))
+    click = np.random.default_rng(1).standard_normal(1600) * 20000 * np.exp(-np.arange(1600) / 200.0)
     click = click.clip(-32768, 32767).astype(np.int16)  # a decaying 100 ms click
     for blip in (speech_blip, beep, click):
         probs = probabilities(vad, concat(silence(0.5), blip, silence(1.0), blip, silence(1.0)))
@@ -243,11 +247,11 @@ def test_speech_ms_counts_candidates_for_barge_in():
 @pytest.mark.parametrize(
     "bad",
     [
-        dict(threshold=0.3, neg_threshold=0.4),
-        dict(threshold=1.5),
-        dict(window_ms=0),
-        dict(min_speech_ms=-1),
-        dict(max_turn_ms=100, min_speech_ms=250),
+        {"threshold": 0.3, "neg_threshold": 0.4},
+        {"threshold": 1.5},
+        {"window_ms": 0},
+        {"min_speech_ms": -1},
+        {"max_turn_ms": 100, "min_speech_ms": 250},
     ],
 )
 def test_nonsense_config_is_refused(bad):

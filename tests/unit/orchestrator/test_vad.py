@@ -42,10 +42,14 @@ def clips() -> dict[str, np.ndarray]:
         "noise": windows(noise(2.0)),
     }
     if have_espeak():
-        out["speech"] = windows(concat(silence(0.3), speak("Hello there, how are you doing today?"), silence(0.6)))
+        out["speech"] = windows(
+            concat(silence(0.3), speak("Hello there, how are you doing today?"), silence(0.6))
+        )
         spoken = speak("Set a timer for ten minutes")
         out["noisy_speech"] = windows(
-            concat(noise(0.4, level=0.02), spoken + noise(len(spoken) / 16000, level=0.01, seed=2), silence(0.3))
+            concat(
+                noise(0.4, level=0.02), spoken + noise(len(spoken) / 16000, level=0.01, seed=2), silence(0.3)
+            )
         )
         out["speech_2"] = windows(concat(speak("Turn off the lights in the kitchen"), silence(1.0)))
     return out
@@ -67,7 +71,7 @@ def test_batched_patched_graph_matches_unpatched_window_by_window(vad, clips):
     batch_sizes = set()
     for t in range(max(len(w) for w in clips.values())):
         ready = [name for name in names if t < len(clips[name])]
-        ready = ready[t % len(ready):] + ready[: t % len(ready)]  # rows change place every tick
+        ready = ready[t % len(ready) :] + ready[: t % len(ready)]  # rows change place every tick
         probs = vad.process([streams[n] for n in ready], np.stack([clips[n][t] for n in ready]))
         assert probs.dtype == np.float32 and probs.shape == (len(ready),)
         batch_sizes.add(len(ready))

@@ -1,0 +1,1 @@
+"""The resource service: arbitrates GPU memory between model servers (see docs/RESOURCE.md)."""
