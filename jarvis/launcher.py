@@ -118,6 +118,7 @@ class Stack:
         self.redis_url = ""
         self.procs: list[Proc] = []
         self.model_procs: list[Proc] = []
+        self.metrics: dict[str, str] = {}  # service -> its Prometheus endpoint
 
     def _get(self, name: str) -> str | None:
         return self.extra_env.get(name) or os.environ.get(name)
@@ -148,7 +149,11 @@ class Stack:
         self.redis_url = self.redis.url
 
     def _service(self, name: str, module: str, *args: str) -> Proc:
-        p = Proc(name, [sys.executable, "-m", module, *args], self._env(), self.workdir / "logs" / f"{name}.log")
+        env = self._env()
+        port = free_port()
+        env["JARVIS_METRICS_PORT"] = str(port)  # Prometheus, loopback only
+        self.metrics[name] = f"http://127.0.0.1:{port}/metrics"
+        p = Proc(name, [sys.executable, "-m", module, *args], env, self.workdir / "logs" / f"{name}.log")
         self.procs.append(p)
         return p
 
@@ -277,6 +282,7 @@ def up(profile: str, port: int, orchestrators: int) -> int:
             f"  Web client:  http://{stack.host}:{stack.port}/\n"
             f"  WebSocket:   {stack.url}\n"
             f"  Try:         .venv/bin/jarvis talk --wav question.wav --out reply.wav\n"
+            f"  Metrics:     " + ", ".join(f"{k} {v}" for k, v in stack.metrics.items()) + "\n"
             f"Ctrl-C stops everything.",
             flush=True,
         )

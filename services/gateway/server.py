@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
+from prometheus_client import Counter, Gauge, Histogram
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
@@ -37,6 +38,15 @@ from shared.messages import in_stream, out_stream, wake_stream
 from shared.sessions import BadSessionId, new_id, validate_id
 
 log = logging.getLogger("jarvis.gateway")
+
+FRAMES_IN = Counter("jarvis_gateway_frames_in_total", "Frames from clients", ["kind"])
+FRAMES_OUT = Counter("jarvis_gateway_frames_out_total", "Frames to clients", ["kind"])
+ERRORS = Counter("jarvis_gateway_errors_total", "Error events sent to clients", ["code"])
+CONNECTIONS = Gauge("jarvis_gateway_connections", "Open client connections")
+OUT_LAG = Histogram(
+    "jarvis_gateway_out_lag_seconds", "Redis entry written -> handed to the socket",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+)
 
 WEB_DIR = Path(__file__).parent / "web"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -103,13 +113,16 @@ class Gateway:
 
     async def handler(self, ws: ServerConnection) -> None:
         conn = Conn(ws)
+        CONNECTIONS.inc()
         writer = asyncio.create_task(self._write(conn))
         try:
             async for frame in ws:
                 try:
                     if isinstance(frame, str):
+                        FRAMES_IN.labels("text").inc()
                         await self._on_text(conn, frame)
                     else:
+                        FRAMES_IN.labels("binary").inc()
                         self._on_binary(conn, frame)
                 except p.ProtocolError as exc:
                     self._error(conn, exc.code, exc.message)
@@ -119,12 +132,14 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            CONNECTIONS.dec()
             writer.cancel()
             if conn.sid and self.conns.get(conn.sid) is conn:
                 del self.conns[conn.sid]
                 self.publisher.put(in_stream(conn.sid), Command({"type": "detach"}, time.time()), self.settings.in_maxlen)
 
     def _error(self, conn: Conn, code: p.ErrorCode, message: str) -> None:
+        ERRORS.labels(code.value).inc()
         self._send(conn, p.dump(p.Error(code=code, message=message)))
 
     def _send(self, conn: Conn, item: str | bytes) -> None:
@@ -232,18 +247,22 @@ class Gateway:
                 log.exception("out reader failed; retrying")
                 await asyncio.sleep(0.2)
                 continue
+            now_ms = time.time() * 1000
             for stream, eid, msg in entries:
                 if stream == self.wake:
                     wake_id = eid
                     continue
+                OUT_LAG.observe(max(0.0, now_ms - int(eid.split(b"-")[0])) / 1000)
                 conn = self.conns.get(stream[4:])
                 if conn is None:
                     continue
                 conn.last_id = eid
                 if isinstance(msg, ClientEvent):
                     # the stream id is the event's resume cursor
+                    FRAMES_OUT.labels("event").inc()
                     self._send(conn, '{"id":"' + eid.decode() + '",' + msg.json[1:])
                 elif isinstance(msg, AudioOut):
+                    FRAMES_OUT.labels("audio").inc()
                     self._send(conn, bytes((p.AUDIO,)) + msg.pcm)
 
 

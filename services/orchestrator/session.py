@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from prometheus_client import Counter, Histogram
 
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.turn import Turn
@@ -43,6 +44,22 @@ if TYPE_CHECKING:
     from services.orchestrator.service import Orchestrator
 
 log = logging.getLogger("jarvis.orchestrator.session")
+
+TURN_LATENCY = Histogram(
+    "jarvis_turn_latency_seconds",
+    "Time from the end of the user's speech to each stage of the reply",
+    ["stage"],
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20),
+)
+TURNS = Counter("jarvis_turns_total", "Turns by outcome", ["outcome"])
+BARGE_INS = Counter("jarvis_barge_ins_total", "Replies cut off by the user", ["reason"])
+
+
+def observe(metrics: dict) -> None:
+    for stage in ("end_of_turn", "transcript", "first_token", "first_audio", "total"):
+        v = metrics.get(f"{stage}_ms")
+        if v is not None:
+            TURN_LATENCY.labels(stage).observe(v / 1000)
 
 PRE_ROLL_MS = 200  # audio kept before detected speech start
 POST_ROLL_MS = 100
@@ -271,6 +288,7 @@ class SessionRunner:
         ctx = self.ctx
         if on and not ctx.recording:
             ctx.recording = True
+            ctx.last_frame_ts = max(ctx.last_frame_ts, ts)  # the silent-stream timer counts from here
             ctx.keep_from(ctx.samples_in)
             self.speech_started = True
             self.event(p.VadEvent(speaking=True))
@@ -449,6 +467,8 @@ class SessionRunner:
             self.event(p.AudioEnd(turn=turn.n))
         metrics = turn.metrics()
         self.event(p.Metrics(**metrics))
+        observe(metrics)
+        TURNS.labels("completed").inc()
         if turn.user:
             self.session.history.append(
                 TurnRecord(
@@ -513,6 +533,7 @@ class SessionRunner:
         turn.done_ts = now
         self.epoch = await self.orch.bump_epoch(self, p.Interrupted(turn=turn.n, spoken=spoken))
         log.info("interrupted (%s)", reason, extra={"session": self.sid, "turn": turn.n})
+        BARGE_INS.labels(reason).inc()
         metrics = turn.metrics(interrupted=True)
         if self.session.history and self.session.history[-1].turn == turn.n:  # finished, still playing
             rec = self.session.history[-1]
@@ -526,5 +547,7 @@ class SessionRunner:
                 )
             )
             self.event(p.Metrics(**metrics))
+            observe(metrics)
+            TURNS.labels("interrupted").inc()
         self.orch.spawn(self.orch.save(self))
         self.set_state(p.State.LISTENING)

@@ -78,6 +78,10 @@ class ResourceClient:
         """Is a resource service running (its heartbeat key present)?"""
         return bool(await self.bus.retry(lambda: self.bus.redis.exists(self.alive_key), "exists"))
 
+    async def _instance(self) -> bytes | None:
+        """The heartbeat's value: it names the running service instance (None: none runs)."""
+        return await self.bus.retry(lambda: self.bus.redis.get(self.alive_key), "get")
+
     async def _send(self, msg: Any) -> None:
         await self.bus.add(self.requests, msg, maxlen=10000)
 
@@ -85,6 +89,9 @@ class ResourceClient:
         """Messages on `reply_to` until the caller stops; raises on timeout or a vanished service."""
         last: bytes | str = "0-0"
         deadline = time.monotonic() + timeout_s
+        instance = await self._instance()
+        if instance is None:
+            raise ResourceGone("the resource service stopped before handling the request")
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -92,7 +99,8 @@ class ResourceClient:
                     raise ResourceTimeout(f"no answer from the resource service within {timeout_s:.0f}s")
                 block = max(1, min(self.block_ms, int(remaining * 1000)))
                 entries = await self.bus.read({reply_to: last}, block_ms=block)
-                if not entries and not await self.available():
+                if not entries and await self._instance() != instance:
+                    # gone, or restarted (a new instance never saw this request's task through)
                     raise ResourceGone("the resource service stopped while handling the request")
                 for _, eid, msg in entries:
                     last = eid

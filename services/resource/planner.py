@@ -133,6 +133,7 @@ class _Emitter:
         self.current_t0 = 0.0
         self.min_interval_s = min_interval_s
         self._last: dict[str, tuple[str, float]] = {}
+        self.wait_s: Callable[[], float] = lambda: 0.0  # expected wait for the device (while queued)
 
     def eta(self, model: str) -> float:
         t = 0.0
@@ -158,6 +159,8 @@ class _Emitter:
             return
         self._last[model] = (state, now)
         eta = 0.0 if state in ("ready", "failed") else self.eta(model)
+        if state == "queued":
+            eta = round(eta + max(0.0, self.wait_s()), 2)
         try:
             await self.sink(Progress(model, state, round(max(0.0, min(1.0, progress)), 3), eta, message))
         except Exception:  # a reporting failure must not fail the load
@@ -188,6 +191,7 @@ class Planner:
         self._locks: dict[int, PriorityLock] = {}
         self._released = asyncio.Event()
         self._restarts: dict[str, list[float]] = {}
+        self._busy_until: dict[int, float] = {}  # device -> when its current request should be done
         self._tasks: set[asyncio.Task] = set()
 
     # ---- helpers ------------------------------------------------------------------
@@ -342,6 +346,7 @@ class Planner:
             by_device.setdefault(self.device_of(m), []).append(m)
         emit = _Emitter(progress, {m: self.spec(m).reload_cost_s for m in models})
         emit.order = [m for m in models if not self._is_ready(m)]
+        emit.wait_s = lambda: max((self._busy_until.get(d, 0.0) - time.monotonic() for d in by_device), default=0.0)
         for m in emit.order:
             await emit(m, "queued", 0.0, "waiting for the GPU")
         pin = holder or f"ensure:{uuid.uuid4().hex}"
@@ -373,7 +378,12 @@ class Planner:
         while True:
             released = self._released
             async with lock.hold(prio):
-                blocked = await self._steps(device, models, emit, result)
+                self._busy_until[device] = time.monotonic() + sum(
+                    self.spec(m).reload_cost_s for m in models if not self._is_ready(m))
+                try:
+                    blocked = await self._steps(device, models, emit, result)
+                finally:
+                    self._busy_until.pop(device, None)
                 if blocked is None:
                     self.holds.acquire(pin, models, ttl_s)
                     now = self.clock()

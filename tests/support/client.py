@@ -21,6 +21,7 @@ class Client:
     events: list[dict] = field(default_factory=list)
     audio: bytearray = field(default_factory=bytearray)
     audio_log: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes) of each audio frame
+    timeline: list[str] = field(default_factory=list)  # "audio" or the event type, in arrival order
     _task: asyncio.Task | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -37,10 +38,12 @@ class Client:
                 if isinstance(msg, bytes):
                     self.audio += msg[1:]
                     self.audio_log.append((time.time(), len(msg) - 1))
+                    self.timeline.append("audio")
                 else:
                     ev = json.loads(msg)
                     ev["_t"] = time.time()
                     self.events.append(ev)
+                    self.timeline.append(ev["type"])
                 self._changed.set()
         except Exception:  # noqa: BLE001 - closed
             self._changed.set()

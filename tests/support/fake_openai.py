@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 Reply = str | Callable[[dict[str, Any]], str]
 
@@ -60,7 +60,7 @@ class FakeOpenAI:
         """The base URL an OpenAI client wants (ends in /v1)."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> FakeOpenAI:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
         self._thread.start()
         return self
@@ -71,7 +71,7 @@ class FakeOpenAI:
         if self._thread:
             self._thread.join(5)
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -55,7 +55,7 @@ const app = {
 window.jarvis = {
   events: [],
   counts: {},
-  lastInterrupt: null,
+  interrupts: [], // what the player held when each `interrupted` arrived, and right after the flush
   get state() { return app.state; },
   get ready() { return app.ready; },
   get sessionId() { return app.sessionId; },
@@ -237,9 +237,12 @@ function onEvent(ev) {
       break;
     case "interrupted": {
       const p = app.player;
-      const before = p ? p.queued : 0;
+      const before = p ? { queued: p.queued, played: p.stats.played } : { queued: 0, played: 0 };
       p?.flush(); // stop at once: nothing queued may keep playing
-      log.lastInterrupt = { turn: ev.turn, queuedBefore: before, queuedAfter: p ? p.queued : 0, sourcesAfter: p ? p.sources.size : 0 };
+      log.interrupts.push({
+        turn: ev.turn, queuedBefore: before.queued, playedBefore: before.played,
+        queuedAfter: p ? p.queued : 0, sourcesAfter: p ? p.sources.size : 0, accepting: p ? p.accepting : false,
+      });
       turnView(ev.turn).interrupted(ev.spoken || "");
       break;
     }

@@ -55,7 +55,7 @@ def make_sim(
     rs = ResourceSettings(registry=registry, **{**defaults, **settings})
     gpu = SimulatedGpu(total_mib, foreign_mib)
     fps = {m: s.footprint_mib for m, s in registry.models.items()}
-    runtime = SimulatedRuntime(gpu, lambda m: fps[m])
+    runtime = SimulatedRuntime(gpu, lambda m: fps.get(m, 0))
     clock = FakeClock()
     events: list[tuple[str, str, str]] = []
 

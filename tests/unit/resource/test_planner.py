@@ -229,3 +229,39 @@ async def test_cancelled_ensure_leaves_no_half_started_server():
         await t
     assert sim.planner.residents == {} and sim.gpu.info_now().used_mib == 0
     assert not sim.planner.lock(0).locked()
+
+
+async def test_queued_eta_includes_the_request_ahead():
+    sim = make_sim({"slow": sim_model(100, start_s=0.3, reload_cost_s=5), "t": sim_model(100, reload_cost_s=1)})
+    seen: list[Progress] = []
+
+    async def sink(p: Progress) -> None:
+        seen.append(p)
+
+    first = asyncio.create_task(sim.planner.ensure(["slow"], "prewarm"))
+    await asyncio.sleep(0.05)
+    await sim.planner.ensure(["t"], "turn", "h", progress=sink)
+    await first
+    queued = seen[0]
+    assert queued.state == "queued" and queued.eta_s == pytest.approx(6, abs=0.3)
+
+
+async def test_adopts_healthy_leftovers_and_removes_unknown_ones():
+    sim = make_sim({"a": sim_model(1000)})
+    from services.resource.config import SimulatedSpec
+
+    # a previous run left "a" and a model the registry no longer knows
+    left_a = await sim.runtime.start("a", SimulatedSpec(), 0)
+    left_x = await sim.runtime.start("gone", SimulatedSpec(), 0)
+    sim.runtime.leftovers = [left_a, left_x]
+    assert await sim.planner.adopt_existing() == ["a"]
+    assert sim.planner.residents["a"].state == "ready" and sim.planner.residents["a"].pending_mib == 0
+    assert sim.runtime.running() == ["a"]
+    res = await sim.planner.ensure(["a"])
+    assert res.started == []
+
+
+async def test_preload_starts_preload_models():
+    sim = make_sim({"p": sim_model(100, preload=True), "q": sim_model(100)})
+    await sim.planner.preload()
+    assert set(sim.planner.residents) == {"p"}

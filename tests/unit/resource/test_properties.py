@@ -22,7 +22,7 @@ from services.resource.policy import WontFit
 from tests.unit.resource.helpers import Sim, make_sim, sim_model
 
 HOLDERS = [None, "h1", "h2", "h3"]
-PROFILE = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -61,7 +61,7 @@ def ops(names: list[str], total: int, lazy: bool) -> st.SearchStrategy:
             st.tuples(st.just("grow"), st.sampled_from(names)),
             st.tuples(st.just("concurrent"), st.lists(ensure, min_size=2, max_size=3)),
         ]
-    return st.lists(st.one_of(*choices), min_size=1, max_size=20)
+    return st.lists(st.one_of(*choices), min_size=4, max_size=24)
 
 
 def instrument(sim: Sim) -> None:

@@ -86,7 +86,8 @@ async def test_final_transcript_matches_speech(whisper):
     assert len(out) == 1 and out[0].final is True
     assert wer(SENTENCES, out[0].text) <= 0.2, out[0].text
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert max(gaps) < 0.25, "transcription blocked the event loop"
+    # on the loop, one gap would span the whole transcription; CPU contention only adds jitter
+    assert max(gaps) < 0.5 * elapsed, f"transcription blocked the event loop ({max(gaps):.2f} s)"
 
 
 async def test_partial_transcript_is_cheap_and_not_final(whisper):
