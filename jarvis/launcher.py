@@ -177,10 +177,14 @@ class Stack:
             self.model_procs.append(server)
             server.start()
             self.extra_env["JARVIS_LLM_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
+            # SmolLM2-135M calls tools at random when offered them (and slowly): answer in words
+            self.extra_env.setdefault("JARVIS_LLM_TOOLS_ENABLED", os.environ.get("JARVIS_LLM_TOOLS_ENABLED", "false"))
+            # a 135M model stays coherent (and in English) only at a low temperature
+            self.extra_env.setdefault("JARVIS_LLM_TEMPERATURE", os.environ.get("JARVIS_LLM_TEMPERATURE", "0.2"))
             _wait_http(f"http://127.0.0.1:{llm_port}/v1/models", timeout, server)
         for i in range(self.orchestrators):
             self._service(f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator")
-        self._service("stt", "services.stt", *stub)
+        self._service("stt", "services.stt", "--concurrency", "2", *stub)  # a partial never holds up the final
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
         self._service("tts", "services.tts", *stub)

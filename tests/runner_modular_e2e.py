@@ -31,7 +31,7 @@ from tests.support.client import Client  # noqa: E402
 from tests.support.speech import concat, silence, speak, wer  # noqa: E402
 from tests.support.stack import running_stack  # noqa: E402
 
-QUESTION = "What is the capital of France?"
+QUESTION = "What color is the sky on a clear day?"
 
 
 @dataclass

@@ -21,7 +21,7 @@ from services.resource.planner import Busy, ModelFailed
 from services.resource.policy import WontFit
 from tests.unit.resource.helpers import Sim, make_sim, sim_model
 
-HOLDERS = [None, "h1", "h2", "h3"]
+HOLDERS = [None, "h1", "h2", "h3"]  # None: a prewarm (pins nothing)
 PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -33,10 +33,11 @@ def model_sets(draw: Any, lazy: bool) -> tuple[int, int, dict[str, dict[str, Any
     models: dict[str, dict[str, Any]] = {}
     for i in range(n):
         models[f"m{i}"] = sim_model(
-            draw(st.integers(0, total * 3 // 4)) if draw(st.integers(0, 9)) else draw(st.integers(0, total * 2)),
+            # a share of the device (sampled, so that most sets need evictions), now and then more
+            total * draw(st.sampled_from([15, 25, 35, 45, 55, 70, 5, 0, 110])) // 100 + draw(st.integers(0, 50)),
             sticky=draw(st.integers(0, 4)) == 0,
             group=draw(st.sampled_from(["g1", "g2", "g3"])),
-            reload_cost_s=draw(st.floats(0, 60)),
+            reload_cost_s=draw(st.sampled_from([5.0, 1.0, 30.0, 60.0])),
             keep_alive_s=draw(st.sampled_from([None, 0.0, 5.0, -1.0])),
             release_s=draw(st.sampled_from([0.0, 0.0, 0.01])),
             ready_fraction=draw(st.sampled_from([1.0, 0.5, 0.0])) if lazy else 1.0,
@@ -45,12 +46,10 @@ def model_sets(draw: Any, lazy: bool) -> tuple[int, int, dict[str, dict[str, Any
 
 
 def ops(names: list[str], total: int, lazy: bool) -> st.SearchStrategy:
-    req = st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True)
-    ensure = st.tuples(st.just("ensure"), req, st.sampled_from(HOLDERS), st.sampled_from(["turn", "prewarm"]))
+    req = st.lists(st.sampled_from(names), min_size=1, max_size=min(3, len(names)), unique=True)
+    ensure = st.tuples(st.just("ensure"), req, st.sampled_from([None, None, *HOLDERS[1:]]), st.sampled_from(["turn", "prewarm"]))
     choices = [
-        ensure,
-        ensure,
-        ensure,
+        *[ensure] * 6,  # mostly requests; the rest moves the world between them
         st.tuples(st.just("release"), st.sampled_from(HOLDERS[1:])),
         st.tuples(st.just("foreign"), st.integers(0, total // 2)),
         st.tuples(st.just("tick"), st.floats(0, 100)),
@@ -61,7 +60,7 @@ def ops(names: list[str], total: int, lazy: bool) -> st.SearchStrategy:
             st.tuples(st.just("grow"), st.sampled_from(names)),
             st.tuples(st.just("concurrent"), st.lists(ensure, min_size=2, max_size=3)),
         ]
-    return st.lists(st.one_of(*choices), min_size=4, max_size=24)
+    return st.lists(st.one_of(*choices), min_size=8, max_size=30)
 
 
 def instrument(sim: Sim) -> None:
@@ -163,8 +162,9 @@ async def scenario(data: Any, lazy: bool) -> None:
                 sim.planner.release(op[1])
                 held_ok.pop(op[1], None)
             elif kind == "foreign":
-                # other processes take memory, never what our servers are still going to take
-                room = sim.gpu.info_now().free_mib - future_growth(sim)
+                # other processes take memory, but not what our servers are still going to take
+                # nor the reserve (else a held model that dies could not be restarted)
+                room = sim.gpu.info_now().free_mib - future_growth(sim) - reserve
                 sim.gpu.set_foreign(min(op[1], sim.gpu.foreign() + max(0, room)))
             elif kind == "tick":
                 sim.clock.advance(op[1])
