@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8765
     auth_token: SecretStr | None = None
-    max_frame_bytes: int = 1 << 20  # larger frames get an error event and are dropped
+    max_frame_bytes: int = 4 << 20  # larger frames get an error event and are dropped
     hard_frame_bytes: int = 16 << 20  # the WebSocket layer closes the connection past this
     sample_rate: int = 16000  # the client's audio rate this deployment accepts
 

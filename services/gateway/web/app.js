@@ -82,6 +82,7 @@ function wsUrl() {
 async function connect() {
   clearErrors();
   app.wanted = true;
+  app.connectedOnce = false; // reconnect on drops only after this connect got a session
   store.set("url", ui.url.value.trim());
   store.set("token", ui.token.value.trim());
   store.set("connected", "1");
@@ -135,10 +136,17 @@ function open() {
     app.ws = null;
     setReady(false);
     setConn("offline");
-    if (!opened) showError(`Could not connect to ${ui.url.value}${ui.token.value ? "" : " (does it need a token?)"}.`);
-    else if (e.code === 4001) { app.wanted = false; showError("This session was opened in another window."); }
+    if (!opened) showError(`Could not connect to ${ui.url.value}${ui.token.value ? " (is the token right?)" : " (does it need a token?)"}.`);
+    else if (e.code === 4001) showError("This session was opened in another window.");
     else if (e.code >= 4000 && e.reason) showError(`Disconnected: ${e.reason}`);
-    if (app.wanted && e.code !== 4001) {
+    if (e.code === 4001 || !app.connectedOnce) {
+      // a first connection that fails is the user's to retry (wrong address or token)
+      app.wanted = false;
+      store.set("connected", null);
+      app.mic?.stop();
+      app.mic = null;
+      setReady(false);
+    } else if (app.wanted) {
       const delay = Math.min(10000, 500 * 2 ** app.retries++);
       setConn(`reconnecting in ${Math.round(delay / 1000)} s…`);
       setTimeout(() => app.wanted && !app.ws && open(), delay);
@@ -206,6 +214,7 @@ function onEvent(ev) {
       app.sessionId = ev.session_id;
       store.set("session_id", ev.session_id);
       app.retries = 0;
+      app.connectedOnce = true;
       if (ui.pipeline.value !== ev.pipeline) {
         ui.pipeline.value = ev.pipeline;
         pipelineDefaults();
@@ -279,6 +288,7 @@ function stickToBottom(fn) {
 }
 
 function note(text) {
+  ui.hint.hidden = true;
   stickToBottom(() => ui.log.append(el("p", "note", text)));
 }
 
@@ -348,7 +358,10 @@ function setState(state) {
   ui.state.textContent = state;
   ui.state.dataset.state = state;
   ui.stop.disabled = !app.ready || !(state === "THINKING" || state === "SPEAKING");
-  if (state !== "LOADING") ui.loading.hidden = true;
+  if (state !== "LOADING") {
+    ui.loading.hidden = true;
+    loadingModels.clear();
+  }
 }
 
 function setConn(text, cls = "") {
@@ -371,11 +384,14 @@ function pipelineDefaults() {
   ui.speak.checked = ui.pipeline.value !== "chat";
 }
 
+const loadingModels = new Map(); // model -> its latest {model, state, progress}; events may name only some
+
 function renderLoading(ev) {
   ui.loading.hidden = false;
   ui.eta.textContent = ev.eta_s != null ? ` (about ${Math.ceil(ev.eta_s)} s)` : "";
+  for (const m of ev.models) loadingModels.set(m.model, m);
   ui.models.replaceChildren(
-    ...ev.models.map((m) => {
+    ...[...loadingModels.values()].map((m) => {
       const li = el("li");
       const bar = el("progress");
       bar.max = 1;
@@ -392,6 +408,7 @@ function renderPlayer() {
 }
 
 function showError(text) {
+  if (ui.errors.lastElementChild?.firstChild?.textContent === text) return; // no repeats
   const item = el("div", "error");
   item.append(el("span", null, text));
   const close = el("button", "dismiss", "×");

@@ -11,6 +11,7 @@ Invariants, checked at every step:
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -61,6 +62,35 @@ def ops(names: list[str], total: int, lazy: bool) -> st.SearchStrategy:
             st.tuples(st.just("concurrent"), st.lists(ensure, min_size=2, max_size=3)),
         ]
     return st.lists(st.one_of(*choices), min_size=8, max_size=30)
+
+
+def random_ops(rng: random.Random, names: list[str], total: int, lazy: bool, n: int = 40) -> list[tuple]:
+    """A long random walk (broad coverage: evictions, holds, expiries) from a hypothesis-drawn seed."""
+
+    def ensure() -> tuple:
+        req = rng.sample(names, min(len(names), rng.choice([1, 1, 1, 2, 2, 3])))
+        return ("ensure", req, rng.choice([None, None, *HOLDERS[1:]]), rng.choice(["turn", "prewarm"]))
+
+    out: list[tuple] = []
+    for _ in range(n):
+        x = rng.random()
+        if x < 0.5:
+            out.append(ensure())
+        elif x < 0.65:
+            out.append(("release", rng.choice(HOLDERS[1:])))
+        elif x < 0.75:
+            out.append(("tick", rng.choice([1.0, 4.0, 6.0, 30.0, 61.0, 400.0])))
+        elif x < 0.83:
+            out.append(("foreign", rng.randint(0, total // 2)))
+        elif x < 0.9:
+            out.append(("kill", rng.choice(names)))
+        elif lazy and x < 0.95:
+            out.append(("grow", rng.choice(names)))
+        elif lazy:
+            out.append(("concurrent", [ensure() for _ in range(rng.randint(2, 3))]))
+        else:
+            out.append(ensure())
+    return out
 
 
 def instrument(sim: Sim) -> None:
@@ -125,7 +155,7 @@ async def run_ensure(sim: Sim, req: list[str], holder: str | None, prio: str) ->
     return "ok"
 
 
-async def scenario(data: Any, lazy: bool) -> None:
+async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
     total, reserve, models = data.draw(model_sets(lazy))
     sim = make_sim(models, total_mib=total, reserve_mib=reserve, busy_wait_s=0.0,
                    release_wait_s=1.0, max_restarts=1_000_000)  # bounded restarts: test_planner
@@ -133,7 +163,11 @@ async def scenario(data: Any, lazy: bool) -> None:
     names = list(models)
     held_ok: dict[str, set[str]] = {}  # holder -> models its successful ensures pinned
     try:
-        for op in data.draw(ops(names, total, lazy)):
+        if walk:
+            steps = random_ops(data.draw(st.randoms(use_true_random=False)), names, total, lazy)
+        else:
+            steps = data.draw(ops(names, total, lazy))
+        for op in steps:
             kind = op[0]
             if kind == "ensure":
                 _, req, holder, prio = op
@@ -203,3 +237,9 @@ def test_exact_plans_never_overcommit_never_evict_held(data: Any) -> None:
 @given(st.data())
 def test_lazy_growth_concurrency_and_deaths_stay_safe(data: Any) -> None:
     asyncio.run(scenario(data, lazy=True))
+
+
+@PROFILE
+@given(st.data())
+def test_long_random_walks_stay_exact_and_safe(data: Any) -> None:
+    asyncio.run(scenario(data, lazy=data.draw(st.booleans()), walk=True))
