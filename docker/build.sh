@@ -102,7 +102,7 @@ if has cpu; then
     if grep -qs '^VERSION_CODENAME=bookworm' /etc/os-release && [ "$(uname -m)" = x86_64 ]; then
       dirs=("${JARVIS_WHEELHOUSE:-}" "$HOME/.cache/pip/wheels" "$(python3 -m pip cache dir 2>/dev/null || true)")
       for d in "${dirs[@]}"; do
-        [ -n "$d" ] && [ -d "$d" ] || continue
+        if [ -z "$d" ] || [ ! -d "$d" ]; then continue; fi
         whl=$(find "$d" -name "llama_cpp_python-$version-*linux_x86_64.whl" 2>/dev/null | head -n 1)
         if [ -n "$whl" ]; then
           cp "$whl" docker/wheelhouse/

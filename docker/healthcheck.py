@@ -30,8 +30,20 @@ from pathlib import Path
 
 # commands a service runs before it is ready (connect, ping, create its consumer group)
 STARTUP_CMDS = {
-    "NULL", "ping", "hello", "auth", "select", "info", "client|setinfo", "client|setname",
-    "client|list", "client|id", "xgroup|create", "xgroup", "script|load", "command|docs",
+    "NULL",
+    "ping",
+    "hello",
+    "auth",
+    "select",
+    "info",
+    "client|setinfo",
+    "client|setname",
+    "client|list",
+    "client|id",
+    "xgroup|create",
+    "xgroup",
+    "script|load",
+    "command|docs",
 }
 
 
@@ -42,7 +54,7 @@ def fail(msg: str) -> int:
 
 def check_http(url: str, timeout: float = 3.0) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             if r.status < 400:
                 print(f"ok: {url} {r.status}")
                 return 0
@@ -52,6 +64,7 @@ def check_http(url: str, timeout: float = 3.0) -> int:
 
 
 # ---- Redis, spoken directly (RESP2) ---------------------------------------------------
+
 
 def _resp_cmd(*args: str) -> bytes:
     out = [f"*{len(args)}\r\n".encode()]
@@ -91,8 +104,11 @@ def redis_client_list(url: str, timeout: float = 3.0) -> tuple[list[dict[str, st
     with socket.create_connection((u.hostname or "127.0.0.1", port), timeout=timeout) as s:
         f = s.makefile("rb")
         if u.password:
-            auth = (urllib.parse.unquote(u.username), urllib.parse.unquote(u.password)) if u.username else (
-                urllib.parse.unquote(u.password),)
+            auth = (
+                (urllib.parse.unquote(u.username), urllib.parse.unquote(u.password))
+                if u.username
+                else (urllib.parse.unquote(u.password),)
+            )
             s.sendall(_resp_cmd("AUTH", *auth))
             _resp_read(f)
         s.sendall(_resp_cmd("CLIENT", "LIST"))
@@ -106,7 +122,7 @@ def redis_client_list(url: str, timeout: float = 3.0) -> tuple[list[dict[str, st
 
 def _norm_ip(ip: str) -> str:
     ip = ip.strip("[]")
-    return ip[7:] if ip.startswith("::ffff:") else ip
+    return ip.removeprefix("::ffff:")
 
 
 def local_connections(remote_port: int) -> set[tuple[str, int]]:
@@ -155,6 +171,7 @@ def check_bus() -> int:
 
 
 # ---- which service is this? ---------------------------------------------------------
+
 
 def service_argv() -> list[str] | None:
     me = os.getpid()

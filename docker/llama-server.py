@@ -21,7 +21,7 @@ def main() -> None:
     env = os.environ.get
     argv = server_command(
         int(env("JARVIS_LLAMA_PORT", "8080")),
-        host=env("JARVIS_LLAMA_HOST", "0.0.0.0"),  # noqa: S104 - inside its container
+        host=env("JARVIS_LLAMA_HOST", "0.0.0.0"),
         model_path=env("JARVIS_LLAMA_MODEL") or None,
         n_ctx=int(env("JARVIS_LLAMA_CTX", "2048")),
         n_threads=int(env("JARVIS_LLAMA_THREADS", "2")),

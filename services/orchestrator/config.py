@@ -17,6 +17,7 @@ class TurnSettings(BaseSettings):
     max_turn_ms: float = 30000
     barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
     partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off
+    stage_timeout_s: float = 120  # a turn with no progress this long ends with an error
     idle_timeout_s: float = 600  # a detached session is saved and let go after this
 
     def endpoint(self) -> EndpointConfig:

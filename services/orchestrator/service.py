@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+from redis.exceptions import ResponseError
 
 from services.orchestrator.config import TurnSettings
 from services.orchestrator.session import SessionRunner
@@ -75,6 +76,7 @@ class Orchestrator:
         self.vad_batch: list[tuple[SessionRunner, np.ndarray, float]] = []
         self.tasks: set[asyncio.Task] = set()
         self._flush_lock = asyncio.Lock()
+        self._workers: dict[str, tuple[bool, float]] = {}
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
 
@@ -105,6 +107,20 @@ class Orchestrator:
         if self.resource is None:
             return
         await self.resource.prepare(self, runner, roles, priority, quiet)
+
+    async def has_workers(self, kind: str) -> bool:
+        """Whether any worker serves `jobs:{kind}` (cached for a few seconds)."""
+        now = time.monotonic()
+        cached = self._workers.get(kind)
+        if cached and now - cached[1] < 5:
+            return cached[0]
+        try:
+            groups = await self.bus.retry(lambda: self.bus.redis.xinfo_groups(f"jobs:{kind}"))
+            ok = any(g["consumers"] > 0 for g in groups)
+        except ResponseError:  # no such stream yet
+            ok = False
+        self._workers[kind] = (ok, now)
+        return ok
 
     async def bump_epoch(self, runner: SessionRunner, event: p._Event) -> int:
         """Atomically start a new epoch and tell the client: no stale audio lands after it."""

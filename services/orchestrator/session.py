@@ -154,6 +154,8 @@ class SessionRunner:
     # ---- input ----------------------------------------------------------------------
 
     async def handle(self, msg: Any) -> None:
+        if self.turn is not None and isinstance(msg, (SttResult, LlmToken, LlmDone, TtsProgress, ContextSet)):
+            self.turn.progress_ts = time.time()
         if isinstance(msg, Audio):
             self.on_audio(msg)
         elif isinstance(msg, Command):
@@ -387,6 +389,10 @@ class SessionRunner:
             content = turn.user
         messages.append({"role": "user", "content": content})
         kind = "vlm" if self.pipeline.vision else "llm"
+        if not await self.orch.has_workers(kind):
+            what = "vision model (set JARVIS_VLM_BASE_URL)" if kind == "vlm" else "language model"
+            self.on_failed(JobFailed(kind, turn.n, turn.epoch, f"no {what} worker is running", time.time()))
+            return
         self.orch.put(jobs_stream(kind), LlmJob(self.sid, turn.n, turn.epoch, messages, dict(self.session.context), time.time()))
         await self.orch.flush()
 
@@ -514,6 +520,13 @@ class SessionRunner:
             else:
                 d = self.ctx.last_frame_ts + limit
                 deadline = d if deadline is None else min(deadline, d)
+        turn = self.turn
+        if turn is not None:
+            limit = turn.progress_ts + self.cfg.stage_timeout_s
+            if now > limit:  # a stage went silent (worker gone, model hung): don't leave the user waiting
+                self.on_failed(JobFailed("turn", turn.n, turn.epoch, f"no progress for {self.cfg.stage_timeout_s:.0f}s", now))
+            else:
+                deadline = limit if deadline is None else min(deadline, limit)
         if self.turn is None and self.last is None and not self.detector.in_speech:
             self.safe_cursor = self.cursor
         return deadline

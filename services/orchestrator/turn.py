@@ -49,6 +49,7 @@ class Turn:
     queue: deque[Sentence] = field(default_factory=deque)
     sentences: list[Sentence] = field(default_factory=list)
     inflight: Sentence | None = None
+    progress_ts: float = field(default_factory=time.time)  # last sign of life from a stage
 
     def add_sentences(self, texts: list[str]) -> None:
         for text in texts:

@@ -1,44 +1,27 @@
-"""`python -m services.resource`: run the resource service until SIGTERM / SIGINT."""
+"""`python -m services.resource`: run the resource service (one per GPU host) until SIGTERM / SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import signal
 
-from services.resource.config import ResourceSettings
-from services.resource.service import ResourceService, build_planner
 from shared.bus import Bus
-from shared.config import get_settings
+from shared.config import Settings
+from shared.service import run
 
 
-async def main() -> None:
-    shared = get_settings()
-    logging.basicConfig(level=shared.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ResourceSettings()
-    bus = Bus.from_settings(shared)
-    await bus.wait_ready(timeout=60)
-    planner = await build_planner(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    from services.resource.config import ResourceSettings
+    from services.resource.service import ResourceService, build_planner
+
+    bus = Bus.from_settings(settings)
     try:
-        await ResourceService(settings, bus, planner, block_ms=shared.block_ms).run(stop)
+        await bus.wait_ready(timeout=60)
+        rs = ResourceSettings()
+        planner = await build_planner(rs)
+        await ResourceService(rs, bus, planner, block_ms=settings.block_ms).run(stop)
     finally:
         await bus.close()
 
 
-def run() -> None:
-    try:
-        import uvloop  # type: ignore[import-not-found]
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
-
-
 if __name__ == "__main__":
-    run()
+    run("resource", serve)

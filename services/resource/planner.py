@@ -44,12 +44,10 @@ from services.resource.policy import (
     WontFit,
     make_plan,
 )
+from services.resource.progress import Emitter, ProgressSink
 from services.resource.runtimes import Handle, RuntimeFailure, RuntimeSet
 
 log = logging.getLogger(__name__)
-
-State = Literal["queued", "evicting", "starting", "loading", "ready", "failed"]
-
 
 class Busy(PlanError):
     """The request would fit, but models pinned by holders stayed pinned past `busy_wait_s`."""
@@ -80,16 +78,6 @@ def error_code(exc: BaseException) -> str:
     return "error"
 
 
-@dataclass(slots=True)
-class Progress:
-    model: str
-    state: State
-    progress: float  # 0..1
-    eta_s: float  # seconds until this model is expected ready
-    message: str = ""
-
-
-ProgressSink = Callable[[Progress], Awaitable[None]]
 # (model, state, message): "ready" | "unloaded" | "failed" | "restarting" | "expired"
 EventSink = Callable[[str, str, str], Awaitable[None]]
 
@@ -120,51 +108,6 @@ class EnsureResult:
     started: list[str] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
-
-
-class _Emitter:
-    """Per-request progress: throttled, with an ETA over the models still to start."""
-
-    def __init__(self, sink: ProgressSink | None, costs: dict[str, float], min_interval_s: float = 0.25):
-        self.sink = sink
-        self.costs = costs
-        self.order: list[str] = []  # models not yet ready, in start order
-        self.current: str | None = None
-        self.current_t0 = 0.0
-        self.min_interval_s = min_interval_s
-        self._last: dict[str, tuple[str, float]] = {}
-        self.wait_s: Callable[[], float] = lambda: 0.0  # expected wait for the device (while queued)
-
-    def eta(self, model: str) -> float:
-        t = 0.0
-        for m in self.order:
-            cost = self.costs.get(m, 10.0)
-            if m == self.current:
-                t += max(0.0, cost - (time.monotonic() - self.current_t0))
-            else:
-                t += cost
-            if m == model:
-                return round(t, 2)
-        return 0.0
-
-    async def __call__(self, model: str, state: State, progress: float, message: str = "") -> None:
-        if self.sink is None:
-            return
-        now = time.monotonic()
-        last = self._last.get(model)
-        if last is not None and last[0] == state and now - last[1] < self.min_interval_s and state not in (
-            "ready",
-            "failed",
-        ):
-            return
-        self._last[model] = (state, now)
-        eta = 0.0 if state in ("ready", "failed") else self.eta(model)
-        if state == "queued":
-            eta = round(eta + max(0.0, self.wait_s()), 2)
-        try:
-            await self.sink(Progress(model, state, round(max(0.0, min(1.0, progress)), 3), eta, message))
-        except Exception:  # a reporting failure must not fail the load
-            log.exception("progress sink failed")
 
 
 class Planner:
@@ -344,7 +287,7 @@ class Planner:
         by_device: dict[int, list[str]] = {}
         for m in models:
             by_device.setdefault(self.device_of(m), []).append(m)
-        emit = _Emitter(progress, {m: self.spec(m).reload_cost_s for m in models})
+        emit = Emitter(progress, {m: self.spec(m).reload_cost_s for m in models})
         emit.order = [m for m in models if not self._is_ready(m)]
         emit.wait_s = lambda: max((self._busy_until.get(d, 0.0) - time.monotonic() for d in by_device), default=0.0)
         for m in emit.order:
@@ -371,7 +314,7 @@ class Planner:
 
     async def _ensure_device(
         self, device: int, models: list[str], prio: int, pin: str, ttl_s: float | None,
-        emit: _Emitter, result: EnsureResult,
+        emit: Emitter, result: EnsureResult,
     ) -> None:
         deadline = time.monotonic() + self.settings.busy_wait_s
         lock = self.lock(device)
@@ -404,7 +347,7 @@ class Planner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(released.wait(), min(remaining, 1.0))
 
-    async def _steps(self, device: int, models: list[str], emit: _Emitter, result: EnsureResult) -> list[str] | None:
+    async def _steps(self, device: int, models: list[str], emit: Emitter, result: EnsureResult) -> list[str] | None:
         """Evict / start until done (None) or blocked (the blocking models). Runs under the lock."""
         for _ in range(4 * len(models) + 8):
             plan = await self.plan(models, device)
@@ -462,7 +405,7 @@ class Planner:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    async def _start(self, model: str, device: int, emit: _Emitter) -> None:
+    async def _start(self, model: str, device: int, emit: Emitter) -> None:
         spec = self.spec(model)
         rt = self.runtimes.for_kind(spec.runtime.kind)
         res = Resident(model, device, self.footprints[model])
@@ -664,9 +607,11 @@ class Planner:
     async def stop_all(self) -> None:
         for t in list(self._tasks):
             t.cancel()
-        for r in list(self.residents.values()):
-            with contextlib.suppress(Exception):
-                await self._stop(r, "resource service stopping")
+        # all at once: shutdown takes one grace period, not one per model
+        await asyncio.gather(
+            *(self._stop(r, "resource service stopping") for r in list(self.residents.values())),
+            return_exceptions=True,
+        )
 
     async def run_housekeeping(self, stop: asyncio.Event, tick_s: float = 1.0) -> None:
         """Holder expiry and keep-alive every tick; health every `health_interval_s`."""

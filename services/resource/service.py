@@ -23,7 +23,8 @@ from services.resource import messages as m
 from services.resource.calibration import Calibration, footprints
 from services.resource.config import Registry, ResourceSettings
 from services.resource.gpu import Gpu, SimulatedGpu, open_gpu
-from services.resource.planner import PlanError, Planner, Progress, error_code
+from services.resource.planner import PlanError, Planner, error_code
+from services.resource.progress import Progress
 from services.resource.runtimes import RuntimeSet
 from services.resource.runtimes.docker import DockerRuntime
 from services.resource.runtimes.process import ProcessRuntime
@@ -52,7 +53,7 @@ def build_runtimes(settings: ResourceSettings, gpu: Gpu, footprint_of: dict[str,
 
 async def build_planner(settings: ResourceSettings, gpu: Gpu | None = None,
                         registry: Registry | None = None) -> Planner:
-    registry = registry or settings.load_registry()
+    registry = registry or await asyncio.to_thread(settings.load_registry)
     calib = await asyncio.to_thread(Calibration.read, settings.calibration_file)
     fps = footprints(registry, calib, settings.calibration_margin_pct)
     gpu = gpu or await open_gpu(settings.gpu_backend, settings.simulated_gpu_mib, settings.simulated_foreign_mib)

@@ -51,6 +51,8 @@ const app = {
   sent: { frames: 0, images: 0, texts: 0 },
 };
 
+const loadingModels = new Map(); // model -> its latest {model, state, progress}; events may name only some
+
 // A read-only view for tests and debugging in the console.
 window.jarvis = {
   events: [],
@@ -233,7 +235,8 @@ function onEvent(ev) {
       if (ev.speaking) snapshotForQuestion();
       break;
     case "transcript":
-      turnView(ev.turn).user(ev.text, ev.final);
+      if (ev.final && !ev.text) dropTurn(ev.turn); // nothing intelligible: not a turn (its number is reused)
+      else turnView(ev.turn).user(ev.text, ev.final);
       break;
     case "reply":
       if (ev.final) turnView(ev.turn).bot(ev.text ?? "", true);
@@ -292,6 +295,11 @@ function note(text) {
   stickToBottom(() => ui.log.append(el("p", "note", text)));
 }
 
+function dropTurn(n) {
+  app.turns.get(n)?.article.remove();
+  app.turns.delete(n);
+}
+
 function turnView(n) {
   let v = app.turns.get(n);
   if (v) return v;
@@ -314,9 +322,8 @@ function turnView(n) {
     article,
     user(text, final) {
       stickToBottom(() => {
-        userText.textContent = text || (final ? "(nothing heard)" : "…");
+        userText.textContent = text || "…";
         userText.classList.toggle("partial", !final);
-        user.classList.toggle("empty", final && !text);
       });
     },
     bot(text, final) {
@@ -334,7 +341,8 @@ function turnView(n) {
       botText.textContent = "";
       const rest = reply.startsWith(spoken) ? reply.slice(spoken.length) : reply;
       botText.append(el("span", "heard", spoken), el("span", "unheard", rest));
-      bot.append(el("span", "tag", "interrupted"));
+      if (!bot.querySelector(".tag")) bot.append(el("span", "tag", "interrupted"));
+      if (!metrics.hidden && !metrics.textContent.endsWith("interrupted")) metrics.textContent += "  |  interrupted";
     },
     metrics(m) {
       const ms = (x) => (x == null ? null : x >= 1000 ? `${(x / 1000).toFixed(2)} s` : `${Math.round(x)} ms`);
@@ -384,8 +392,6 @@ function pipelineDefaults() {
   ui.speak.checked = ui.pipeline.value !== "chat";
 }
 
-const loadingModels = new Map(); // model -> its latest {model, state, progress}; events may name only some
-
 function renderLoading(ev) {
   ui.loading.hidden = false;
   ui.eta.textContent = ev.eta_s != null ? ` (about ${Math.ceil(ev.eta_s)} s)` : "";
@@ -397,10 +403,16 @@ function renderLoading(ev) {
       bar.max = 1;
       bar.value = m.progress || 0;
       bar.setAttribute("aria-label", `${m.model} ${Math.round((m.progress || 0) * 100)}%`);
-      li.append(el("span", "model", m.model), bar, el("span", "mstate", m.state));
+      li.append(el("span", "model", m.model), bar, el("span", `mstate ${m.state}`, m.state));
       return li;
     }),
   );
+  // progress can also come outside LOADING (a model warmed in the background): hide once all are in
+  const done = [...loadingModels.values()].every((m) => m.state === "ready");
+  if (done && app.state !== "LOADING") {
+    ui.loading.hidden = true;
+    loadingModels.clear();
+  }
 }
 
 function renderPlayer() {

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from services.resource.planner import Busy, InUse, ModelFailed, Progress
+from services.resource.planner import Busy, InUse, ModelFailed
 from services.resource.policy import UnknownModel, WontFit
+from services.resource.progress import Progress
 from tests.unit.resource.helpers import make_sim, sim_model
 
 
