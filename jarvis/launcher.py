@@ -104,6 +104,7 @@ class Stack:
         env: dict[str, str] | None = None,
         stub_llm_delay: float = 0.0,
         vlm: bool | None = None,
+        resource: bool | None = None,
     ) -> None:
         self.profile = profile
         self.port = port
@@ -114,6 +115,8 @@ class Stack:
         self.stub_llm_delay = stub_llm_delay
         # a VLM worker for the vision pipeline: always with stub models, else when a VLM server is configured
         self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
+        # the GPU arbiter: on by default where there is a GPU to arbitrate
+        self.resource = resource if resource is not None else profile == "gpu"
         self.redis: RedisServer | None = None
         self.redis_url = ""
         self.procs: list[Proc] = []
@@ -182,6 +185,8 @@ class Stack:
             # a 135M model stays coherent (and in English) only at a low temperature
             self.extra_env.setdefault("JARVIS_LLM_TEMPERATURE", os.environ.get("JARVIS_LLM_TEMPERATURE", "0.2"))
             _wait_http(f"http://127.0.0.1:{llm_port}/v1/models", timeout, server)
+        if self.resource:
+            self._service("resource", "services.resource")
         for i in range(self.orchestrators):
             self._service(f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator")
         self._service("stt", "services.stt", "--concurrency", "2", *stub)  # a partial never holds up the final

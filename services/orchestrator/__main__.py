@@ -15,13 +15,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
     bus = Bus.from_settings(settings)
     vad = await asyncio.to_thread(SileroVad)
-    resource = None
-    try:
-        from services.orchestrator.loading import ResourceBridge
+    from services.orchestrator.config import TurnSettings
+    from services.orchestrator.loading import ResourceBridge
 
-        resource = ResourceBridge(bus)
-    except ImportError:
-        pass
+    resource = ResourceBridge(bus, TurnSettings().models)
     await Orchestrator(settings, bus, vad=vad, resource=resource).run(stop)
     await bus.close()
 

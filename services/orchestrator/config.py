@@ -18,7 +18,9 @@ class TurnSettings(BaseSettings):
     barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
     partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off
     stage_timeout_s: float = 120  # a turn with no progress this long ends with an error
-    idle_timeout_s: float = 600  # a detached session is saved and let go after this
+    idle_timeout_s: float = 600
+    # pipeline role -> the resource service's model id (JSON in JARVIS_TURN_MODELS)
+    models: dict[str, str] = {"stt": "whisper", "llm": "llm", "vlm": "vlm", "tts": "chatterbox"}  # a detached session is saved and let go after this
 
     def endpoint(self) -> EndpointConfig:
         return EndpointConfig(

@@ -108,6 +108,11 @@ class Orchestrator:
             return
         await self.resource.prepare(self, runner, roles, priority, quiet)
 
+    async def release(self, runner: SessionRunner) -> None:
+        """The turn is over: its models may be evicted again."""
+        if self.resource is not None:
+            await self.resource.release(runner)
+
     async def has_workers(self, kind: str) -> bool:
         """Whether any worker serves `jobs:{kind}` (cached for a few seconds)."""
         now = time.monotonic()

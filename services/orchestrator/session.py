@@ -340,6 +340,7 @@ class SessionRunner:
 
     async def _dispatch_stt(self, turn: Turn, pcm: bytes) -> None:
         await self.orch.prepare(self, self.pipeline.models, priority="turn")
+        turn.prepared = True
         if self.turn is turn:
             self.orch.put(jobs_stream("stt"), SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time()))
             await self.orch.flush()
@@ -376,7 +377,9 @@ class SessionRunner:
         self.orch.spawn(self._dispatch_llm(turn))
 
     async def _dispatch_llm(self, turn: Turn) -> None:
-        await self.orch.prepare(self, self.pipeline.models, priority="turn")
+        if not turn.prepared:
+            await self.orch.prepare(self, self.pipeline.models, priority="turn")
+            turn.prepared = True
         if self.turn is not turn:
             return
         messages: list[dict[str, Any]] = self.session.messages(self.orch.settings.history_window)
@@ -484,6 +487,7 @@ class SessionRunner:
             )
             self.orch.spawn(self.orch.save(self))
         self.turn = None
+        self.orch.spawn(self.orch.release(self))
         if turn.first_audio_ts and turn.playback_end() > time.time():
             self.last = turn  # stay SPEAKING while the client plays the rest
         else:
@@ -563,4 +567,5 @@ class SessionRunner:
             observe(metrics)
             TURNS.labels("interrupted").inc()
         self.orch.spawn(self.orch.save(self))
+        self.orch.spawn(self.orch.release(self))
         self.set_state(p.State.LISTENING)

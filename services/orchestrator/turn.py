@@ -45,6 +45,7 @@ class Turn:
     tts_ms: float = 0.0
     reply: str = ""
     llm_done: bool = False
+    prepared: bool = False  # its models were made resident
     splitter: SentenceSplitter = field(default_factory=SentenceSplitter)
     queue: deque[Sentence] = field(default_factory=deque)
     sentences: list[Sentence] = field(default_factory=list)

