@@ -68,6 +68,7 @@ async def test_eviction_then_the_turn_completes(stack):
     states = [e["state"] for e in c.of("state")]
     assert "LOADING" in states[states.index("SPEAKING"):]  # LOADING again for the second pipeline
 
+    from services.resource import messages  # noqa: F401 - registers the resource messages
     from shared import codec
 
     r = redis.Redis.from_url(stack.redis_url)
