@@ -60,6 +60,10 @@ class LoadClient:
     _listening: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def sid(self) -> str | None:
+        return next((e.get("session_id") for e in self.events if e.get("type") == "ready"), None)
+
     async def open(self, url: str, timeout: float) -> None:
         self.ws = await connect(url, compression=None, max_size=32 << 20, open_timeout=timeout, ping_interval=None)
         self._reader = asyncio.create_task(self._read())
@@ -253,6 +257,8 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
             reply = next((fa for fa in client.first_audio if fa[2] > ev[1] and (nxt is None or fa[2] <= nxt)), None)
             if reply is not None:
                 rec["missed"] = False
+                rec["server_turn"] = reply[1]
+                rec["first_audio_t"] = reply[0]
                 rec["framework_ms"] = framework_ms(reply[0], t_dec)
                 if k is not None:
                     lsf = last_speech_frame(clip_starts[k], clip.speech_end)

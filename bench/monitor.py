@@ -6,6 +6,7 @@ in a background thread (for peak RSS); CPU share = CPU seconds delta / wall seco
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
@@ -90,14 +91,29 @@ class ProcMonitor:
 def stack_pids(stack, include_self: bool = True) -> dict[str, int]:
     """Every process the Stack started (services, model servers, Redis), plus this one
     (the load generator)."""
-    import os
-
     pids = {p.name: p.pid for p in stack.procs + stack.model_procs if p.pid}
     if stack.redis is not None and stack.redis.proc is not None:
         pids["redis"] = stack.redis.proc.pid
     if include_self:
         pids["loadgen"] = os.getpid()
     return pids
+
+
+def renice(pids: dict[str, int], value: int) -> list[str]:
+    """Set the nice value of every thread of these processes (Linux keeps it per thread).
+    Returns the names it could not change (a negative value needs root)."""
+    failed = []
+    for name, pid in pids.items():
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            tids = [pid]
+        try:
+            for tid in tids:
+                os.setpriority(os.PRIO_PROCESS, tid, value)
+        except OSError:
+            failed.append(name)
+    return failed
 
 
 # ---- Prometheus ------------------------------------------------------------------------------

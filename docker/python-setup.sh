@@ -28,6 +28,11 @@ if [ -z "$PY" ]; then
     PY=/usr/bin/python3.11
   fi
 fi
+missing=""
+for pkg in $apt_pkgs; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+apt_pkgs=$missing
 if [ -n "$apt_pkgs" ]; then
   [ -n "$updated" ] || apt-get update -qq
   # shellcheck disable=SC2086

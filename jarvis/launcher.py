@@ -189,10 +189,15 @@ class Stack:
             self._service("resource", "services.resource")
         for i in range(self.orchestrators):
             self._service(f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator")
-        self._service("stt", "services.stt", "--concurrency", "2", *stub)  # a partial never holds up the final
+        # With the GPU profile the resource service starts the GPU workers (STT, TTS) and the LLM
+        # server as registry models, so they are only resident when they fit.
+        gpu_managed = self.resource and self.profile == "gpu"
+        if not gpu_managed:
+            self._service("stt", "services.stt", "--concurrency", "2", *stub)  # a partial never holds up the final
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
-        self._service("tts", "services.tts", *stub)
+        if not gpu_managed:
+            self._service("tts", "services.tts", *stub)
         if self.vlm:
             self._service("vlm", "services.llm", "--role", "vlm", *llm_args)
         self._service("gateway", "services.gateway")
@@ -213,13 +218,14 @@ class Stack:
                     if not p.alive():
                         raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; see {p.log}")
                 ready = 0
-                for kind in ("stt", "llm", "tts"):
+                kinds = ("llm",) if self.resource and self.profile == "gpu" else ("stt", "llm", "tts")
+                for kind in kinds:
                     try:
                         groups = r.xinfo_groups(f"jobs:{kind}")
                         ready += any(g["consumers"] > 0 for g in groups)
                     except redis.ResponseError:
                         pass
-                if ready == 3 and self._group_ready(r):
+                if ready == len(kinds) and self._group_ready(r):
                     return
                 time.sleep(0.2)
         finally:
@@ -292,7 +298,7 @@ def up(profile: str, port: int, orchestrators: int) -> int:
             f"  WebSocket:   {stack.url}\n"
             f"  Try:         .venv/bin/jarvis talk --wav question.wav --out reply.wav\n"
             f"  Metrics:     " + ", ".join(f"{k} {v}" for k, v in stack.metrics.items()) + "\n"
-            f"Ctrl-C stops everything.",
+            "Ctrl-C stops everything.",
             flush=True,
         )
         stack.supervise()

@@ -106,7 +106,7 @@ class Worker:
         except Cancelled:
             JOBS.labels(self.kind, "cancelled").inc()
             log.info("job cancelled by barge-in")
-        except Exception as exc:  # noqa: BLE001 - report to the session, keep serving
+        except Exception as exc:
             JOBS.labels(self.kind, "failed").inc()
             log.exception("job failed")
             try:

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.client import Client  # noqa: E402
-from tests.support.speech import concat, silence, speak, wer  # noqa: E402
-from tests.support.stack import running_stack  # noqa: E402
+from tests.support.client import Client
+from tests.support.speech import concat, silence, speak, wer
+from tests.support.stack import running_stack
 
 QUESTION = "What color is the sky on a clear day?"
 

@@ -43,5 +43,5 @@ class Publisher:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - keep publishing for the other sessions
+            except Exception:
                 log.exception("publish failed")

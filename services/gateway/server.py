@@ -33,8 +33,19 @@ from services.gateway.publisher import Publisher
 from shared import protocol as p
 from shared.bus import Bus
 from shared.config import Settings
-from shared.messages import CTL, Audio, AudioOut, ClientEvent, Command, Image, SessionStart, Wake
-from shared.messages import in_stream, out_stream, wake_stream
+from shared.messages import (
+    CTL,
+    Audio,
+    AudioOut,
+    ClientEvent,
+    Command,
+    Image,
+    SessionStart,
+    Wake,
+    in_stream,
+    out_stream,
+    wake_stream,
+)
 from shared.sessions import BadSessionId, new_id, validate_id
 
 log = logging.getLogger("jarvis.gateway")
@@ -126,7 +137,7 @@ class Gateway:
                         self._on_binary(conn, frame)
                 except p.ProtocolError as exc:
                     self._error(conn, exc.code, exc.message)
-                except Exception:  # noqa: BLE001 - one bad message never ends the connection
+                except Exception:
                     log.exception("failed handling a client frame", extra={"session": conn.sid})
                     self._error(conn, p.ErrorCode.INTERNAL, "internal error handling that message")
         except ConnectionClosed:
@@ -243,7 +254,7 @@ class Gateway:
                 entries = await self.bus.read(streams, block_ms=self.settings.block_ms, count=512)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("out reader failed; retrying")
                 await asyncio.sleep(0.2)
                 continue

@@ -17,7 +17,6 @@ repeated in every stream chunk (llama-cpp-python does that) are not concatenated
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from typing import Any
 import openai
 
 from services.llm.config import LlmSettings
+from services.llm.images import image_part  # noqa: F401 - re-exported for callers
 from services.llm.tools import MEMORY_PREFIX, ToolResult, run_tool, tool_schemas
 from shared.model import ContextUpdate, LlmDelta, LlmRequest, Model
 
@@ -42,13 +42,6 @@ class LlmUnavailable(RuntimeError):
         super().__init__(message)
         self.url = url
         self.status = status
-
-
-def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
-    """An OpenAI chat content part carrying an image inline (for VLMs): put it in a user message's content list."""
-    if not mime.startswith("image/"):
-        raise ValueError(f"not an image MIME type: {mime!r}")
-    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}}
 
 
 @dataclass(slots=True)

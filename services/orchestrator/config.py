@@ -20,7 +20,8 @@ class TurnSettings(BaseSettings):
     stage_timeout_s: float = 120  # a turn with no progress this long ends with an error
     idle_timeout_s: float = 600
     # pipeline role -> the resource service's model id (JSON in JARVIS_TURN_MODELS)
-    models: dict[str, str] = {"stt": "whisper", "llm": "llm", "vlm": "vlm", "tts": "chatterbox"}  # a detached session is saved and let go after this
+    # (the default registry's ids; add "vlm" when your registry has a VLM server)
+    models: dict[str, str] = {"stt": "whisper", "llm": "llm", "tts": "chatterbox"}  # a detached session is saved and let go after this
 
     def endpoint(self) -> EndpointConfig:
         return EndpointConfig(

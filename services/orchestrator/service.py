@@ -206,7 +206,7 @@ class Orchestrator:
                 try:
                     if isinstance(msg, SessionStart):
                         await self._on_start(msg)
-                except Exception:  # noqa: BLE001 - one bad start never stops the others
+                except Exception:
                     log.exception("start failed", extra={"session": getattr(msg, "sid", None)})
                 await self.bus.ack(CTL, ORCHESTRATORS, [eid])
 
@@ -268,7 +268,7 @@ class Orchestrator:
                     continue
                 try:
                     await runner.handle(msg)
-                except Exception:  # noqa: BLE001 - a bad entry never stops the session loop
+                except Exception:
                     log.exception("failed handling %s", type(msg).__name__, extra={"session": runner.sid})
             self._run_vad()
             now = time.time()
@@ -312,7 +312,7 @@ class Orchestrator:
                 await self._renew_and_adopt(refresh_ttl=time.monotonic() - last_ttl > 60)
                 if time.monotonic() - last_ttl > 60:
                     last_ttl = time.monotonic()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("lease upkeep failed")
 
     async def _renew_and_adopt(self, refresh_ttl: bool) -> None:
@@ -343,7 +343,7 @@ class Orchestrator:
             if await r.set(owner_key(sid), self.id, nx=True, px=self.settings.lease_ms):
                 try:
                     await self._adopt(sid, None)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("takeover failed", extra={"session": sid})
                     await self._release(keys=[owner_key(sid)], args=[self.id])
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from shared.model import Model, SttRequest, Transcript
 
-_WORDS = "zero one two three four five six seven eight nine".split()
+_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def duration_words(seconds: float) -> str:

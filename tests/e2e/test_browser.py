@@ -59,7 +59,7 @@ async def test_page_transcribes_replies_and_plays_audio(
     from playwright.async_api import TimeoutError as PageTimeout
     from playwright.async_api import async_playwright
 
-    wav = _fake_mic(tmp_path, question_speech, 6.0)  # long pause: the reply plays to the end
+    wav = _fake_mic(tmp_path, question_speech, 8.0)  # a long pause: the reply plays to the end
     async with async_playwright() as pw:
         browser, page, errors = await _open_page(pw, playwright_chromium, chromium_args(wav), http_url)
         try:
@@ -142,9 +142,10 @@ async def test_speaking_over_the_reply_stops_playback_at_once(
 async def test_push_to_talk_typed_chat_and_image_upload(
     playwright_chromium, chromium_args, question_speech, stack, http_url, fake_openai, make_png, tmp_path
 ):
+    from playwright.async_api import TimeoutError as PageTimeout
     from playwright.async_api import async_playwright
 
-    wav = _fake_mic(tmp_path, question_speech, 2.0)
+    wav = _fake_mic(tmp_path, question_speech, 0.3)  # (nearly) always speaking: any held stretch has speech
     image = tmp_path / "square.png"
     image.write_bytes(make_png(rgb=(20, 200, 40)))
     async with async_playwright() as pw:
@@ -158,7 +159,10 @@ async def test_push_to_talk_typed_chat_and_image_upload(
             assert await page.get_attribute("#talk", "aria-pressed") == "true"
             await page.wait_for_timeout(1800)
             await page.keyboard.up("Space")
-            await page.wait_for_function("jarvis.counts.metrics >= 1", timeout=20000)
+            try:
+                await page.wait_for_function("jarvis.counts.metrics >= 1", timeout=20000)
+            except PageTimeout:
+                raise AssertionError(f"no push-to-talk turn: {await _debug(page)}") from None
             user = await page.text_content(".turn[data-turn='1'] .msg.user .text")
             assert user.startswith("I spoke for "), user
             assert await page.evaluate("jarvis.counts.interrupted || 0") == 0, "no VAD barge-in in push-to-talk"

@@ -2,8 +2,6 @@
 
 import asyncio
 
-import pytest
-
 from jarvis.redis_server import RedisServer
 from shared.bus import Bus
 from shared.messages import DEAD_LETTER, Audio, Command, Wake

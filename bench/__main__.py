@@ -1,0 +1,127 @@
+"""`python -m bench [--scenario a,b,c,d] [--max-n 150] [--turns 6] ...` (`make bench` runs all).
+
+See docs/BENCHMARKS.md for what the figures mean and how they are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario", default="a,b,c,d",
+                    help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process)")
+    ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
+    ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
+    ap.add_argument("--turns", type=int, default=6, help="turns per session in b and c (default 6)")
+    ap.add_argument("--a-turns", type=int, default=20, help="turns of the single session in a and d (default 20)")
+    ap.add_argument("--gap", type=float, default=1.5, help="seconds of silence after each question (default 1.5)")
+    ap.add_argument("--end-silence-ms", type=float, default=None,
+                    help="end-of-turn silence given to the stack (default: JARVIS_TURN_END_SILENCE_MS or 300)")
+    ap.add_argument("--late-tolerance", type=float, default=0.0,
+                    help="b: fraction of late (>100 ms) frames a step may have and still pass (default 0)")
+    ap.add_argument("--keep-going", action="store_true", help="b: run every step even after one falls behind")
+    ap.add_argument("--baseline-sessions", type=int, default=50, help="d: sessions in lockstep for the CPU figure")
+    ap.add_argument("--question", default=None, help="the spoken question (espeak-ng)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench-results"), help="where the JSON goes (default bench-results/)")
+    ap.add_argument("--priority", type=int, default=None,
+                    help="renice the stack and the load generator to this value (e.g. -10; needs root): "
+                         "shields the figures from other work on a shared machine; default: leave as is")
+    ap.add_argument("--keep-logs", action="store_true", help="copy every stack's service logs under --out")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from bench import report
+    from bench.audio import DEFAULT_QUESTION, load_clip
+    from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
+    from services.orchestrator.config import TurnSettings
+    from services.orchestrator.vad import SileroVad
+
+    wanted = [s.strip() for s in args.scenario.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in "abcd" or len(s) != 1]
+    if bad:
+        print(f"unknown scenario(s) {bad}; pick from a, b, c, d", file=sys.stderr)
+        return 2
+    if os.environ.pop("JARVIS_REDIS_URL", None):
+        print("bench: ignoring JARVIS_REDIS_URL; every stack gets its own embedded Redis", file=sys.stderr)
+    out_dir = Path(args.out)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    ts = TurnSettings(**({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {}))
+    opts = Options(
+        turns=args.turns, a_turns=args.a_turns, gap_s=args.gap, end_silence_ms=ts.end_silence_ms, seed=args.seed,
+        late_tolerance=args.late_tolerance, priority=args.priority, keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
+    )
+    endpoint = ts.endpoint()
+    clip = load_clip(args.question or DEFAULT_QUESTION, out_dir / "cache")
+    vad = SileroVad()
+    if args.ns:
+        ns = [int(x) for x in args.ns.split(",") if x.strip()]
+    else:
+        ns = [n for n in DEFAULT_STEPS if n <= args.max_n] or [args.max_n]
+    res: dict = {
+        "started": stamp,
+        "machine": machine(),
+        "config": {
+            "scenarios": wanted, "ns": ns, "turns": args.turns, "a_turns": args.a_turns, "gap_s": args.gap,
+            "end_silence_ms": ts.end_silence_ms, "question": clip.text, "question_s": round(clip.seconds, 3),
+            "speech_end_sample": clip.speech_end, "late_tolerance": args.late_tolerance, "priority": args.priority,
+        },
+        "targets": report.TARGETS,
+        "pipecat_1_14": report.PIPECAT,
+        "scenarios": {},
+    }
+    m = res["machine"]
+    print(f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}; "
+          f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; scenarios {','.join(wanted)}",
+          flush=True)
+    t_all = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    try:
+        if "a" in wanted:
+            log(f"a: stub models, one session, {args.a_turns} turns ...")
+            res["scenarios"]["a"] = scenario_a(clip, opts, endpoint, vad)
+            log(report.render_load(res["scenarios"]["a"], "a) stub models, one session"))
+        if "b" in wanted:
+            log(f"b: stub models, rising N {ns} ...")
+            res["scenarios"]["b"] = scenario_b(clip, opts, endpoint, vad, ns, keep_going=args.keep_going, log=log)
+            log(report.render_b(res["scenarios"]["b"]))
+        if "c" in wanted:
+            log(f"c: CPU profile (real models), one session, {args.turns} turns ...")
+            res["scenarios"]["c"] = scenario_c(clip, opts, endpoint, vad)
+            log(report.render_c(res["scenarios"]["c"]))
+        if "d" in wanted:
+            log("d: in-process baseline ...")
+            res["scenarios"]["d"] = scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions)
+            log(report.render_d(res["scenarios"]["d"], res["scenarios"].get("a"), res["scenarios"].get("b")))
+    except KeyboardInterrupt:
+        log("bench: interrupted; saving what was measured")
+        res["interrupted"] = True
+    res["elapsed_s"] = round(time.monotonic() - t_all, 1)
+    res["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    log("")
+    log(report.render_summary(res))
+    path = report.save(res, out_dir)
+    log(f"\nbench: {res['elapsed_s']:.0f} s; results in {path} (and {out_dir / 'latest.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

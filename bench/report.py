@@ -1,0 +1,175 @@
+"""Tables on screen and the JSON file under bench-results/."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+TARGETS = {
+    "framework_p50_ms": 10,
+    "framework_p99_ms": 30,
+    "density_sessions": 100,
+    "mib_per_session": 2.0,
+}
+PIPECAT = {  # Pipecat 1.14 on the same kind of machine (2 cores), from the issue
+    "framework_p50_ms": 25, "framework_p99_ms": 41, "overhead_p50_ms": 45, "overhead_p99_ms": 99,
+    "sessions_one_process": 9, "sessions_process_per_session": 10, "mib_per_session": 10,
+}
+
+
+def table(headers: list[str], rows: list[list], title: str | None = None) -> str:
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+    return str(v)
+
+
+def _dist_row(name: str, s: dict | None, target: str = "") -> list:
+    s = s or {}
+    return [name, s.get("n"), s.get("p50"), s.get("p95"), s.get("p99"), s.get("max"), target]
+
+
+DIST_HEADERS = ["figure (ms)", "n", "p50", "p95", "p99", "max", "target / Pipecat 1.14"]
+
+
+def render_load(r: dict, title: str) -> str:
+    if "error" in r:
+        return f"{title}\n  ERROR: {r['error']}" + "".join(
+            f"\n  --- {k}\n{v}" for k, v in (r.get("logs") or {}).items())
+    out = [table(DIST_HEADERS, [
+        _dist_row("framework overhead", r["framework_ms"], "p50<=10 p99<=30 / 25, 41"),
+        _dist_row("overhead (- end silence)", r["overhead_ms"], "- / 45, 99"),
+        _dist_row("voice-to-voice", r["voice_to_voice_ms"]),
+        _dist_row("decision-frame lag", r["decision_lag_ms"], "late = >100"),
+        _dist_row("loadgen pacing lateness", r["loadgen_pacing_late_ms"]),
+    ], title)]
+    out.append(
+        f"  turns: {r['questions']} questions, {r['expected_turns']} expected, {r['missed_turns']} missed, "
+        f"{r['false_turns']} false, {r['barge_ins']} barge-ins; decision frames late: "
+        f"{r['late_decision_frames']}/{r['decision_frames']}"
+        + (f"; orchestrator frames late: {int(r['orchestrator_frames_over_100ms'])}/{int(r['orchestrator_frames'])}"
+           if r.get("orchestrator_frames") else "; per-frame lag: not exposed by this build")
+        + (f"; gateway out entries >100 ms: {int(r['gateway_out_over_100ms'])}/{int(r['gateway_out_entries'])}"
+           if r.get("gateway_out_entries") else "")
+    )
+    if r.get("hops"):
+        h = r["hops"]
+        rows = [[k, v.get("p50"), v.get("p95"), v.get("max"), h["cumulative_ms"][k].get("p50"), v["what"]]
+                for k, v in h["span_ms"].items()]
+        out.append(table(["hop", "span p50", "p95", "max", "cum. p50", "what"], rows,
+                         f"  hop by hop (ms, from Redis stream ids, 1 ms resolution; {h['turns']} turns)"))
+    out.append(render_procs(r))
+    out.append(f"  memory per session (gateway+orchestrator RSS growth / N): {r['mib_per_session']} MiB"
+               + (f"; redis {r['redis_mib_per_session']} MiB" if r.get("redis_mib_per_session") is not None else ""))
+    v = r["verdict"]
+    out.append(f"  verdict: {'keeps up' if v['ok'] else 'FALLS BEHIND'}" + (f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""))
+    return "\n".join(out)
+
+
+def render_procs(r: dict) -> str:
+    rows = [[name, u["cpu_cores"], u["rss_mib_idle"], u["rss_mib_after"], u["rss_mib_peak"]]
+            for name, u in sorted(r.get("processes", {}).items())]
+    rows.append(["stack total (no loadgen)", r.get("stack_cpu_cores"), None, None, None])
+    return table(["process", "cores", "RSS idle MiB", "RSS loaded MiB", "peak MiB"], rows)
+
+
+def render_b(b: dict) -> str:
+    rows = []
+    for s in b["steps"]:
+        if "error" in s:
+            rows.append([s["sessions"], None, None, None, None, None, None, None, None, None, "error: " + s["error"][:60]])
+            continue
+        p = s["processes"]
+        rows.append([
+            s["sessions"], s["framework_ms"]["p50"], s["framework_ms"]["p99"], s["overhead_ms"]["p50"],
+            s["overhead_ms"]["p99"], f"{s['late_decision_frames']}/{s['decision_frames']}",
+            f"{s['missed_turns']}/{s['false_turns']}",
+            p.get("gateway", {}).get("cpu_cores"), p.get("orchestrator", {}).get("cpu_cores"),
+            s["stack_cpu_cores"], s["mib_per_session"],
+            "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
+        ])
+    t = table(["N", "fw p50", "fw p99", "ovh p50", "ovh p99", "late", "miss/false", "gw cores", "orch cores",
+               "stack cores", "MiB/sess", "verdict"], rows, "b) stub models, rising N (ms)")
+    return (t + f"\n  density: {b['density']} sessions keep up"
+            + (f" (first failing N: {b['first_failing_n']})" if b.get("first_failing_n") else " (no step failed)")
+            + f"; target >= {TARGETS['density_sessions']}; Pipecat 1.14: 9 in one process, 10 with a process per session"
+            + (f"\n  memory per session, slope of gateway+orchestrator RSS over N: {b['mib_per_session_slope']} MiB"
+               if b.get("mib_per_session_slope") is not None else ""))
+
+
+def render_c(c: dict) -> str:
+    if "error" in c and "stages" not in c:
+        return "c) CPU profile (real models), one session\n  ERROR: " + c["error"] + "".join(
+            f"\n  --- {k}\n{v}" for k, v in (c.get("logs") or {}).items())
+    head = render_load(c, "c) CPU profile (real models), one session, the client waits for each reply")
+    stages = table(DIST_HEADERS[:-1], [_dist_row(k, v)[:-1] for k, v in c["stages"].items()],
+                   "  per-stage milestones from the `metrics` events (ms after end of speech)")
+    spans = table(DIST_HEADERS[:-1], [_dist_row(k, v)[:-1] for k, v in c["spans"].items()],
+                  "  the same as consecutive spans")
+    return "\n".join([head, stages, spans])
+
+
+def render_d(d: dict, a: dict | None, b: dict | None) -> str:
+    rows = [_dist_row("in-process framework overhead", d["framework_ms"])[:-1]]
+    t = table(DIST_HEADERS[:-1], rows, "d) in-process baseline (stub models, no Redis, no sockets)")
+    lines = [t, f"  CPU: {d['cores_per_session']} cores per real-time session "
+                f"({d['sessions_per_core']} sessions per core) over {d['cpu_sessions']} sessions in lockstep"]
+    if a and "error" not in a and a["framework_ms"]["p50"] and d["framework_ms"]["p50"]:
+        lines.append(f"  distributed / in-process framework overhead p50: {a['framework_ms']['p50']} / "
+                     f"{d['framework_ms']['p50']} ms = x{a['framework_ms']['p50'] / d['framework_ms']['p50']:.0f}")
+    if b:
+        ok = [s for s in b["steps"] if "error" not in s and s["verdict"]["ok"]]
+        if ok:
+            s = ok[-1]
+            per = s["stack_cpu_cores"] / s["sessions"]
+            lines.append(f"  distributed stack CPU per session at N={s['sessions']}: {per:.4f} cores "
+                         f"= x{per / d['cores_per_session']:.1f} the in-process cost")
+    return "\n".join(lines)
+
+
+def render_summary(res: dict) -> str:
+    a, b, c, d = (res["scenarios"].get(k) for k in "abcd")
+    rows = []
+    if a and "error" not in a:
+        rows.append(["framework overhead p50, 1 session (ms)", a["framework_ms"]["p50"], "<= 10", 25])
+        rows.append(["framework overhead p99, 1 session (ms)", a["framework_ms"]["p99"], "<= 30", 41])
+        rows.append(["overhead p50, 1 session (ms)", a["overhead_ms"]["p50"], "-", 45])
+        rows.append(["overhead p99, 1 session (ms)", a["overhead_ms"]["p99"], "-", 99])
+    if b:
+        rows.append(["density (sessions, stub models, real VAD)", b["density"], ">= 100", "9 / 10"])
+        if b.get("mib_per_session_slope") is not None:
+            rows.append(["memory per session, slope (MiB)", b["mib_per_session_slope"], "<= 2", "~10"])
+        ok = [s for s in b["steps"] if "error" not in s]
+        if ok:
+            big = max(ok, key=lambda s: s["sessions"])
+            rows.append([f"memory per session at N={big['sessions']} (MiB)", big["mib_per_session"], "<= 2", "~10"])
+    if c and "error" not in c:
+        rows.append(["voice-to-voice p50, CPU profile (ms)", c["voice_to_voice_ms"]["p50"], "-", "-"])
+    if d:
+        rows.append(["in-process framework overhead p50 (ms)", d["framework_ms"]["p50"], "-", "-"])
+    return table(["figure", "measured", "target", "Pipecat 1.14"], rows, "Summary")
+
+
+def save(res: dict, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir / f"bench-{stamp}.json"
+    text = json.dumps(res, indent=1, default=str)
+    path.write_text(text)
+    (out_dir / "latest.json").write_text(text)
+    return path
