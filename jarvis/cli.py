@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     talk.add_argument("--session", help="resume this session id")
     talk.add_argument("--token", default=os.environ.get("JARVIS_AUTH_TOKEN"))
     talk.add_argument("--timeout", type=float, default=180.0)
+    talk.add_argument("--mic", action="store_true", help="live microphone mode (needs the sounddevice package)")
+    talk.add_argument("--ptt", action="store_true", help="with --mic: Enter starts and ends a turn")
+    talk.add_argument("--duplex", action="store_true", help="with --mic: keep the mic open while Jarvis talks (headphones)")
 
     for name in ("models_cmd", "calibrate_cmd"):
         try:

@@ -105,6 +105,7 @@ class Stack:
         stub_llm_delay: float = 0.0,
         vlm: bool | None = None,
         resource: bool | None = None,
+        vlm_stub: bool | None = None,
     ) -> None:
         self.profile = profile
         self.port = port
@@ -115,6 +116,9 @@ class Stack:
         self.stub_llm_delay = stub_llm_delay
         # a VLM worker for the vision pipeline: always with stub models, else when a VLM server is configured
         self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
+        # the stub profile's VLM worker runs the stub model, unless a VLM server is named
+        # (JARVIS_VLM_BASE_URL) or vlm_stub=False: then it is the real OpenAI-compatible client
+        self.vlm_stub = vlm_stub if vlm_stub is not None else (profile == "stub" and not self._get("JARVIS_VLM_BASE_URL"))
         # the GPU arbiter: on by default where there is a GPU to arbitrate
         self.resource = resource if resource is not None else profile == "gpu"
         self.redis: RedisServer | None = None
@@ -199,7 +203,9 @@ class Stack:
         if not gpu_managed:
             self._service("tts", "services.tts", *stub)
         if self.vlm:
-            self._service("vlm", "services.llm", "--role", "vlm", *llm_args)
+            vlm = self._service("vlm", "services.llm", "--role", "vlm", *(llm_args if self.vlm_stub else []))
+            if not self.vlm_stub and self.profile == "stub":
+                vlm.env["JARVIS_PROFILE"] = "cpu"  # services.llm picks the stub model for the stub profile
         self._service("gateway", "services.gateway")
         for p in self.procs:
             p.start()
@@ -219,6 +225,8 @@ class Stack:
                         raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; see {p.log}")
                 ready = 0
                 kinds = ("llm",) if self.resource and self.profile == "gpu" else ("stt", "llm", "tts")
+                if self.vlm:  # a vision turn right after start must find its worker
+                    kinds += ("vlm",)
                 for kind in kinds:
                     try:
                         groups = r.xinfo_groups(f"jobs:{kind}")

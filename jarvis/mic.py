@@ -149,12 +149,16 @@ async def run(
         in_rate = int(info["default_samplerate"])
     to_16k = Resampler(in_rate, RATE)
 
-    def on_input(indata, _frames, _time, _status) -> None:
+    def put(pcm: bytes) -> None:
+        if not frames.full():  # the socket is stuck: drop audio rather than fall behind
+            frames.put_nowait(pcm)
+
+    def on_input(indata, _frames, _time, _status) -> None:  # PortAudio's thread
         pcm = bytes(indata)
         if not duplex and speaker.playing:
             pcm = bytes(len(pcm))  # half duplex: don't let the speakers barge in
         try:
-            loop.call_soon_threadsafe(frames.put_nowait, pcm)
+            loop.call_soon_threadsafe(put, pcm)
         except RuntimeError:  # the loop is closing
             pass
 

@@ -171,8 +171,12 @@ def save_wav(path: str | Path, pcm: bytes, rate: int) -> None:
 
 
 def main(args) -> int:
+    if getattr(args, "mic", False):
+        from jarvis.mic import main as mic_main
+
+        return mic_main(args)
     if not (args.wav or args.text):
-        print("jarvis talk: give --wav FILE or --text QUESTION", file=sys.stderr)
+        print("jarvis talk: give --wav FILE, --text QUESTION or --mic", file=sys.stderr)
         return 2
     try:
         res = asyncio.run(

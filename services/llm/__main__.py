@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 from shared.bus import Bus
 from shared.config import Settings
@@ -20,7 +21,12 @@ def build_model(settings: Settings, stub: bool, stub_delay: float, role: str):
     from services.llm.config import LlmSettings
     from services.llm.openai_chat import OpenAIChat
 
-    return OpenAIChat(LlmSettings(_env_prefix=f"JARVIS_{role.upper()}_"))
+    prefix = f"JARVIS_{role.upper()}_"
+    settings = LlmSettings(_env_prefix=prefix)
+    if role == "vlm" and f"{prefix}TOOLS_ENABLED" not in os.environ:
+        # vLLM refuses `tools` unless started with a tool parser; VLM turns describe what they see
+        settings = settings.model_copy(update={"tools_enabled": False})
+    return OpenAIChat(settings)
 
 
 def main() -> None:

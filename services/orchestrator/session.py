@@ -260,7 +260,7 @@ class SessionRunner:
         body = cmd.body
         kind = body.get("type")
         if kind == "text":
-            if self.turn is not None:
+            if (self.turn or self.last) is not None:
                 await self.interrupt(reason="text")
             speak = body.get("speak")
             self.start_text_turn(body["text"], cmd.ts, self.pipeline.speak if speak is None else bool(speak))
@@ -272,7 +272,7 @@ class SessionRunner:
         elif kind == "turn":
             if self.trigger == p.Trigger.MANUAL:
                 begin = body.get("action") == "begin"
-                if begin and self.turn is not None:
+                if begin and (self.turn or self.last) is not None:
                     await self.interrupt(reason="push-to-talk")
                 self._recording(begin, cmd.ts)
             else:
@@ -294,7 +294,7 @@ class SessionRunner:
             ctx.keep_from(ctx.samples_in)
             self.speech_started = True
             self.event(p.VadEvent(speaking=True))
-            if self.turn is not None and self.trigger != p.Trigger.MANUAL:
+            if (self.turn or self.last) is not None and self.trigger != p.Trigger.MANUAL:
                 self.orch.spawn(self.interrupt(reason="client-vad"))
         elif not on and ctx.recording:
             ctx.recording = False
@@ -311,10 +311,8 @@ class SessionRunner:
             if name not in PIPELINES:
                 self.error(p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {name!r}; have {sorted(PIPELINES)}")
                 return
-            self.pipeline = PIPELINES[name]
+            self.pipeline = PIPELINES[name]  # the trigger stays unless the message names one
             self.session.pipeline = name
-            if not body.get("trigger"):
-                self.trigger = self.pipeline.trigger
         if body.get("trigger"):
             self.trigger = p.Trigger(body["trigger"])
         options = body.get("options") or {}

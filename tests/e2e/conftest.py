@@ -12,11 +12,7 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from jarvis.launcher import Proc, Stack
+from jarvis.launcher import Stack
 from jarvis.redis_server import free_port
 from tests.support.fake_openai import FakeOpenAI
 
@@ -38,61 +34,22 @@ def fake_openai() -> FakeOpenAI:
         yield api
 
 
-def _start_vlm_worker(stack: Stack, base_url: str, timeout: float = 60.0) -> Proc:
-    """`python -m services.llm --role vlm` with the OpenAI client (not the stub) against `base_url`.
-
-    The launcher gives the stub profile a stub VLM, so the test runs its own worker on the
-    stack's Redis; JARVIS_PROFILE must not be "stub" for this process, or it picks the stub.
-    """
-    import redis
-
-    env = {**stack._env(), "JARVIS_PROFILE": "cpu", "JARVIS_VLM_BASE_URL": base_url}
-    proc = Proc("vlm", [sys.executable, "-m", "services.llm", "--role", "vlm"], env, stack.workdir / "logs" / "vlm.log")
-    proc.start()
-    r = redis.Redis.from_url(stack.redis_url)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not proc.alive():
-                raise RuntimeError(f"the vlm worker exited with {proc.popen.returncode}; see {proc.log}")
-            try:
-                if any(g["consumers"] > 0 for g in r.xinfo_groups("jobs:vlm")):
-                    return proc
-            except redis.ResponseError:
-                pass
-            time.sleep(0.2)
-    finally:
-        r.close()
-    _stop(proc)
-    raise TimeoutError(f"the vlm worker was not ready after {timeout:.0f}s; see {proc.log}")
-
-
-def _stop(proc: Proc) -> None:
-    proc.signal(signal.SIGTERM)
-    if proc.popen is None:
-        return
-    try:
-        proc.popen.wait(8)
-    except subprocess.TimeoutExpired:
-        proc.signal(signal.SIGKILL)
-        proc.popen.wait()
-
-
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Stack:
+def stub_stack(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI) -> Stack:
     workdir = tmp_path_factory.mktemp("e2e-stack")
-    st = Stack(profile="stub", port=free_port(), workdir=workdir, stub_llm_delay=STUB_LLM_DELAY, vlm=False)
+    # stub STT/LLM/TTS; the VLM worker is the real OpenAI-compatible client, talking to the fake API
+    st = Stack(
+        profile="stub", port=free_port(), workdir=workdir, stub_llm_delay=STUB_LLM_DELAY,
+        env={"JARVIS_VLM_BASE_URL": fake_openai.url},
+    )
     with st:
-        vlm = _start_vlm_worker(st, fake_openai.url)
-        try:
-            yield st
-        finally:
-            _stop(vlm)
+        yield st
 
 
 @pytest.fixture(scope="session")
-def http_url(stack: Stack) -> str:
-    return f"http://{stack.host}:{stack.port}/"
+def http_url(stub_stack: Stack) -> str:
+    """The web client's address on the stub stack."""
+    return f"http://{stub_stack.host}:{stub_stack.port}/"
 
 
 # ---- a small protocol client ------------------------------------------------------------

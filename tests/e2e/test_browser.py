@@ -54,7 +54,7 @@ async def _debug(page) -> str:
 
 
 async def test_page_transcribes_replies_and_plays_audio(
-    playwright_chromium, chromium_args, question_speech, stack, http_url, tmp_path
+    playwright_chromium, chromium_args, question_speech, stub_stack, http_url, tmp_path
 ):
     from playwright.async_api import TimeoutError as PageTimeout
     from playwright.async_api import async_playwright
@@ -107,7 +107,7 @@ async def test_page_transcribes_replies_and_plays_audio(
 
 
 async def test_speaking_over_the_reply_stops_playback_at_once(
-    playwright_chromium, chromium_args, question_speech, stack, http_url, tmp_path
+    playwright_chromium, chromium_args, question_speech, stub_stack, http_url, tmp_path
 ):
     from playwright.async_api import TimeoutError as PageTimeout
     from playwright.async_api import async_playwright
@@ -140,7 +140,7 @@ async def test_speaking_over_the_reply_stops_playback_at_once(
 
 
 async def test_push_to_talk_typed_chat_and_image_upload(
-    playwright_chromium, chromium_args, question_speech, stack, http_url, fake_openai, make_png, tmp_path
+    playwright_chromium, chromium_args, question_speech, stub_stack, http_url, fake_openai, make_png, tmp_path
 ):
     from playwright.async_api import TimeoutError as PageTimeout
     from playwright.async_api import async_playwright

@@ -28,8 +28,8 @@ async def _text_turn(client, text: str, **extra) -> tuple[int, dict]:
     return mark, metrics
 
 
-async def test_chat_pipeline_streams_text_and_speaks_only_when_asked(stack, ws_client) -> None:
-    async with ws_client(stack.url) as c:
+async def test_chat_pipeline_streams_text_and_speaks_only_when_asked(stub_stack, ws_client) -> None:
+    async with ws_client(stub_stack.url) as c:
         ready = await _ready(c, pipeline="chat")
         assert ready["pipeline"] == "chat" and ready["session_id"]
 
@@ -57,11 +57,11 @@ async def test_chat_pipeline_streams_text_and_speaks_only_when_asked(stack, ws_c
 
 
 async def test_vision_sends_the_image_and_question_to_the_vlm_and_keeps_history(
-    stack, fake_openai, ws_client, make_png
+    stub_stack, fake_openai, ws_client, make_png
 ) -> None:
     image = make_png()
     question = "What colour is the square"
-    async with ws_client(stack.url) as c:
+    async with ws_client(stub_stack.url) as c:
         ready = await _ready(c, pipeline="chat")
         sid = ready["session_id"]
         _, first = await _text_turn(c, "My name is Ada")

@@ -33,7 +33,9 @@ class Stack:
         self.port = port
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
         # health checks every 2 s: `up --wait` returns soon after the services are ready
-        self.env.update(JARVIS_PUBLISH_HOST="127.0.0.1", JARVIS_PUBLISH_PORT=str(port), JARVIS_HEALTH_INTERVAL="2s")
+        self.env.update(
+            JARVIS_PUBLISH_HOST="127.0.0.1", JARVIS_PUBLISH_PORT=str(port), JARVIS_HEALTH_INTERVAL="2s"
+        )
 
     @property
     def url(self) -> str:
