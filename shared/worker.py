@@ -5,11 +5,13 @@ write results only while the epoch still holds, ack, and reclaim jobs a dead wor
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -117,3 +119,31 @@ class Worker:
             JOB_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
             await self.bus.ack(self.stream, self.group, [eid])
             self.slots.release()
+
+
+def worker_main(
+    kind: str,
+    build_model: Callable[[Settings, argparse.Namespace], Model],
+    make_worker: Callable[..., Worker],
+    concurrency: int,
+    add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+    description: str | None = None,
+) -> None:
+    """The `python -m services.<kind>` entry point every worker shares."""
+    from shared.service import run
+
+    ap = argparse.ArgumentParser(prog=f"python -m services.{kind}", description=description)
+    ap.add_argument("--stub", action="store_true", help="stub model (plumbing runs)")
+    ap.add_argument("--concurrency", type=int, default=concurrency, help="jobs handled at once")
+    if add_args:
+        add_args(ap)
+    args = ap.parse_args()
+    name = getattr(args, "role", None) or kind
+
+    async def serve(settings: Settings, stop: asyncio.Event) -> None:
+        bus = Bus.from_settings(settings)
+        worker = make_worker(settings, bus, build_model(settings, args), args.concurrency, kind=name)
+        await worker.run(stop)
+        await bus.close()
+
+    run(name, serve)

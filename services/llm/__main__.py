@@ -5,48 +5,38 @@ pipeline's `jobs:vlm` with settings from `JARVIS_VLM_*` instead of `JARVIS_LLM_*
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
-from shared.bus import Bus
 from shared.config import Settings
-from shared.service import run
+from shared.worker import worker_main
 
 
-def build_model(settings: Settings, stub: bool, stub_delay: float, role: str):
-    if stub or settings.profile == "stub":
+def build_model(settings: Settings, args: argparse.Namespace):
+    if args.stub or settings.profile == "stub":
         from services.llm.stub import StubLlm
 
-        return StubLlm(delay_s=stub_delay)
+        return StubLlm(delay_s=args.stub_delay)
     from services.llm.config import LlmSettings
     from services.llm.openai_chat import OpenAIChat
 
-    prefix = f"JARVIS_{role.upper()}_"
-    settings = LlmSettings(_env_prefix=prefix)
-    if role == "vlm" and f"{prefix}TOOLS_ENABLED" not in os.environ:
+    prefix = f"JARVIS_{args.role.upper()}_"
+    llm = LlmSettings(_env_prefix=prefix)
+    if args.role == "vlm" and f"{prefix}TOOLS_ENABLED" not in os.environ:
         # vLLM refuses `tools` unless started with a tool parser; VLM turns describe what they see
-        settings = settings.model_copy(update={"tools_enabled": False})
-    return OpenAIChat(settings)
+        llm = llm.model_copy(update={"tools_enabled": False})
+    return OpenAIChat(llm)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m services.llm")
-    ap.add_argument("--stub", action="store_true", help="stub model (plumbing runs)")
+def make_worker(*a, **kw):
+    from services.llm.worker import LlmWorker
+
+    return LlmWorker(*a, **kw)
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--stub-delay", type=float, default=0.0, help="seconds between stub tokens")
     ap.add_argument("--role", choices=["llm", "vlm"], default="llm", help="which job stream to serve")
-    ap.add_argument("--concurrency", type=int, default=8)
-    args = ap.parse_args()
-
-    async def serve(settings: Settings, stop: asyncio.Event) -> None:
-        from services.llm.worker import LlmWorker
-
-        bus = Bus.from_settings(settings)
-        model = build_model(settings, args.stub, args.stub_delay, args.role)
-        await LlmWorker(settings, bus, model, args.concurrency, kind=args.role).run(stop)
-        await bus.close()
-
-    run(args.role, serve)
 
 
 if __name__ == "__main__":
-    main()
+    worker_main("llm", build_model, make_worker, concurrency=8, add_args=add_args)

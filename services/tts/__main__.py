@@ -1,17 +1,15 @@
-"""`python -m services.tts [--stub]`: run a TTS worker."""
+"""`python -m services.tts [--stub]`: run a TTS worker (Piper on the CPU profile, chatterbox on the GPU)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 
-from shared.bus import Bus
 from shared.config import Settings
-from shared.service import run
+from shared.worker import worker_main
 
 
-def build_model(settings: Settings, stub: bool):
-    if stub or settings.profile == "stub":
+def build_model(settings: Settings, args: argparse.Namespace):
+    if args.stub or settings.profile == "stub":
         from services.tts.stub import StubTts
 
         return StubTts()
@@ -24,21 +22,11 @@ def build_model(settings: Settings, stub: bool):
     return PiperTts()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m services.tts")
-    ap.add_argument("--stub", action="store_true", help="stub model (plumbing runs)")
-    ap.add_argument("--concurrency", type=int, default=2)
-    args = ap.parse_args()
+def make_worker(*a, **kw):
+    from services.tts.worker import TtsWorker
 
-    async def serve(settings: Settings, stop: asyncio.Event) -> None:
-        from services.tts.worker import TtsWorker
-
-        bus = Bus.from_settings(settings)
-        await TtsWorker(settings, bus, build_model(settings, args.stub), args.concurrency).run(stop)
-        await bus.close()
-
-    run("tts", serve)
+    return TtsWorker(*a, **kw)
 
 
 if __name__ == "__main__":
-    main()
+    worker_main("tts", build_model, make_worker, concurrency=2)
