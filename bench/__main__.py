@@ -40,6 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--priority", type=int, default=None,
                     help="renice the stack and the load generator to this value (e.g. -10; needs root): "
                          "shields the figures from other work on a shared machine; default: leave as is")
+    ap.add_argument("--realtime", type=int, default=None, metavar="PRIO",
+                    help="run the stack and the load generator under SCHED_RR at PRIO (e.g. 10; needs root) in "
+                         "the scenarios named by --realtime-scenarios: measures what the code costs when it gets "
+                         "the CPU on a machine others are using; default off")
+    ap.add_argument("--realtime-scenarios", default="acd",
+                    help="where --realtime applies (default acd; b under SCHED_RR would starve the machine)")
     ap.add_argument("--keep-logs", action="store_true", help="copy every stack's service logs under --out")
     return ap.parse_args(argv)
 
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ts = TurnSettings(**({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {}))
     opts = Options(
         turns=args.turns, a_turns=args.a_turns, gap_s=args.gap, end_silence_ms=ts.end_silence_ms, seed=args.seed,
-        late_tolerance=args.late_tolerance, priority=args.priority, keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
+        late_tolerance=args.late_tolerance, priority=args.priority, realtime=args.realtime,
+        realtime_scenarios=args.realtime_scenarios, keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
     )
     endpoint = ts.endpoint()
     clip = load_clip(args.question or DEFAULT_QUESTION, out_dir / "cache")
@@ -80,37 +87,55 @@ def main(argv: list[str] | None = None) -> int:
             "scenarios": wanted, "ns": ns, "turns": args.turns, "a_turns": args.a_turns, "gap_s": args.gap,
             "end_silence_ms": ts.end_silence_ms, "question": clip.text, "question_s": round(clip.seconds, 3),
             "speech_end_sample": clip.speech_end, "late_tolerance": args.late_tolerance, "priority": args.priority,
+            "realtime": args.realtime, "realtime_scenarios": args.realtime_scenarios,
         },
         "targets": report.TARGETS,
         "pipecat_1_14": report.PIPECAT,
         "scenarios": {},
     }
     m = res["machine"]
-    print(f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}; "
+    print(f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}, "
+          f"{m['busy_cores_before_start']} cores busy before start; "
           f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; scenarios {','.join(wanted)}",
           flush=True)
+    if (m.get("busy_cores_before_start") or 0) > 0.3:
+        print("bench: WARNING: the machine is busy with other work; latency and density figures will be "
+              "pessimistic (see --realtime for the one-session scenarios)", flush=True)
     t_all = time.monotonic()
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    runs = {
+        "a": (f"a: stub models, one session, {args.a_turns} turns ...",
+              lambda: scenario_a(clip, opts, endpoint, vad),
+              lambda r: report.render_load(r, "a) stub models, one session")),
+        "b": (f"b: stub models, rising N {ns} ...",
+              lambda: scenario_b(clip, opts, endpoint, vad, ns, keep_going=args.keep_going, log=log),
+              report.render_b),
+        "c": (f"c: CPU profile (real models), one session, {args.turns} turns ...",
+              lambda: scenario_c(clip, opts, endpoint, vad),
+              report.render_c),
+        "d": ("d: in-process baseline ...",
+              lambda: scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions),
+              lambda r: report.render_d(r, res["scenarios"].get("a"), res["scenarios"].get("b"))),
+    }
     try:
-        if "a" in wanted:
-            log(f"a: stub models, one session, {args.a_turns} turns ...")
-            res["scenarios"]["a"] = scenario_a(clip, opts, endpoint, vad)
-            log(report.render_load(res["scenarios"]["a"], "a) stub models, one session"))
-        if "b" in wanted:
-            log(f"b: stub models, rising N {ns} ...")
-            res["scenarios"]["b"] = scenario_b(clip, opts, endpoint, vad, ns, keep_going=args.keep_going, log=log)
-            log(report.render_b(res["scenarios"]["b"]))
-        if "c" in wanted:
-            log(f"c: CPU profile (real models), one session, {args.turns} turns ...")
-            res["scenarios"]["c"] = scenario_c(clip, opts, endpoint, vad)
-            log(report.render_c(res["scenarios"]["c"]))
-        if "d" in wanted:
-            log("d: in-process baseline ...")
-            res["scenarios"]["d"] = scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions)
-            log(report.render_d(res["scenarios"]["d"], res["scenarios"].get("a"), res["scenarios"].get("b")))
+        for key in "abcd":
+            if key not in wanted:
+                continue
+            intro, run, render = runs[key]
+            log(intro)
+            try:
+                res["scenarios"][key] = run()
+            except Exception as exc:  # noqa: BLE001 - one broken scenario never loses the others
+                import traceback
+
+                res["scenarios"][key] = {"scenario": key, "error": f"{type(exc).__name__}: {exc}",
+                                         "traceback": traceback.format_exc()}
+                log(f"{key}: ERROR {type(exc).__name__}: {exc}")
+                continue
+            log(render(res["scenarios"][key]))
     except KeyboardInterrupt:
         log("bench: interrupted; saving what was measured")
         res["interrupted"] = True

@@ -22,6 +22,8 @@ import numpy as np
 from bench.audio import Clip
 from bench.loadgen import make_plans
 from bench.stats import FRAME, RATE, WINDOW, summarize
+from services.orchestrator.sentences import SentenceSplitter
+from shared.model import LlmRequest, SttRequest, TtsRequest
 
 PRE_ROLL_MS = 200
 POST_ROLL_MS = 100
@@ -56,9 +58,6 @@ class _Session:
 
 async def _reply(pcm: bytes, stt, llm, tts) -> bytes:
     """STT -> LLM (streamed through the sentence splitter) -> the first TTS chunk."""
-    from services.orchestrator.sentences import SentenceSplitter
-    from shared.model import LlmRequest, SttRequest, TtsRequest
-
     text = ""
     async for t in stt.infer(SttRequest(pcm, RATE)):
         text = (text + " " + t.text).strip()

@@ -254,7 +254,8 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
         if ev is not None:
             rec["decision_lag_ms"] = max(0.0, ev[0] - t_dec * 1000)
             nxt = matched[n + 1][1] if n + 1 < len(matched) and matched[n + 1] is not None else None
-            reply = next((fa for fa in client.first_audio if fa[2] > ev[1] and (nxt is None or fa[2] <= nxt)), None)
+            reply = next((fa for fa in client.first_audio
+                          if fa[2] > ev[1] and (nxt is None or fa[2] <= nxt) and fa[0] > t_dec), None)
             if reply is not None:
                 rec["missed"] = False
                 rec["server_turn"] = reply[1]

@@ -29,6 +29,9 @@ class ProcMonitor:
     pids: dict[str, int]
     interval: float = 0.5
     peak_rss: dict[str, int] = field(default_factory=dict)
+    # (wall time, cores busy on the machine outside these processes) per interval
+    others: list[tuple[float, float]] = field(default_factory=list)
+    _prev: tuple[float, list[int], float] | None = None
     _procs: dict[str, psutil.Process] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -54,6 +57,30 @@ class ProcMonitor:
             self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss[name])
         return cpu, rss
 
+    def _other_load(self, cpu: dict[str, float]) -> None:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(x) for x in f.readline().split()[1:]]
+        except OSError:
+            return
+        now = time.time()
+        ours = sum(cpu.values())
+        if self._prev is not None:
+            t0, prev, ours0 = self._prev
+            d = [b - a for a, b in zip(prev, ticks)]
+            total = sum(d)
+            if total > 0 and now > t0:
+                busy = (os.cpu_count() or 1) * (total - d[3] - (d[4] if len(d) > 4 else 0)) / total
+                self.others.append((now, max(0.0, busy - (ours - ours0) / (now - t0))))
+        self._prev = (now, ticks, ours)
+
+    def other_load(self, t0: float, t1: float) -> dict[str, float | None]:
+        """Mean and max cores other work used while [t0, t1] (sampled every `interval`)."""
+        xs = [v for t, v in self.others if t0 < t <= t1 + self.interval]
+        if not xs:
+            return {"mean": None, "max": None}
+        return {"mean": round(sum(xs) / len(xs), 2), "max": round(max(xs), 2)}
+
     def mark(self) -> Mark:
         cpu, rss = self._sample()
         return Mark(time.time(), cpu, rss)
@@ -61,7 +88,8 @@ class ProcMonitor:
     def start(self) -> ProcMonitor:
         def run() -> None:
             while not self._stop.wait(self.interval):
-                self._sample()
+                cpu, _ = self._sample()
+                self._other_load(cpu)
 
         self._thread = threading.Thread(target=run, name="proc-monitor", daemon=True)
         self._thread.start()
@@ -114,6 +142,47 @@ def renice(pids: dict[str, int], value: int) -> list[str]:
         except OSError:
             failed.append(name)
     return failed
+
+
+def set_realtime(pids: dict[str, int], priority: int | None) -> list[str]:
+    """Run every thread of these processes under SCHED_RR at `priority` (None: back to
+    SCHED_OTHER). Threads created later inherit it. Needs root (CAP_SYS_NICE); returns the
+    names it could not change. The kernel's RT throttling still leaves 5% to other work."""
+    failed = []
+    for name, pid in pids.items():
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            tids = [pid]
+        try:
+            for tid in tids:
+                if priority is None:
+                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                else:
+                    os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(priority))
+        except OSError:
+            failed.append(name)
+    return failed
+
+
+def busy_cores(seconds: float = 2.0) -> float | None:
+    """Cores busy on the whole machine over `seconds` (from /proc/stat): what else is running."""
+    def read() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+
+    try:
+        a = read()
+        time.sleep(seconds)
+        b = read()
+    except OSError:
+        return None
+    d = [y - x for x, y in zip(a, b)]
+    total = sum(d)
+    if total <= 0:
+        return None
+    idle = d[3] + (d[4] if len(d) > 4 else 0)
+    return round((os.cpu_count() or 1) * (total - idle) / total, 2)
 
 
 # ---- Prometheus ------------------------------------------------------------------------------

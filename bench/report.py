@@ -74,6 +74,9 @@ def render_load(r: dict, title: str) -> str:
         out.append(table(["hop", "span p50", "p95", "max", "cum. p50", "what"], rows,
                          f"  hop by hop (ms, from Redis stream ids, 1 ms resolution; {h['turns']} turns)"))
     out.append(render_procs(r))
+    ol = r.get("other_load_cores") or {}
+    if ol.get("mean") is not None:
+        out.append(f"  other work on the machine meanwhile: {ol['mean']} cores on average, {ol['max']} at most")
     out.append(f"  memory per session (gateway+orchestrator RSS growth / N): {r['mib_per_session']} MiB"
                + (f"; redis {r['redis_mib_per_session']} MiB" if r.get("redis_mib_per_session") is not None else ""))
     v = r["verdict"]
@@ -89,10 +92,13 @@ def render_procs(r: dict) -> str:
 
 
 def render_b(b: dict) -> str:
+    if "steps" not in b:
+        return "b) ERROR: " + b.get("error", "?")
     rows = []
     for s in b["steps"]:
         if "error" in s:
-            rows.append([s["sessions"], None, None, None, None, None, None, None, None, None, "error: " + s["error"][:60]])
+            rows.append([s["sessions"], None, None, None, None, None, None, None, None, None, None, None,
+                         "error: " + s["error"][:60]])
             continue
         p = s["processes"]
         rows.append([
@@ -100,11 +106,11 @@ def render_b(b: dict) -> str:
             s["overhead_ms"]["p99"], f"{s['late_decision_frames']}/{s['decision_frames']}",
             f"{s['missed_turns']}/{s['false_turns']}",
             p.get("gateway", {}).get("cpu_cores"), p.get("orchestrator", {}).get("cpu_cores"),
-            s["stack_cpu_cores"], s["mib_per_session"],
+            s["stack_cpu_cores"], (s.get("other_load_cores") or {}).get("mean"), s["mib_per_session"],
             "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
         ])
     t = table(["N", "fw p50", "fw p99", "ovh p50", "ovh p99", "late", "miss/false", "gw cores", "orch cores",
-               "stack cores", "MiB/sess", "verdict"], rows, "b) stub models, rising N (ms)")
+               "stack cores", "other cores", "MiB/sess", "verdict"], rows, "b) stub models, rising N (ms)")
     return (t + f"\n  density: {b['density']} sessions keep up"
             + (f" (first failing N: {b['first_failing_n']})" if b.get("first_failing_n") else " (no step failed)")
             + f"; target >= {TARGETS['density_sessions']}; Pipecat 1.14: 9 in one process, 10 with a process per session"
@@ -125,6 +131,8 @@ def render_c(c: dict) -> str:
 
 
 def render_d(d: dict, a: dict | None, b: dict | None) -> str:
+    if "error" in d:
+        return "d) ERROR: " + d["error"]
     rows = [_dist_row("in-process framework overhead", d["framework_ms"])[:-1]]
     t = table(DIST_HEADERS[:-1], rows, "d) in-process baseline (stub models, no Redis, no sockets)")
     lines = [t, f"  CPU: {d['cores_per_session']} cores per real-time session "
@@ -132,7 +140,7 @@ def render_d(d: dict, a: dict | None, b: dict | None) -> str:
     if a and "error" not in a and a["framework_ms"]["p50"] and d["framework_ms"]["p50"]:
         lines.append(f"  distributed / in-process framework overhead p50: {a['framework_ms']['p50']} / "
                      f"{d['framework_ms']['p50']} ms = x{a['framework_ms']['p50'] / d['framework_ms']['p50']:.0f}")
-    if b:
+    if b and "steps" in b:
         ok = [s for s in b["steps"] if "error" not in s and s["verdict"]["ok"]]
         if ok:
             s = ok[-1]
@@ -150,7 +158,7 @@ def render_summary(res: dict) -> str:
         rows.append(["framework overhead p99, 1 session (ms)", a["framework_ms"]["p99"], "<= 30", 41])
         rows.append(["overhead p50, 1 session (ms)", a["overhead_ms"]["p50"], "-", 45])
         rows.append(["overhead p99, 1 session (ms)", a["overhead_ms"]["p99"], "-", 99])
-    if b:
+    if b and "steps" in b:
         rows.append(["density (sessions, stub models, real VAD)", b["density"], ">= 100", "9 / 10"])
         if b.get("mib_per_session_slope") is not None:
             rows.append(["memory per session, slope (MiB)", b["mib_per_session_slope"], "<= 2", "~10"])
@@ -160,7 +168,7 @@ def render_summary(res: dict) -> str:
             rows.append([f"memory per session at N={big['sessions']} (MiB)", big["mib_per_session"], "<= 2", "~10"])
     if c and "error" not in c:
         rows.append(["voice-to-voice p50, CPU profile (ms)", c["voice_to_voice_ms"]["p50"], "-", "-"])
-    if d:
+    if d and "error" not in d:
         rows.append(["in-process framework overhead p50 (ms)", d["framework_ms"]["p50"], "-", "-"])
     return table(["figure", "measured", "target", "Pipecat 1.14"], rows, "Summary")
 

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.audio import Clip, offline_decisions
-from bench.monitor import ProcMonitor, counter_delta, histogram_delta, renice, scrape_all, stack_pids
+from bench.monitor import (
+    ProcMonitor,
+    counter_delta,
+    histogram_delta,
+    renice,
+    scrape_all,
+    set_realtime,
+    stack_pids,
+)
 from bench.stats import count_over, histogram_over, per_session_mib, summarize
 
 LATE_S = 0.100  # a frame handled more than this after it was sent is "late"
@@ -39,6 +47,8 @@ class Options:
     cpu_start_timeout: float = 600.0
     reply_wait_s: float = 60.0
     priority: int | None = None  # renice the stack and the load generator (a shared, noisy box)
+    realtime: int | None = None  # SCHED_RR priority for the stack and the load generator (one-session runs)
+    realtime_scenarios: str = "acd"  # where --realtime applies (never b unless asked: it would starve the box)
 
 
 def run_async(coro):
@@ -80,7 +90,7 @@ class _Workdir:
 
 
 def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoint, vad,
-             wait_reply: bool = False, label: str | None = None, phase: bool = True) -> dict:
+             wait_reply: bool = False, label: str | None = None, phase: bool = True, scenario: str = "") -> dict:
     """Start a stack, stream N sessions through it, stop it, and measure everything."""
     from jarvis.launcher import Stack
     from jarvis.redis_server import free_port
@@ -103,6 +113,12 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
             result["priority"] = opts.priority
             if failed:
                 result["priority_failed"] = failed
+        rt = opts.realtime if scenario and scenario in opts.realtime_scenarios else None
+        if rt is not None:
+            failed = set_realtime(stack_pids(stack), rt)
+            result["realtime"] = rt
+            if failed:
+                result["realtime_failed"] = failed
         monitor = ProcMonitor(stack_pids(stack)).start()
         time.sleep(0.5)  # let start-up settle before the baseline
         m0 = monitor.mark()
@@ -133,6 +149,8 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
     finally:
         if monitor is not None:
             monitor.stop()
+        if result.get("realtime") is not None:
+            set_realtime({"loadgen": os.getpid()}, None)
         stack.stop()
         wd.close()
 
@@ -192,6 +210,7 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
         u["rss_mib_peak"] = round(monitor.peak_rss.get(name, 0) / (1 << 20), 1)
     result["processes"] = usage
     stack_names = [k for k in usage if k != "loadgen"]
+    result["other_load_cores"] = monitor.other_load(m1.wall, m2.wall)
     result["stack_cpu_cores"] = round(sum(usage[k]["cpu_cores"] for k in stack_names), 3)
     grow = [k for k in SERVICES_STATE if k in m0.rss and k in m2.rss]
     before = sum(m0.rss[k] for k in grow)
@@ -252,7 +271,7 @@ def verdict(r: dict, opts: Options) -> dict:
 
 
 def scenario_a(clip: Clip, opts: Options, endpoint, vad) -> dict:
-    r = run_load("stub", 1, opts.a_turns, clip, opts, endpoint, vad, label="a-stub-n1")
+    r = run_load("stub", 1, opts.a_turns, clip, opts, endpoint, vad, label="a-stub-n1", scenario="a")
     r["scenario"] = "a"
     return r
 
@@ -267,7 +286,7 @@ def scenario_b(clip: Clip, opts: Options, endpoint, vad, ns: list[int], keep_goi
     failed_at = None
     for n in ns:
         log(f"  b: {n} sessions ...")
-        r = run_load("stub", n, opts.turns, clip, opts, endpoint, vad, label=f"b-stub-n{n}")
+        r = run_load("stub", n, opts.turns, clip, opts, endpoint, vad, label=f"b-stub-n{n}", scenario="b")
         steps.append(r)
         ok = "error" not in r and r["verdict"]["ok"]
         log(f"     {_step_line(r)}")
@@ -311,7 +330,7 @@ def scenario_c(clip: Clip, opts: Options, endpoint, vad) -> dict:
     missing = _cpu_profile_missing()
     if missing:
         return {"scenario": "c", "error": f"the CPU profile is not installed ({missing}); run `make install`"}
-    r = run_load("cpu", 1, opts.turns, clip, opts, endpoint, vad, wait_reply=True, label="c-cpu-n1")
+    r = run_load("cpu", 1, opts.turns, clip, opts, endpoint, vad, wait_reply=True, label="c-cpu-n1", scenario="c")
     r["scenario"] = "c"
     ms = [m for m in r.get("metrics_events", []) if not m.get("interrupted")]
     r["stages"] = {k: summarize([m[k] for m in ms if m.get(k) is not None]) for k in STAGES}
@@ -343,7 +362,16 @@ def _cpu_profile_missing() -> str | None:
 def scenario_d(clip: Clip, opts: Options, endpoint, vad, sessions: int = 50) -> dict:
     from bench.baseline import run_baseline
 
-    r = run_baseline(clip, opts, endpoint, vad, sessions=sessions)
+    rt = opts.realtime if "d" in opts.realtime_scenarios else None
+    if rt is not None:
+        set_realtime({"bench": os.getpid()}, rt)
+    try:
+        r = run_baseline(clip, opts, endpoint, vad, sessions=sessions)
+    finally:
+        if rt is not None:
+            set_realtime({"bench": os.getpid()}, None)
+    if rt is not None:
+        r["realtime"] = rt
     r["scenario"] = "d"
     return r
 
@@ -352,6 +380,8 @@ def machine() -> dict:
     import platform
 
     import psutil
+
+    from bench.monitor import busy_cores
 
     model = ""
     try:
@@ -368,5 +398,6 @@ def machine() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "busy_cores_before_start": busy_cores(),  # other work on the machine; ~0 on a quiet one
         "loadgen": "same machine, one asyncio process (uvloop)",
     }

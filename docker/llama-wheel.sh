@@ -21,11 +21,18 @@ for whl in "$house"/llama_cpp_python-"$version"-*.whl; do
     exit 0
   fi
 done
+PY=/opt/venv/bin/python
+# a wheel this machine compiled in an earlier build, in pip's cache (the BuildKit cache mount)
+cached=$($PY -m pip cache list --format=abspath "llama_cpp_python-$version" 2>/dev/null | head -n 1 || true)
+if [ -n "$cached" ] && [ -f "$cached" ]; then
+  echo "llama-wheel: using $(basename "$cached") from pip's wheel cache"
+  cp "$cached" "$out"/
+  exit 0
+fi
 echo "llama-wheel: no prebuilt wheel for $name==$version; building from source (cached by pip afterwards)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends build-essential cmake >/dev/null
-PY=/opt/venv/bin/python
 if [ -s /run/secrets/ca ]; then
   bundle=$(mktemp)
   trap 'rm -f "$bundle"' EXIT

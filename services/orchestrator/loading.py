@@ -5,6 +5,7 @@ speech start. With no resource service running every call returns at once."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from shared import protocol as p
@@ -23,6 +24,16 @@ class ResourceBridge:
 
         self.client = ResourceClient(bus)
         self.models = models  # pipeline role (stt, llm, vlm, tts) -> registry model id
+        self._alive: tuple[bool, float] = (False, 0.0)
+
+    async def available(self) -> bool:
+        """Is a resource service running? Cached for a second: this sits on every turn's path."""
+        alive, checked = self._alive
+        now = time.monotonic()
+        if now - checked > 1.0:
+            alive = await self.client.available()
+            self._alive = (alive, now)
+        return alive
 
     def model_ids(self, roles: tuple[str, ...]) -> list[str]:
         return [self.models[r] for r in roles if self.models.get(r)]
@@ -33,7 +44,7 @@ class ResourceBridge:
         from services.resource.client import ResourceError
 
         models = self.model_ids(roles)
-        if not models:
+        if not models or not await self.available():
             return
         holder = runner.sid if priority == "turn" else None
         shown: dict[str, p.ModelLoad] = {}
@@ -58,4 +69,5 @@ class ResourceBridge:
                 await orch.flush()
 
     async def release(self, runner: SessionRunner) -> None:
-        await self.client.release(runner.sid)
+        if await self.available():
+            await self.client.release(runner.sid)
