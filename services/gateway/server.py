@@ -97,18 +97,26 @@ class Gateway:
 
     # ---- HTTP side: auth at the handshake, the web client, health ------------------
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if request.headers.get("Upgrade", "").lower() != "websocket":
+            if path == "/healthz":
+                return await self._health(connection)
             return self._http(connection, path)
         if not allowed(self.settings.auth_token, token_of(request.path, request.headers)):
             log.warning("refused a connection without a valid token", extra={"peer": str(connection.remote_address)})
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None
 
+    async def _health(self, connection: ServerConnection) -> Response:
+        """Healthy when Redis answers: without it no session can work."""
+        try:
+            await asyncio.wait_for(self.bus.redis.ping(), 1.0)
+        except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"redis unreachable: {type(exc).__name__}\n")
+        return connection.respond(HTTPStatus.OK, "ok\n")
+
     def _http(self, connection: ServerConnection, path: str) -> Response:
-        if path == "/healthz":
-            return connection.respond(HTTPStatus.OK, "ok\n")
         name = "index.html" if path in ("/", "") else path.lstrip("/")
         target = (WEB_DIR / name).resolve()
         if WEB_DIR.resolve() not in target.parents or not target.is_file():

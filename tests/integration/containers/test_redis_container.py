@@ -17,6 +17,7 @@ pytestmark = pytest.mark.docker
 @pytest.fixture(scope="module")
 def redis_url(docker_client):
     require_images(docker_client, REDIS_IMAGE)
+    pytest.importorskip("testcontainers", reason="testcontainers is not installed (the dev extra)")
     from testcontainers.core.config import testcontainers_config
 
     # Ryuk (the reaper) is an image from a registry: off; the fixture removes its container
