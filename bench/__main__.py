@@ -19,33 +19,77 @@ DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="a,b,c,d",
-                    help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process)")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--scenario",
+        default="a,b,c,d",
+        help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process)",
+    )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
     ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
     ap.add_argument("--turns", type=int, default=6, help="turns per session in b and c (default 6)")
-    ap.add_argument("--a-turns", type=int, default=20, help="turns of the single session in a and d (default 20)")
-    ap.add_argument("--gap", type=float, default=1.5, help="seconds of silence after each question (default 1.5)")
-    ap.add_argument("--end-silence-ms", type=float, default=None,
-                    help="end-of-turn silence given to the stack (default: JARVIS_TURN_END_SILENCE_MS or 300)")
-    ap.add_argument("--late-tolerance", type=float, default=0.0,
-                    help="b: fraction of late (>100 ms) frames a step may have and still pass (default 0)")
+    ap.add_argument(
+        "--a-turns", type=int, default=20, help="turns of the single session in a and d (default 20)"
+    )
+    ap.add_argument(
+        "--gap", type=float, default=1.5, help="seconds of silence after each question (default 1.5)"
+    )
+    ap.add_argument(
+        "--end-silence-ms",
+        type=float,
+        default=None,
+        help="end-of-turn silence given to the stack (default: JARVIS_TURN_END_SILENCE_MS or 300)",
+    )
+    ap.add_argument(
+        "--late-tolerance",
+        type=float,
+        default=0.0,
+        help="b: fraction of late (>100 ms) frames a step may have and still pass (default 0)",
+    )
     ap.add_argument("--keep-going", action="store_true", help="b: run every step even after one falls behind")
-    ap.add_argument("--baseline-sessions", type=int, default=50, help="d: sessions in lockstep for the CPU figure")
+    ap.add_argument(
+        "--refine",
+        type=int,
+        default=1,
+        help="b: bisection steps between the last N that kept up and the first that did not (default 1)",
+    )
+    ap.add_argument(
+        "--c-profile",
+        choices=["cpu", "gpu"],
+        default="cpu",
+        help="c: the real-model profile (default cpu; gpu on a GPU host after `jarvis calibrate`)",
+    )
+    ap.add_argument(
+        "--baseline-sessions", type=int, default=50, help="d: sessions in lockstep for the CPU figure"
+    )
     ap.add_argument("--question", default=None, help="the spoken question (espeak-ng)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "bench-results"), help="where the JSON goes (default bench-results/)")
-    ap.add_argument("--priority", type=int, default=None,
-                    help="renice the stack and the load generator to this value (e.g. -10; needs root): "
-                         "shields the figures from other work on a shared machine; default: leave as is")
-    ap.add_argument("--realtime", type=int, default=None, metavar="PRIO",
-                    help="run the stack and the load generator under SCHED_RR at PRIO (e.g. 10; needs root) in "
-                         "the scenarios named by --realtime-scenarios: measures what the code costs when it gets "
-                         "the CPU on a machine others are using; default off")
-    ap.add_argument("--realtime-scenarios", default="acd",
-                    help="where --realtime applies (default acd; b under SCHED_RR would starve the machine)")
+    ap.add_argument(
+        "--out", default=str(ROOT / "bench-results"), help="where the JSON goes (default bench-results/)"
+    )
+    ap.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="renice the stack and the load generator to this value (e.g. -10; needs root): "
+        "shields the figures from other work on a shared machine; default: leave as is",
+    )
+    ap.add_argument(
+        "--realtime",
+        type=int,
+        default=None,
+        metavar="PRIO",
+        help="run the stack and the load generator under SCHED_RR at PRIO (e.g. 10; needs root) in "
+        "the scenarios named by --realtime-scenarios: measures what the code costs when it gets "
+        "the CPU on a machine others are using; default off",
+    )
+    ap.add_argument(
+        "--realtime-scenarios",
+        default="acd",
+        help="where --realtime applies (default acd; b under SCHED_RR would starve the machine)",
+    )
     ap.add_argument("--keep-logs", action="store_true", help="copy every stack's service logs under --out")
     return ap.parse_args(argv)
 
@@ -69,12 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     ts = TurnSettings(**({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {}))
     opts = Options(
-        turns=args.turns, a_turns=args.a_turns, gap_s=args.gap, end_silence_ms=ts.end_silence_ms, seed=args.seed,
-        late_tolerance=args.late_tolerance, priority=args.priority, realtime=args.realtime,
-        realtime_scenarios=args.realtime_scenarios, keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
+        turns=args.turns,
+        a_turns=args.a_turns,
+        gap_s=args.gap,
+        end_silence_ms=ts.end_silence_ms,
+        seed=args.seed,
+        late_tolerance=args.late_tolerance,
+        priority=args.priority,
+        realtime=args.realtime,
+        realtime_scenarios=args.realtime_scenarios,
+        c_profile=args.c_profile,
+        keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
     )
     endpoint = ts.endpoint()
-    clip = load_clip(args.question or DEFAULT_QUESTION, out_dir / "cache")
+    try:
+        clip = load_clip(args.question or DEFAULT_QUESTION, out_dir / "cache")
+    except RuntimeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     vad = SileroVad()
     if args.ns:
         ns = [int(x) for x in args.ns.split(",") if x.strip()]
@@ -84,41 +140,66 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "machine": machine(),
         "config": {
-            "scenarios": wanted, "ns": ns, "turns": args.turns, "a_turns": args.a_turns, "gap_s": args.gap,
-            "end_silence_ms": ts.end_silence_ms, "question": clip.text, "question_s": round(clip.seconds, 3),
-            "speech_end_sample": clip.speech_end, "late_tolerance": args.late_tolerance, "priority": args.priority,
-            "realtime": args.realtime, "realtime_scenarios": args.realtime_scenarios,
+            "scenarios": wanted,
+            "ns": ns,
+            "turns": args.turns,
+            "a_turns": args.a_turns,
+            "gap_s": args.gap,
+            "end_silence_ms": ts.end_silence_ms,
+            "question": clip.text,
+            "question_s": round(clip.seconds, 3),
+            "speech_end_sample": clip.speech_end,
+            "late_tolerance": args.late_tolerance,
+            "priority": args.priority,
+            "realtime": args.realtime,
+            "realtime_scenarios": args.realtime_scenarios,
+            "c_profile": args.c_profile,
         },
         "targets": report.TARGETS,
         "pipecat_1_14": report.PIPECAT,
         "scenarios": {},
     }
     m = res["machine"]
-    print(f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}, "
-          f"{m['busy_cores_before_start']} cores busy before start; "
-          f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; scenarios {','.join(wanted)}",
-          flush=True)
+    print(
+        f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}, "
+        f"{m['busy_cores_before_start']} cores busy before start; "
+        f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; scenarios {','.join(wanted)}",
+        flush=True,
+    )
     if (m.get("busy_cores_before_start") or 0) > 0.3:
-        print("bench: WARNING: the machine is busy with other work; latency and density figures will be "
-              "pessimistic (see --realtime for the one-session scenarios)", flush=True)
+        print(
+            "bench: WARNING: the machine is busy with other work; latency and density figures will be "
+            "pessimistic (see --realtime for the one-session scenarios)",
+            flush=True,
+        )
     t_all = time.monotonic()
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     runs = {
-        "a": (f"a: stub models, one session, {args.a_turns} turns ...",
-              lambda: scenario_a(clip, opts, endpoint, vad),
-              lambda r: report.render_load(r, "a) stub models, one session")),
-        "b": (f"b: stub models, rising N {ns} ...",
-              lambda: scenario_b(clip, opts, endpoint, vad, ns, keep_going=args.keep_going, log=log),
-              report.render_b),
-        "c": (f"c: CPU profile (real models), one session, {args.turns} turns ...",
-              lambda: scenario_c(clip, opts, endpoint, vad),
-              report.render_c),
-        "d": ("d: in-process baseline ...",
-              lambda: scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions),
-              lambda r: report.render_d(r, res["scenarios"].get("a"), res["scenarios"].get("b"))),
+        "a": (
+            f"a: stub models, one session, {args.a_turns} turns ...",
+            lambda: scenario_a(clip, opts, endpoint, vad),
+            lambda r: report.render_load(r, "a) stub models, one session"),
+        ),
+        "b": (
+            f"b: stub models, rising N {ns} ...",
+            lambda: scenario_b(
+                clip, opts, endpoint, vad, ns, keep_going=args.keep_going, refine=args.refine, log=log
+            ),
+            report.render_b,
+        ),
+        "c": (
+            f"c: {args.c_profile} profile (real models), one session, {args.turns} turns ...",
+            lambda: scenario_c(clip, opts, endpoint, vad),
+            report.render_c,
+        ),
+        "d": (
+            "d: in-process baseline ...",
+            lambda: scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions),
+            lambda r: report.render_d(r, res["scenarios"].get("a"), res["scenarios"].get("b")),
+        ),
     }
     try:
         for key in "abcd":
@@ -131,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - one broken scenario never loses the others
                 import traceback
 
-                res["scenarios"][key] = {"scenario": key, "error": f"{type(exc).__name__}: {exc}",
-                                         "traceback": traceback.format_exc()}
+                res["scenarios"][key] = {
+                    "scenario": key,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
                 log(f"{key}: ERROR {type(exc).__name__}: {exc}")
                 continue
             log(render(res["scenarios"][key]))

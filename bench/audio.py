@@ -69,8 +69,12 @@ def load_clip(text: str = DEFAULT_QUESTION, cache_dir: Path | None = None) -> Cl
             meta = json.loads(meta_path.read_text())
             samples = np.frombuffer(pcm_path.read_bytes(), dtype="<i2").astype(np.int16)
             return Clip(meta["text"], samples, int(meta["speech_end"]))
-    from tests.support.speech import speak  # espeak-ng + sox, the same speech the tests use
+    from tests.support.speech import have_espeak, speak  # espeak-ng + sox, the same speech the tests use
 
+    if not have_espeak():
+        raise RuntimeError(
+            "the benchmark speaks its question with espeak-ng and sox: install them (make sysdeps)"
+        )
     clip, end = trim_clip(speak(text))
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)

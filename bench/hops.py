@@ -28,12 +28,12 @@ from shared.messages import (
 HOPS = (
     ("frame_in_redis", "client -> gateway -> XADD in:{sid}"),
     ("stt_job", "orchestrator: XREAD, VAD, end of turn, XADD jobs:stt"),
-    ("stt_result", "stt worker: XREADGROUP, epoch check, stub STT, XADD result"),
+    ("stt_result", "stt worker: XREADGROUP, epoch check, STT, XADD result"),
     ("llm_job", "orchestrator: XREAD result, XADD jobs:llm"),
     ("llm_first_token", "llm worker: XREADGROUP, epoch check, first token XADD"),
     ("llm_done", "llm worker: the rest of the tokens (one XADD each) and done"),
     ("tts_job", "orchestrator: tokens, sentence splitter, XADD jobs:tts"),
-    ("tts_first_audio", "tts worker: XREADGROUP, epoch check, audio_start + first chunk XADD"),
+    ("tts_first_audio", "tts worker: XREADGROUP, epoch check, TTS first chunk, 2 XADDs"),
     ("client_first_audio", "gateway: XREAD out:{sid}, WebSocket -> client"),
 )
 
@@ -60,8 +60,10 @@ def collect(redis_url: str, sid: str) -> dict:
     try:
         inn = _entries(r, in_stream(sid))
         out = _entries(r, out_stream(sid))
-        jobs = {k: [(t, m) for t, m in _entries(r, jobs_stream(k)) if getattr(m, "sid", None) == sid]
-                for k in ("stt", "llm", "tts")}
+        jobs = {
+            k: [(t, m) for t, m in _entries(r, jobs_stream(k)) if getattr(m, "sid", None) == sid]
+            for k in ("stt", "llm", "tts")
+        }
     finally:
         r.close()
     audio_ms = [t for t, m in inn if isinstance(m, Audio)]

@@ -18,6 +18,7 @@ person would; the extra silence is recorded in the plan so the replay stays exac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -47,7 +48,7 @@ class LoadClient:
     idx: int
     plan: Plan
     ws: ClientConnection | None = None
-    sent: list[float] = field(default_factory=list)  # wall time each frame left (after send)
+    sent: list[float] = field(default_factory=list)  # wall time each frame was handed to the socket
     late: list[float] = field(default_factory=list)  # send time - scheduled time, seconds (pacing)
     events: list[dict] = field(default_factory=list)  # with "_t": arrival wall time
     first_audio: list[tuple[float, int, int]] = field(default_factory=list)  # (t, turn, len(events) then)
@@ -65,7 +66,9 @@ class LoadClient:
         return next((e.get("session_id") for e in self.events if e.get("type") == "ready"), None)
 
     async def open(self, url: str, timeout: float) -> None:
-        self.ws = await connect(url, compression=None, max_size=32 << 20, open_timeout=timeout, ping_interval=None)
+        self.ws = await connect(
+            url, compression=None, max_size=32 << 20, open_timeout=timeout, ping_interval=None
+        )
         self._reader = asyncio.create_task(self._read())
         await self.ws.send(json.dumps({"type": "start", "pipeline": "sts"}))
         await asyncio.wait_for(self._listening.wait(), timeout)
@@ -106,8 +109,15 @@ class LoadClient:
         """Turn k's reply has ended and played out: k+1 metrics seen and LISTENING again."""
         return self.metrics_seen >= k + 1 and self.state == "LISTENING"
 
-    async def stream(self, t0_loop: float, clip_frames: list[bytes], wait_reply: bool, max_wait_s: float,
-                     tail_until=None, max_tail_s: float = 6.0) -> None:
+    async def stream(
+        self,
+        t0_loop: float,
+        clip_frames: list[bytes],
+        wait_reply: bool,
+        max_wait_s: float,
+        tail_until=None,
+        max_tail_s: float = 6.0,
+    ) -> None:
         """Play the plan at real-time pace; frame j is due at loop time t0_loop + j * 20 ms."""
         assert self.ws is not None
         loop = asyncio.get_running_loop()
@@ -124,9 +134,11 @@ class LoadClient:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await send(frame)
+            # stamped just before the write: the frame reaches the kernel inside send(), but the
+            # task may resume after it only later (another client's turn), so "after" would be late
             sent.append(time.time())
-            late.append(loop.time() - due)
+            late.append(max(0.0, loop.time() - due))  # uvloop may wake up to ~1 ms early
+            await send(frame)
             j += 1
 
         for _ in range(plan.lead_in):
@@ -152,25 +164,29 @@ class LoadClient:
     async def close(self) -> None:
         if self.ws is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # already closed: nothing to stop
             await self.ws.send(json.dumps({"type": "stop"}))
             await asyncio.sleep(0.05)
             await self.ws.close()
-        except Exception:  # noqa: BLE001
-            pass
         if self._reader:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def make_plans(n: int, turns: int, clip: Clip, gap_s: float, rng: random.Random, phase: bool = True) -> list[Plan]:
-    gap = int(round(gap_s / FRAME_S))
+def make_plans(
+    n: int, turns: int, clip: Clip, gap_s: float, rng: random.Random, phase: bool = True
+) -> list[Plan]:
+    gap = round(gap_s / FRAME_S)
     period = clip.frames + gap
-    return [Plan(lead_in=rng.randrange(period) if phase else 10, turns=turns, clip_frames=clip.frames, gap=gap)
-            for _ in range(n)]
+    return [
+        Plan(lead_in=rng.randrange(period) if phase else 10, turns=turns, clip_frames=clip.frames, gap=gap)
+        for _ in range(n)
+    ]
 
 
-async def connect_all(url: str, plans: list[Plan], timeout: float = 60.0, parallel: int = 16) -> list[LoadClient]:
+async def connect_all(
+    url: str, plans: list[Plan], timeout: float = 60.0, parallel: int = 16
+) -> list[LoadClient]:
     clients = [LoadClient(i, p) for i, p in enumerate(plans)]
     sem = asyncio.Semaphore(parallel)
 
@@ -186,8 +202,14 @@ async def connect_all(url: str, plans: list[Plan], timeout: float = 60.0, parall
     return clients
 
 
-async def stream_all(clients: list[LoadClient], clip: Clip, wait_reply: bool = False, max_wait_s: float = 60.0,
-                     rng: random.Random | None = None, start_in: float = 0.3) -> tuple[float, float]:
+async def stream_all(
+    clients: list[LoadClient],
+    clip: Clip,
+    wait_reply: bool = False,
+    max_wait_s: float = 60.0,
+    rng: random.Random | None = None,
+    start_in: float = 0.3,
+) -> tuple[float, float]:
     """Stream every client's plan; returns (wall start, wall end) of the streaming."""
     rng = rng or random.Random(0)
     loop = asyncio.get_running_loop()
@@ -199,17 +221,21 @@ async def stream_all(clients: list[LoadClient], clip: Clip, wait_reply: bool = F
     def tail_until(c: LoadClient) -> bool:
         return len(c.first_audio) >= turns and (not wait_reply or c._reply_done(turns - 1))
 
-    await asyncio.gather(*(
-        c.stream(base + rng.random() * FRAME_S, clip_frames, wait_reply, max_wait_s, tail_until)
-        for c in clients
-    ))
+    await asyncio.gather(
+        *(
+            c.stream(base + rng.random() * FRAME_S, clip_frames, wait_reply, max_wait_s, tail_until)
+            for c in clients
+        )
+    )
     return wall0, time.time()
 
 
 # ---- analysis -----------------------------------------------------------------------------
 
 
-def _match(decisions: list[Decision], events: list[tuple[int, int]], sent: list[float]) -> list[tuple[int, int] | None]:
+def _match(
+    decisions: list[Decision], events: list[tuple[int, int]], sent: list[float]
+) -> list[tuple[int, int] | None]:
     """Pair each decision with the event the orchestrator emitted for it.
 
     `events`: (id_ms, index in the client's event list), in order. When the counts agree the
@@ -235,8 +261,16 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
     sent = client.sent
     ends = [d for d in decisions if d.kind == "end" and d.frame < len(sent)]
     starts = [d for d in decisions if d.kind == "start" and d.frame < len(sent)]
-    vad_off = [(_id_ms(e) or 0, i) for i, e in enumerate(client.events) if e.get("type") == "vad" and not e.get("speaking")]
-    vad_on = [(_id_ms(e) or 0, i) for i, e in enumerate(client.events) if e.get("type") == "vad" and e.get("speaking")]
+    vad_off = [
+        (_id_ms(e) or 0, i)
+        for i, e in enumerate(client.events)
+        if e.get("type") == "vad" and not e.get("speaking")
+    ]
+    vad_on = [
+        (_id_ms(e) or 0, i)
+        for i, e in enumerate(client.events)
+        if e.get("type") == "vad" and e.get("speaking")
+    ]
     thinking = sum(1 for e in client.events if e.get("type") == "state" and e.get("state") == "THINKING")
     barge_ins = sum(1 for e in client.events if e.get("type") == "interrupted")
     plan = client.plan
@@ -246,16 +280,27 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
     matched = _match(ends, vad_off, sent)
     for n, (d, ev) in enumerate(zip(ends, matched)):
         t_dec = sent[d.frame]
-        rec: dict = {"frame": d.frame, "decision_lag_ms": None, "framework_ms": None, "overhead_ms": None,
-                     "missed": True}
+        rec: dict = {
+            "frame": d.frame,
+            "decision_lag_ms": None,
+            "framework_ms": None,
+            "overhead_ms": None,
+            "missed": True,
+        }
         # the question this turn closes: the last one that started before its speech ended
         end_frame = int((d.end_ms or 0) * RATE / 1000) // FRAME
         k = max((i for i, s in enumerate(clip_starts) if s <= end_frame), default=None)
         if ev is not None:
             rec["decision_lag_ms"] = max(0.0, ev[0] - t_dec * 1000)
             nxt = matched[n + 1][1] if n + 1 < len(matched) and matched[n + 1] is not None else None
-            reply = next((fa for fa in client.first_audio
-                          if fa[2] > ev[1] and (nxt is None or fa[2] <= nxt) and fa[0] > t_dec), None)
+            reply = next(
+                (
+                    fa
+                    for fa in client.first_audio
+                    if fa[2] > ev[1] and (nxt is None or fa[2] <= nxt) and fa[0] > t_dec
+                ),
+                None,
+            )
             if reply is not None:
                 rec["missed"] = False
                 rec["server_turn"] = reply[1]
@@ -265,6 +310,8 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
                     lsf = last_speech_frame(clip_starts[k], clip.speech_end)
                     rec["overhead_ms"] = overhead_ms(reply[0], sent[lsf], end_silence_ms)
                     rec["voice_to_voice_ms"] = (reply[0] - sent[lsf]) * 1000
+                    # what the VAD + endpointing itself waits beyond the configured silence
+                    rec["vad_delay_ms"] = (t_dec - sent[lsf]) * 1000 - end_silence_ms
         rec["question"] = k
         turns.append(rec)
     start_lags = []

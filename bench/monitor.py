@@ -167,6 +167,7 @@ def set_realtime(pids: dict[str, int], priority: int | None) -> list[str]:
 
 def busy_cores(seconds: float = 2.0) -> float | None:
     """Cores busy on the whole machine over `seconds` (from /proc/stat): what else is running."""
+
     def read() -> list[int]:
         with open("/proc/stat") as f:
             return [int(x) for x in f.readline().split()[1:]]

@@ -13,8 +13,13 @@ TARGETS = {
     "mib_per_session": 2.0,
 }
 PIPECAT = {  # Pipecat 1.14 on the same kind of machine (2 cores), from the issue
-    "framework_p50_ms": 25, "framework_p99_ms": 41, "overhead_p50_ms": 45, "overhead_p99_ms": 99,
-    "sessions_one_process": 9, "sessions_process_per_session": 10, "mib_per_session": 10,
+    "framework_p50_ms": 25,
+    "framework_p99_ms": 41,
+    "overhead_p50_ms": 45,
+    "overhead_p99_ms": 99,
+    "sessions_one_process": 9,
+    "sessions_process_per_session": 10,
+    "mib_per_session": 10,
 }
 
 
@@ -47,46 +52,81 @@ def _dist_row(name: str, s: dict | None, target: str = "") -> list:
 DIST_HEADERS = ["figure (ms)", "n", "p50", "p95", "p99", "max", "target / Pipecat 1.14"]
 
 
-def render_load(r: dict, title: str) -> str:
+def render_load(r: dict, title: str, fw_label: str = "framework overhead") -> str:
     if "error" in r:
         return f"{title}\n  ERROR: {r['error']}" + "".join(
-            f"\n  --- {k}\n{v}" for k, v in (r.get("logs") or {}).items())
-    out = [table(DIST_HEADERS, [
-        _dist_row("framework overhead", r["framework_ms"], "p50<=10 p99<=30 / 25, 41"),
-        _dist_row("overhead (- end silence)", r["overhead_ms"], "- / 45, 99"),
-        _dist_row("voice-to-voice", r["voice_to_voice_ms"]),
-        _dist_row("decision-frame lag", r["decision_lag_ms"], "late = >100"),
-        _dist_row("loadgen pacing lateness", r["loadgen_pacing_late_ms"]),
-    ], title)]
+            f"\n  --- {k}\n{v}" for k, v in (r.get("logs") or {}).items()
+        )
+    out = [
+        table(
+            DIST_HEADERS,
+            [
+                _dist_row(
+                    fw_label,
+                    r["framework_ms"],
+                    "p50<=10 p99<=30 / 25, 41" if fw_label == "framework overhead" else "",
+                ),
+                _dist_row("overhead (- end silence)", r["overhead_ms"], "- / 45, 99"),
+                _dist_row("  of which VAD + endpointing", r.get("vad_delay_ms")),
+                _dist_row("voice-to-voice", r["voice_to_voice_ms"]),
+                _dist_row("decision-frame lag", r["decision_lag_ms"], "late = >100"),
+                _dist_row("loadgen pacing lateness", r["loadgen_pacing_late_ms"]),
+            ],
+            title,
+        )
+    ]
     out.append(
         f"  turns: {r['questions']} questions, {r['expected_turns']} expected, {r['missed_turns']} missed, "
         f"{r['false_turns']} false, {r['barge_ins']} barge-ins; decision frames late: "
         f"{r['late_decision_frames']}/{r['decision_frames']}"
-        + (f"; orchestrator frames late: {int(r['orchestrator_frames_over_100ms'])}/{int(r['orchestrator_frames'])}"
-           if r.get("orchestrator_frames") else "; per-frame lag: not exposed by this build")
-        + (f"; gateway out entries >100 ms: {int(r['gateway_out_over_100ms'])}/{int(r['gateway_out_entries'])}"
-           if r.get("gateway_out_entries") else "")
+        + (
+            f"; orchestrator frames late: {int(r['orchestrator_frames_over_100ms'])}/{int(r['orchestrator_frames'])}"
+            if r.get("orchestrator_frames")
+            else "; per-frame lag: not exposed by this build"
+        )
+        + (
+            f"; gateway out entries >100 ms: {int(r['gateway_out_over_100ms'])}/{int(r['gateway_out_entries'])}"
+            if r.get("gateway_out_entries")
+            else ""
+        )
     )
     if r.get("hops"):
         h = r["hops"]
-        rows = [[k, v.get("p50"), v.get("p95"), v.get("max"), h["cumulative_ms"][k].get("p50"), v["what"]]
-                for k, v in h["span_ms"].items()]
-        out.append(table(["hop", "span p50", "p95", "max", "cum. p50", "what"], rows,
-                         f"  hop by hop (ms, from Redis stream ids, 1 ms resolution; {h['turns']} turns)"))
+        rows = [
+            [k, v.get("p50"), v.get("p95"), v.get("max"), h["cumulative_ms"][k].get("p50"), v["what"]]
+            for k, v in h["span_ms"].items()
+        ]
+        out.append(
+            table(
+                ["hop", "span p50", "p95", "max", "cum. p50", "what"],
+                rows,
+                f"  hop by hop (ms, from Redis stream ids, 1 ms resolution; {h['turns']} turns)",
+            )
+        )
     out.append(render_procs(r))
     ol = r.get("other_load_cores") or {}
     if ol.get("mean") is not None:
-        out.append(f"  other work on the machine meanwhile: {ol['mean']} cores on average, {ol['max']} at most")
-    out.append(f"  memory per session (gateway+orchestrator RSS growth / N): {r['mib_per_session']} MiB"
-               + (f"; redis {r['redis_mib_per_session']} MiB" if r.get("redis_mib_per_session") is not None else ""))
-    v = r["verdict"]
-    out.append(f"  verdict: {'keeps up' if v['ok'] else 'FALLS BEHIND'}" + (f" ({'; '.join(v['reasons'])})" if v["reasons"] else ""))
+        out.append(
+            f"  other work on the machine meanwhile: {ol['mean']} cores on average, {ol['max']} at most"
+        )
+    out.append(
+        f"  memory per session (gateway+orchestrator RSS growth / N): {r['mib_per_session']} MiB"
+        + (f"; redis {r['redis_mib_per_session']} MiB" if r.get("redis_mib_per_session") is not None else "")
+    )
+    v = r.get("verdict")
+    if v:
+        out.append(
+            f"  verdict: {'keeps up' if v['ok'] else 'FALLS BEHIND'}"
+            + (f" ({'; '.join(v['reasons'])})" if v["reasons"] else "")
+        )
     return "\n".join(out)
 
 
 def render_procs(r: dict) -> str:
-    rows = [[name, u["cpu_cores"], u["rss_mib_idle"], u["rss_mib_after"], u["rss_mib_peak"]]
-            for name, u in sorted(r.get("processes", {}).items())]
+    rows = [
+        [name, u["cpu_cores"], u["rss_mib_idle"], u["rss_mib_after"], u["rss_mib_peak"]]
+        for name, u in sorted(r.get("processes", {}).items())
+    ]
     rows.append(["stack total (no loadgen)", r.get("stack_cpu_cores"), None, None, None])
     return table(["process", "cores", "RSS idle MiB", "RSS loaded MiB", "peak MiB"], rows)
 
@@ -97,37 +137,106 @@ def render_b(b: dict) -> str:
     rows = []
     for s in b["steps"]:
         if "error" in s:
-            rows.append([s["sessions"], None, None, None, None, None, None, None, None, None, None, None,
-                         "error: " + s["error"][:60]])
+            rows.append(
+                [
+                    s["sessions"],
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    "error: " + s["error"][:60],
+                ]
+            )
             continue
         p = s["processes"]
-        rows.append([
-            s["sessions"], s["framework_ms"]["p50"], s["framework_ms"]["p99"], s["overhead_ms"]["p50"],
-            s["overhead_ms"]["p99"], f"{s['late_decision_frames']}/{s['decision_frames']}",
-            f"{s['missed_turns']}/{s['false_turns']}",
-            p.get("gateway", {}).get("cpu_cores"), p.get("orchestrator", {}).get("cpu_cores"),
-            s["stack_cpu_cores"], (s.get("other_load_cores") or {}).get("mean"), s["mib_per_session"],
-            "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
-        ])
-    t = table(["N", "fw p50", "fw p99", "ovh p50", "ovh p99", "late", "miss/false", "gw cores", "orch cores",
-               "stack cores", "other cores", "MiB/sess", "verdict"], rows, "b) stub models, rising N (ms)")
-    return (t + f"\n  density: {b['density']} sessions keep up"
-            + (f" (first failing N: {b['first_failing_n']})" if b.get("first_failing_n") else " (no step failed)")
-            + f"; target >= {TARGETS['density_sessions']}; Pipecat 1.14: 9 in one process, 10 with a process per session"
-            + (f"\n  memory per session, slope of gateway+orchestrator RSS over N: {b['mib_per_session_slope']} MiB"
-               if b.get("mib_per_session_slope") is not None else ""))
+        rows.append(
+            [
+                s["sessions"],
+                s["framework_ms"]["p50"],
+                s["framework_ms"]["p99"],
+                s["overhead_ms"]["p50"],
+                s["overhead_ms"]["p99"],
+                f"{s['late_decision_frames']}/{s['decision_frames']}",
+                f"{s['missed_turns']}/{s['false_turns']}",
+                p.get("gateway", {}).get("cpu_cores"),
+                p.get("orchestrator", {}).get("cpu_cores"),
+                s["stack_cpu_cores"],
+                (s.get("other_load_cores") or {}).get("mean"),
+                s["mib_per_session"],
+                "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
+            ]
+        )
+    t = table(
+        [
+            "N",
+            "fw p50",
+            "fw p99",
+            "ovh p50",
+            "ovh p99",
+            "late",
+            "miss/false",
+            "gw cores",
+            "orch cores",
+            "stack cores",
+            "other cores",
+            "MiB/sess",
+            "verdict",
+        ],
+        rows,
+        "b) stub models, rising N (ms)",
+    )
+    return (
+        t
+        + f"\n  density: {b['density']} sessions keep up"
+        + (f" (first failing N: {b['first_failing_n']})" if b.get("first_failing_n") else " (no step failed)")
+        + f"; target >= {TARGETS['density_sessions']}; Pipecat 1.14: 9 in one process, 10 with a process per session"
+        + (
+            f"\n  memory per session, slope of gateway+orchestrator RSS over N: {b['mib_per_session_slope']} MiB"
+            f" (redis: {b.get('redis_mib_per_session_slope')} MiB)"
+            if b.get("mib_per_session_slope") is not None
+            else ""
+        )
+        + (
+            f"\n  CPU-bound projection for an idle machine (rough): {b['cpu_projection']['sessions']} sessions "
+            f"({b['cpu_projection']['cores_per_session']} cores per extra session incl. load generator, "
+            f"{b['cpu_projection']['fixed_cores']} fixed, from N={b['cpu_projection']['from_steps']}; "
+            f"{b['cpu_projection']['cores']} cores less 15%)"
+            if b.get("cpu_projection")
+            else ""
+        )
+    )
 
 
 def render_c(c: dict) -> str:
     if "error" in c and "stages" not in c:
-        return "c) CPU profile (real models), one session\n  ERROR: " + c["error"] + "".join(
-            f"\n  --- {k}\n{v}" for k, v in (c.get("logs") or {}).items())
-    head = render_load(c, "c) CPU profile (real models), one session, the client waits for each reply")
-    stages = table(DIST_HEADERS[:-1], [_dist_row(k, v)[:-1] for k, v in c["stages"].items()],
-                   "  per-stage milestones from the `metrics` events (ms after end of speech)")
-    spans = table(DIST_HEADERS[:-1], [_dist_row(k, v)[:-1] for k, v in c["spans"].items()],
-                  "  the same as consecutive spans")
-    return "\n".join([head, stages, spans])
+        return (
+            "c) real models, one session\n  ERROR: "
+            + c["error"]
+            + "".join(f"\n  --- {k}\n{v}" for k, v in (c.get("logs") or {}).items())
+        )
+    head = render_load(
+        c,
+        f"c) {c.get('profile', 'cpu')} profile (real models), one session, the client waits for each reply",
+        fw_label="decision frame -> reply audio",
+    )
+    stages = table(
+        DIST_HEADERS[:-1],
+        [_dist_row(k, v)[:-1] for k, v in c["stages"].items()],
+        "  per-stage milestones from the `metrics` events (ms after end of speech)",
+    )
+    spans = table(
+        DIST_HEADERS[:-1],
+        [_dist_row(k, v)[:-1] for k, v in c["spans"].items()],
+        "  the same as consecutive spans",
+    )
+    return f"{head}\n{stages}\n{spans}"
 
 
 def render_d(d: dict, a: dict | None, b: dict | None) -> str:
@@ -135,18 +244,25 @@ def render_d(d: dict, a: dict | None, b: dict | None) -> str:
         return "d) ERROR: " + d["error"]
     rows = [_dist_row("in-process framework overhead", d["framework_ms"])[:-1]]
     t = table(DIST_HEADERS[:-1], rows, "d) in-process baseline (stub models, no Redis, no sockets)")
-    lines = [t, f"  CPU: {d['cores_per_session']} cores per real-time session "
-                f"({d['sessions_per_core']} sessions per core) over {d['cpu_sessions']} sessions in lockstep"]
+    cpu = (
+        f"  CPU: {d['cores_per_session']} cores per real-time session "
+        f"({d['sessions_per_core']} sessions per core) over {d['cpu_sessions']} sessions in lockstep"
+    )
+    lines = [t, cpu]
     if a and "error" not in a and a["framework_ms"]["p50"] and d["framework_ms"]["p50"]:
-        lines.append(f"  distributed / in-process framework overhead p50: {a['framework_ms']['p50']} / "
-                     f"{d['framework_ms']['p50']} ms = x{a['framework_ms']['p50'] / d['framework_ms']['p50']:.0f}")
+        lines.append(
+            f"  distributed / in-process framework overhead p50: {a['framework_ms']['p50']} / "
+            f"{d['framework_ms']['p50']} ms = x{a['framework_ms']['p50'] / d['framework_ms']['p50']:.0f}"
+        )
     if b and "steps" in b:
         ok = [s for s in b["steps"] if "error" not in s and s["verdict"]["ok"]]
         if ok:
             s = ok[-1]
             per = s["stack_cpu_cores"] / s["sessions"]
-            lines.append(f"  distributed stack CPU per session at N={s['sessions']}: {per:.4f} cores "
-                         f"= x{per / d['cores_per_session']:.1f} the in-process cost")
+            lines.append(
+                f"  distributed stack CPU per session at N={s['sessions']}: {per:.4f} cores "
+                f"= x{per / d['cores_per_session']:.1f} the in-process cost"
+            )
     return "\n".join(lines)
 
 
@@ -165,9 +281,18 @@ def render_summary(res: dict) -> str:
         ok = [s for s in b["steps"] if "error" not in s]
         if ok:
             big = max(ok, key=lambda s: s["sessions"])
-            rows.append([f"memory per session at N={big['sessions']} (MiB)", big["mib_per_session"], "<= 2", "~10"])
+            rows.append(
+                [f"memory per session at N={big['sessions']} (MiB)", big["mib_per_session"], "<= 2", "~10"]
+            )
     if c and "error" not in c:
-        rows.append(["voice-to-voice p50, CPU profile (ms)", c["voice_to_voice_ms"]["p50"], "-", "-"])
+        rows.append(
+            [
+                f"voice-to-voice p50, {c.get('profile', 'cpu')} profile (ms)",
+                c["voice_to_voice_ms"]["p50"],
+                "-",
+                "-",
+            ]
+        )
     if d and "error" not in d:
         rows.append(["in-process framework overhead p50 (ms)", d["framework_ms"]["p50"], "-", "-"])
     return table(["figure", "measured", "target", "Pipecat 1.14"], rows, "Summary")

@@ -30,8 +30,8 @@ from bench.stats import count_over, histogram_over, per_session_mib, summarize
 
 LATE_S = 0.100  # a frame handled more than this after it was sent is "late"
 FRAME_LAG_METRIC = "jarvis_orchestrator_frame_lag_seconds"  # proposed; used when a build exposes it
-SERVICES_STATE = ("gateway", "orchestrator")
-HOPS_MAX_N = 1  # the hop-by-hop breakdown (from Redis stream ids) is read for single-session runs  # the processes whose memory grows per session
+SERVICES_STATE = ("gateway", "orchestrator")  # the processes whose memory grows per session
+HOPS_MAX_N = 1  # the hop-by-hop breakdown (from Redis stream ids) is read for single-session runs
 
 
 @dataclass
@@ -48,7 +48,10 @@ class Options:
     reply_wait_s: float = 60.0
     priority: int | None = None  # renice the stack and the load generator (a shared, noisy box)
     realtime: int | None = None  # SCHED_RR priority for the stack and the load generator (one-session runs)
-    realtime_scenarios: str = "acd"  # where --realtime applies (never b unless asked: it would starve the box)
+    realtime_scenarios: str = (
+        "acd"  # where --realtime applies (never b unless asked: it would starve the box)
+    )
+    c_profile: str = "cpu"  # the real-model profile scenario c runs: cpu, or gpu on a GPU host
 
 
 def run_async(coro):
@@ -89,8 +92,19 @@ class _Workdir:
         self._tmp.cleanup()
 
 
-def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoint, vad,
-             wait_reply: bool = False, label: str | None = None, phase: bool = True, scenario: str = "") -> dict:
+def run_load(
+    profile: str,
+    n: int,
+    turns: int,
+    clip: Clip,
+    opts: Options,
+    endpoint,
+    vad,
+    wait_reply: bool = False,
+    label: str | None = None,
+    phase: bool = True,
+    scenario: str = "",
+) -> dict:
     """Start a stack, stream N sessions through it, stop it, and measure everything."""
     from jarvis.launcher import Stack
     from jarvis.redis_server import free_port
@@ -129,8 +143,9 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
             clients = await loadgen.connect_all(stack.url, plans, timeout=60)
             m1 = monitor.mark()
             try:
-                w0, w1 = await loadgen.stream_all(clients, clip, wait_reply=wait_reply,
-                                                  max_wait_s=opts.reply_wait_s, rng=rng)
+                w0, w1 = await loadgen.stream_all(
+                    clients, clip, wait_reply=wait_reply, max_wait_s=opts.reply_wait_s, rng=rng
+                )
                 m2 = monitor.mark()
                 s1 = scrape_all(stack.metrics)
                 if n <= HOPS_MAX_N and clients[0].sid:
@@ -162,6 +177,7 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
     fw = [t["framework_ms"] for t in turns_all if t["framework_ms"] is not None]
     ov = [t["overhead_ms"] for t in turns_all if t["overhead_ms"] is not None]
     v2v = [t["voice_to_voice_ms"] for t in turns_all if t.get("voice_to_voice_ms") is not None]
+    vad_delay = [t["vad_delay_ms"] for t in turns_all if t.get("vad_delay_ms") is not None]
     end_lags = [t["decision_lag_ms"] for t in turns_all if t["decision_lag_ms"] is not None]
     start_lags = [x for pc in per_client for x in pc["start_lags_ms"]]
     lags = end_lags + start_lags
@@ -169,9 +185,12 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
     result["framework_ms"] = summarize(fw)
     result["overhead_ms"] = summarize(ov)
     result["voice_to_voice_ms"] = summarize(v2v)
+    result["vad_delay_ms"] = summarize(vad_delay)
     by_turn = {}
     for k in range(turns):
-        ks = [t["framework_ms"] for t in turns_all if t.get("question") == k and t["framework_ms"] is not None]
+        ks = [
+            t["framework_ms"] for t in turns_all if t.get("question") == k and t["framework_ms"] is not None
+        ]
         ko = [t["overhead_ms"] for t in turns_all if t.get("question") == k and t["overhead_ms"] is not None]
         by_turn[str(k + 1)] = {"framework_ms": summarize(ks), "overhead_ms": summarize(ko)}
     result["by_turn"] = by_turn
@@ -189,7 +208,8 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
     result["loadgen_pacing_late_ms"] = summarize(pacing)
     result["loadgen_frames_over_100ms"] = count_over(pacing, LATE_S * 1000)
     result["frames_sent"] = len(pacing)
-    result["metrics_events"] = [m for pc in per_client for m in pc["metrics"]]
+    if n <= 10:  # the orchestrator's per-turn `metrics` events (kept for small runs only)
+        result["metrics_events"] = [m for pc in per_client for m in pc["metrics"]]
     # ---- what the services report themselves (Prometheus), when they expose it
     orch0, orch1 = s0.get("orchestrator", {}), s1.get("orchestrator", {})
     frame_lag = histogram_delta(orch0, orch1, FRAME_LAG_METRIC)
@@ -216,10 +236,13 @@ def run_load(profile: str, n: int, turns: int, clip: Clip, opts: Options, endpoi
     before = sum(m0.rss[k] for k in grow)
     after = sum(m2.rss[k] for k in grow)
     result["mib_per_session"] = _r(per_session_mib(before, after, n), 3)
-    result["rss_mib_gateway_orchestrator"] = {"idle": round(before / (1 << 20), 1), "loaded": round(after / (1 << 20), 1)}
+    result["rss_mib_gateway_orchestrator"] = {
+        "idle": round(before / (1 << 20), 1),
+        "loaded": round(after / (1 << 20), 1),
+    }
     if "redis" in m0.rss and "redis" in m2.rss:
         result["redis_mib_per_session"] = _r(per_session_mib(m0.rss["redis"], m2.rss["redis"], n), 3)
-    result["verdict"] = verdict(result, opts)
+    result["verdict"] = verdict(result, opts) if profile == "stub" else None
     return result
 
 
@@ -227,13 +250,19 @@ def _hops(raw: dict, client: loadgen.LoadClient, analysed: dict) -> dict:
     """Cumulative ms from the decision frame to each hop, and each hop's own span."""
     from bench.hops import HOPS, breakdown
 
-    frames = [(t["server_turn"], t["frame"], t["first_audio_t"]) for t in analysed["turns"] if not t["missed"]]
+    frames = [
+        (t["server_turn"], t["frame"], t["first_audio_t"]) for t in analysed["turns"] if not t["missed"]
+    ]
     rows = breakdown(raw, client.sent, frames)
     cumulative, spans = {}, {}
     prev_key = None
     for key, what in HOPS:
         cumulative[key] = summarize([r[key] for r in rows if key in r])
-        vals = [r[key] - (r[prev_key] if prev_key else 0.0) for r in rows if key in r and (prev_key is None or prev_key in r)]
+        vals = [
+            r[key] - (r[prev_key] if prev_key else 0.0)
+            for r in rows
+            if key in r and (prev_key is None or prev_key in r)
+        ]
         spans[key] = {"what": what, **summarize(vals)}
         prev_key = key
     return {"cumulative_ms": cumulative, "span_ms": spans, "turns": len(rows)}
@@ -249,11 +278,12 @@ def verdict(r: dict, opts: Options) -> dict:
     reasons = []
     frames = r.get("orchestrator_frames")
     late = r.get("orchestrator_frames_over_100ms")
-    if frames and late is not None:
-        if late > opts.late_tolerance * frames:
-            reasons.append(f"{int(late)} of {int(frames)} frames handled >100 ms late")
+    if frames and late is not None and late > opts.late_tolerance * frames:
+        reasons.append(f"{int(late)} of {int(frames)} frames handled >100 ms late")
     if r.get("decision_frames") and r["late_decision_frames"] > opts.late_tolerance * r["decision_frames"]:
-        reasons.append(f"{r['late_decision_frames']} of {r['decision_frames']} decision frames handled >100 ms late")
+        reasons.append(
+            f"{r['late_decision_frames']} of {r['decision_frames']} decision frames handled >100 ms late"
+        )
     p99 = (r.get("framework_ms") or {}).get("p99")
     if p99 is not None and p99 > 100:
         reasons.append(f"framework overhead p99 {p99:.0f} ms > 100 ms")
@@ -279,35 +309,84 @@ def scenario_a(clip: Clip, opts: Options, endpoint, vad) -> dict:
 # ---- b: rising N until the stack falls behind ------------------------------------------------
 
 
-def scenario_b(clip: Clip, opts: Options, endpoint, vad, ns: list[int], keep_going: bool = False,
-               log=print) -> dict:
+def scenario_b(
+    clip: Clip,
+    opts: Options,
+    endpoint,
+    vad,
+    ns: list[int],
+    keep_going: bool = False,
+    refine: int = 1,
+    log=print,
+) -> dict:
+    """Rising N until a step falls behind; then `refine` bisection steps between the last
+    N that kept up and the first that did not."""
     steps = []
-    density = 0
-    failed_at = None
-    for n in ns:
+
+    def step(n: int) -> bool:
         log(f"  b: {n} sessions ...")
         r = run_load("stub", n, opts.turns, clip, opts, endpoint, vad, label=f"b-stub-n{n}", scenario="b")
         steps.append(r)
-        ok = "error" not in r and r["verdict"]["ok"]
         log(f"     {_step_line(r)}")
-        if ok and failed_at is None:
-            density = n
-        elif failed_at is None:
-            failed_at = n
-            if not keep_going:
-                break
-    # memory per session from the slope of RSS against N (robust to the fixed start-up cost)
+        return "error" not in r and r["verdict"]["ok"]
+
+    passed: list[int] = []
+    failed: list[int] = []
+    for n in ns:
+        (passed if step(n) else failed).append(n)
+        if failed and not keep_going:
+            break
+    for _ in range(refine):
+        lo = max([n for n in passed if not failed or n < min(failed)], default=0)
+        hi = min(failed, default=None)
+        if hi is None or hi - lo < 4:
+            break
+        mid = (lo + hi) // 2
+        (passed if step(mid) else failed).append(mid)
+    first_fail = min(failed, default=None)
+    density = max([n for n in passed if first_fail is None or n < first_fail], default=0)
     from bench.stats import slope
 
-    good = [s for s in steps if "error" not in s]
+    good = sorted((s for s in steps if "error" not in s), key=lambda s: s["sessions"])
     xs = [s["sessions"] for s in good]
-    ys = [s["rss_mib_gateway_orchestrator"]["loaded"] for s in good]
     return {
         "scenario": "b",
-        "steps": steps,
+        "steps": good + [s for s in steps if "error" in s],
         "density": density,
-        "first_failing_n": failed_at,
-        "mib_per_session_slope": _r(slope(xs, ys), 3),
+        "first_failing_n": first_fail,
+        "mib_per_session_slope": _r(
+            slope(xs, [s["rss_mib_gateway_orchestrator"]["loaded"] for s in good]), 3
+        ),
+        "redis_mib_per_session_slope": _r(
+            slope(xs, [s["processes"].get("redis", {}).get("rss_mib_after", 0) for s in good]), 3
+        ),
+        "cpu_projection": _projection(good),
+    }
+
+
+def _projection(steps: list[dict]) -> dict | None:
+    """A rough CPU-bound estimate of the density on an idle machine, from the steps that kept
+    up: the marginal cores per session (least-squares slope of stack + load generator cores
+    against N) and the fixed part (intercept), against the machine's cores less 15% headroom.
+    Only a hint: the per-session cost falls as N grows (bigger batches)."""
+    from bench.stats import slope
+
+    ok = [s for s in steps if (s.get("verdict") or {}).get("ok")]
+    if len(ok) < 2:
+        return None
+    xs = [s["sessions"] for s in ok]
+    ys = [s["stack_cpu_cores"] + s["processes"].get("loadgen", {}).get("cpu_cores", 0) for s in ok]
+    per = slope(xs, ys)
+    if not per or per <= 0:
+        return None
+    fixed = sum(ys) / len(ys) - per * sum(xs) / len(xs)
+    cores = os.cpu_count() or 1
+    return {
+        "from_steps": xs,
+        "cores_per_session": round(per, 5),
+        "fixed_cores": round(fixed, 3),
+        "sessions": max(0, int((cores * 0.85 - max(0.0, fixed)) / per)),
+        "cores": cores,
     }
 
 
@@ -316,28 +395,53 @@ def _step_line(r: dict) -> str:
         return f"error: {r['error']}"
     fw = r["framework_ms"]
     v = r["verdict"]
-    return (f"framework p50 {fw['p50']} p99 {fw['p99']} ms; late {r['late_decision_frames']}/{r['decision_frames']}; "
-            f"missed {r['missed_turns']}; stack {r['stack_cpu_cores']} cores; "
-            f"{'OK' if v['ok'] else 'FALLS BEHIND: ' + '; '.join(v['reasons'])}")
+    return (
+        f"framework p50 {fw['p50']} p99 {fw['p99']} ms; late {r['late_decision_frames']}/{r['decision_frames']}; "
+        f"missed {r['missed_turns']}; stack {r['stack_cpu_cores']} cores; "
+        f"{'OK' if v['ok'] else 'FALLS BEHIND: ' + '; '.join(v['reasons'])}"
+    )
 
 
 # ---- c: real models, one session -------------------------------------------------------------
 
-STAGES = ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms", "total_ms", "stt_ms", "llm_ms", "tts_ms")
+STAGES = (
+    "end_of_turn_ms",
+    "transcript_ms",
+    "first_token_ms",
+    "first_audio_ms",
+    "total_ms",
+    "stt_ms",
+    "llm_ms",
+    "tts_ms",
+)
 
 
 def scenario_c(clip: Clip, opts: Options, endpoint, vad) -> dict:
-    missing = _cpu_profile_missing()
+    profile = opts.c_profile
+    missing = _cpu_profile_missing() if profile == "cpu" else None
     if missing:
         return {"scenario": "c", "error": f"the CPU profile is not installed ({missing}); run `make install`"}
-    r = run_load("cpu", 1, opts.turns, clip, opts, endpoint, vad, wait_reply=True, label="c-cpu-n1", scenario="c")
+    r = run_load(
+        profile,
+        1,
+        opts.turns,
+        clip,
+        opts,
+        endpoint,
+        vad,
+        wait_reply=True,
+        label=f"c-{profile}-n1",
+        scenario="c",
+    )
     r["scenario"] = "c"
     ms = [m for m in r.get("metrics_events", []) if not m.get("interrupted")]
     r["stages"] = {k: summarize([m[k] for m in ms if m.get(k) is not None]) for k in STAGES}
     # the stages as consecutive spans (each from the previous milestone)
     spans = {"vad_end_of_turn": [], "stt": [], "llm_first_token": [], "tts_first_audio": []}
     for m in ms:
-        e, t, f, a = (m.get(k) for k in ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms"))
+        e, t, f, a = (
+            m.get(k) for k in ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms")
+        )
         if None not in (e, t, f, a):
             spans["vad_end_of_turn"].append(e)
             spans["stt"].append(t - e)

@@ -27,10 +27,15 @@ T = TypeVar("T")
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 # XADD only while the session's epoch is still the job's: cancelled work never lands.
+# KEYS: the epoch key, then one stream per entry; ARGV: epoch, field, then maxlen + payload per entry.
 _EPOCH_XADD = """
 local cur = redis.call('GET', KEYS[1]) or '0'
 if cur ~= ARGV[1] then return false end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[4])
+local id
+for i = 2, #KEYS do
+  id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2 * i - 1], '*', ARGV[2], ARGV[2 * i])
+end
+return id
 """
 
 
@@ -92,11 +97,18 @@ class Bus:
 
     async def add_if_epoch(self, epoch_key: str, epoch: int, stream: str, msg: Any, maxlen: int) -> bytes | None:
         """XADD only if `epoch_key` still holds `epoch`; None means the work was cancelled."""
-        payload = codec.encode(msg)
-        res = await self.retry(
-            lambda: self._epoch_xadd(keys=[epoch_key, stream], args=[str(epoch), maxlen, codec.FIELD, payload]),
-            f"xadd {stream}",
-        )
+        return await self.add_many_if_epoch(epoch_key, epoch, [(stream, msg, maxlen)])
+
+    async def add_many_if_epoch(
+        self, epoch_key: str, epoch: int, items: Sequence[tuple[str, Any, int]]
+    ) -> bytes | None:
+        """Several XADDs in one atomic round trip, only if the epoch still holds (else None)."""
+        keys = [epoch_key]
+        args: list[Any] = [str(epoch), codec.FIELD]
+        for stream, msg, maxlen in items:
+            keys.append(stream)
+            args += [maxlen, codec.encode(msg)]
+        res = await self.retry(lambda: self._epoch_xadd(keys=keys, args=args), "xadd (epoch)")
         return res or None
 
     async def epoch(self, epoch_key: str) -> int:

@@ -60,6 +60,13 @@ class Worker:
             raise Cancelled
         # a stale job stops here; the orchestrator already moved on
 
+    async def send(self, job: Any, to_client: list[Any] = (), to_session: list[Any] = ()) -> None:
+        """Results for the client and the orchestrator in one atomic, epoch-gated round trip."""
+        items = [(out_stream(job.sid), m, self.settings.out_maxlen) for m in to_client]
+        items += [(in_stream(job.sid), m, self.settings.in_maxlen) for m in to_session]
+        if await self.bus.add_many_if_epoch(epoch_key(job.sid), job.epoch, items) is None:
+            raise Cancelled
+
     async def to_client(self, job: Any, msg: Any) -> None:
         """An event or audio for the client (epoch-gated)."""
         if await self.bus.add_if_epoch(epoch_key(job.sid), job.epoch, out_stream(job.sid), msg, self.settings.out_maxlen) is None:
@@ -100,9 +107,8 @@ class Worker:
         turn_var.set(getattr(job, "turn", None))
         started = time.perf_counter()
         try:
-            if await self.bus.epoch(epoch_key(job.sid)) != job.epoch:
-                JOBS.labels(self.kind, "stale").inc()
-                return
+            # no epoch check up front (a round trip on every job): a stale job is cancelled at
+            # its first write, which the epoch gate refuses
             await self.process(job)
             JOBS.labels(self.kind, "done").inc()
         except Cancelled:

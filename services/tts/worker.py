@@ -20,14 +20,15 @@ class TtsWorker(Worker):
         async for chunk in self.model.infer(TtsRequest(job.text, job.voice)):
             if not chunk.pcm:
                 continue
-            if not first_ts:
-                rate = chunk.sample_rate
-                if job.seq == 0:
-                    await self.to_client(job, ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate))))
-            await self.to_client(job, AudioOut(job.turn, job.epoch, chunk.pcm))
             samples += len(chunk.pcm) // 2
-            if not first_ts:
-                first_ts = time.time()
-                await self.to_session(job, TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts))
+            audio = AudioOut(job.turn, job.epoch, chunk.pcm)
+            if first_ts:
+                await self.to_client(job, audio)
+                continue
+            # the first chunk: audio_start (once per turn), the audio and the progress note in one write
+            rate, first_ts = chunk.sample_rate, time.time()
+            start = [ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate)))] if job.seq == 0 else []
+            progress = TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts)
+            await self.send(job, to_client=[*start, audio], to_session=[progress])
         elapsed = (time.perf_counter() - started) * 1000
         await self.to_session(job, TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, True, elapsed, time.time()))

@@ -30,7 +30,7 @@ VLM_REPLY = "I see a small red square on a white background."
 
 @pytest.fixture(scope="session")
 def fake_openai() -> FakeOpenAI:
-    with FakeOpenAI(reply=VLM_REPLY, model="fake-vlm", chunk_chars=6) as api:
+    with FakeOpenAI(reply=VLM_REPLY, model="fake-vlm", chunk_chars=6, chunk_delay=0.02) as api:  # paced like a model
         yield api
 
 
