@@ -87,8 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--realtime-scenarios",
-        default="acd",
-        help="where --realtime applies (default acd; b under SCHED_RR would starve the machine)",
+        default="ad",
+        help="where --realtime applies (default ad; b or c under SCHED_RR would starve the machine)",
     )
     ap.add_argument("--keep-logs", action="store_true", help="copy every stack's service logs under --out")
     return ap.parse_args(argv)

@@ -28,12 +28,12 @@ from shared.messages import (
 HOPS = (
     ("frame_in_redis", "client -> gateway -> XADD in:{sid}"),
     ("stt_job", "orchestrator: XREAD, VAD, end of turn, XADD jobs:stt"),
-    ("stt_result", "stt worker: XREADGROUP, epoch check, STT, XADD result"),
+    ("stt_result", "stt worker: takes the job, STT, writes the result"),
     ("llm_job", "orchestrator: XREAD result, XADD jobs:llm"),
-    ("llm_first_token", "llm worker: XREADGROUP, epoch check, first token XADD"),
-    ("llm_done", "llm worker: the rest of the tokens (one XADD each) and done"),
+    ("llm_first_token", "llm worker: takes the job, first token written"),
+    ("llm_done", "llm worker: the rest of the reply, then done"),
     ("tts_job", "orchestrator: tokens, sentence splitter, XADD jobs:tts"),
-    ("tts_first_audio", "tts worker: XREADGROUP, epoch check, TTS first chunk, 2 XADDs"),
+    ("tts_first_audio", "tts worker: takes the job, first audio chunk written"),
     ("client_first_audio", "gateway: XREAD out:{sid}, WebSocket -> client"),
 )
 

@@ -39,6 +39,22 @@ return id
 """
 
 
+try:  # redis-py's asyncio connection packs commands in pure Python; hiredis does it in C
+    from redis.connection import HiredisRespSerializer
+    from redis.utils import HIREDIS_AVAILABLE
+except ImportError:  # pragma: no cover - older redis-py
+    HIREDIS_AVAILABLE = False
+
+
+class _Connection(aioredis.Connection):
+    """A connection that packs commands with hiredis: the per-frame paths send many small ones."""
+
+    _packer = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -46,8 +62,9 @@ def _s(v: bytes | str) -> str:
 class Bus:
     def __init__(self, url: str, *, socket_timeout: float = 30.0, max_backoff: float = 2.0) -> None:
         self.url = url
+        extra = {"connection_class": _Connection} if HIREDIS_AVAILABLE and url.startswith("redis://") else {}
         self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=5, health_check_interval=30
+            url, socket_timeout=socket_timeout, socket_connect_timeout=5, health_check_interval=30, **extra
         )
         self.max_backoff = max_backoff
         self._epoch_xadd = self.redis.register_script(_EPOCH_XADD)

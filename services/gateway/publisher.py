@@ -12,8 +12,11 @@ log = logging.getLogger("jarvis.gateway.publisher")
 
 
 class Publisher:
-    def __init__(self, bus: Bus, max_batch: int = 512) -> None:
+    def __init__(self, bus: Bus, max_batch: int = 512, busy_above: int = 16, pace_ms: float = 2.0) -> None:
         self.bus = bus
+        self.busy_above = busy_above  # pending senders past which flushes are paced
+        self.pace_s = pace_ms / 1000
+        self.senders = 0  # connections feeding this publisher (set by the gateway)
         self.max_batch = max_batch
         self._items: list[tuple[str, Any, int | None]] = []
         self._wake = asyncio.Event()

@@ -133,6 +133,7 @@ class Gateway:
     async def handler(self, ws: ServerConnection) -> None:
         conn = Conn(ws)
         CONNECTIONS.inc()
+        self.publisher.senders += 1
         writer = asyncio.create_task(self._write(conn))
         try:
             async for frame in ws:
@@ -152,6 +153,7 @@ class Gateway:
             pass
         finally:
             CONNECTIONS.dec()
+            self.publisher.senders -= 1
             writer.cancel()
             if conn.sid and self.conns.get(conn.sid) is conn:
                 del self.conns[conn.sid]

@@ -48,6 +48,10 @@ from shared.sessions import Session
 
 log = logging.getLogger("jarvis.orchestrator")
 
+SWEEP_S = 0.01  # session timers run at most this often (and at their deadlines)
+BATCH_ABOVE = 16  # sessions: past this many, reads are paced to batch work
+BATCH_MS = 4
+
 _RENEW = """
 local lost = {}
 for i, k in ipairs(KEYS) do
@@ -248,6 +252,7 @@ class Orchestrator:
     async def _input(self) -> None:
         wake_id: bytes | str = "$"
         next_deadline: float | None = None
+        last_sweep = 0.0
         while True:
             streams: dict[str, bytes | str] = {self.wake: wake_id}
             for sid, runner in self.runners.items():
@@ -255,6 +260,7 @@ class Orchestrator:
             block = self.settings.block_ms
             if next_deadline is not None:
                 block = max(5, min(block, int((next_deadline - time.time()) * 1000)))
+            read_at = time.monotonic()
             entries = await self.bus.read(streams, block_ms=block, count=256)
             for stream, eid, msg in entries:
                 if stream == self.wake:
@@ -268,19 +274,33 @@ class Orchestrator:
                     continue
                 try:
                     await runner.handle(msg)
-                except Exception:
+                except Exception:  # noqa: BLE001 - a bad entry never stops the session loop
                     log.exception("failed handling %s", type(msg).__name__, extra={"session": runner.sid})
             self._run_vad()
             now = time.time()
-            next_deadline = None
-            for runner in list(self.runners.values()):
-                d = runner.tick(now)
-                if d is not None:
-                    next_deadline = d if next_deadline is None else min(next_deadline, d)
-                if runner.detached_at and now - runner.detached_at > self.turn_settings.idle_timeout_s:
-                    self.spawn(self.end_session(runner, quiet=True))
-            self._run_vad()  # windows a silent-stream timer produced
+            if now - last_sweep >= SWEEP_S or (next_deadline is not None and now >= next_deadline):
+                last_sweep = now
+                next_deadline = self._sweep(now)
+                self._run_vad()  # windows a silent-stream timer produced
             await self.flush()
+            if len(self.runners) > BATCH_ABOVE:
+                # many sessions: read at most every BATCH_MS, so each read, VAD call and flush
+                # carries many sessions' frames (per-round-trip costs dominate otherwise)
+                pause = BATCH_MS / 1000 - (time.monotonic() - read_at)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+
+    def _sweep(self, now: float) -> float | None:
+        """Every session's timers; returns the earliest next deadline."""
+        deadline: float | None = None
+        for runner in list(self.runners.values()):
+            d = runner.tick(now)
+            if d is not None:
+                deadline = d if deadline is None else min(deadline, d)
+            if runner.detached_at and now - runner.detached_at > self.turn_settings.idle_timeout_s:
+                runner.detached_at = None  # once
+                self.spawn(self.end_session(runner, quiet=True))
+        return deadline
 
     def _run_vad(self) -> None:
         """One model call per round for every session with a window ready."""

@@ -279,8 +279,8 @@ class SessionRunner:
                 self.error(p.ErrorCode.INVALID, f"'turn' needs the manual trigger; this session uses {self.trigger.value}")
         elif kind == "config":
             await self.on_config(body)
-        elif kind == "stop":
-            await self.orch.end_session(self)
+        elif kind == "stop":  # off the input loop: other sessions don't wait for the save
+            self.orch.spawn(self.orch.end_session(self))
         elif kind == "detach":
             self.detached_at = time.time()
         elif kind == "start":  # relayed by another orchestrator
