@@ -26,14 +26,22 @@ class ResourceBridge:
         self.models = models  # pipeline role (stt, llm, vlm, tts) -> registry model id
         self._alive: tuple[bool, float] = (False, 0.0)
 
-    async def available(self) -> bool:
-        """Is a resource service running? Cached for a second: this sits on every turn's path."""
-        alive, checked = self._alive
-        now = time.monotonic()
-        if now - checked > 1.0:
-            alive = await self.client.available()
-            self._alive = (alive, now)
+    async def refresh(self) -> bool:
+        alive = await self.client.available()
+        self._alive = (alive, time.monotonic())
         return alive
+
+    async def available(self) -> bool:
+        """Is a resource service running? Cached (the lease loop refreshes it every second)."""
+        alive, checked = self._alive
+        if time.monotonic() - checked > 3.0:
+            alive = await self.refresh()
+        return alive
+
+    def known_absent(self) -> bool:
+        """True when a fresh check found no resource service: nothing to wait for."""
+        alive, checked = self._alive
+        return not alive and time.monotonic() - checked <= 3.0
 
     def model_ids(self, roles: tuple[str, ...]) -> list[str]:
         return [self.models[r] for r in roles if self.models.get(r)]

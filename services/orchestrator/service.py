@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+from prometheus_client import Histogram
 from redis.exceptions import ResponseError
 
 from services.orchestrator.config import TurnSettings
@@ -47,6 +48,13 @@ from shared.messages import (
 from shared.sessions import Session
 
 log = logging.getLogger("jarvis.orchestrator")
+
+FRAME_LAG = Histogram(
+    "jarvis_orchestrator_frame_lag_seconds",
+    "Audio frame received by the gateway -> its VAD window scored",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+)
+OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches back this far)
 
 SWEEP_S = 0.01  # session timers run at most this often (and at their deadlines)
 BATCH_ABOVE = 16  # sessions: past this many, reads are paced to batch work
@@ -316,7 +324,9 @@ class Orchestrator:
                 (later if id(item[0]) in seen else now_round).append(item)
                 seen.add(id(item[0]))
             probs = self.vad.process([r.vad_stream for r, _, _ in now_round], np.stack([w for _, w, _ in now_round]))
+            now = time.time()
             for (runner, _, ts), prob in zip(now_round, probs):
+                FRAME_LAG.observe(max(0.0, now - ts))
                 if runner.sid in self.runners:
                     runner.on_vad(float(prob), ts)
             batch = later
@@ -337,6 +347,8 @@ class Orchestrator:
 
     async def _renew_and_adopt(self, refresh_ttl: bool) -> None:
         r = self.bus.redis
+        if self.resource is not None:
+            await self.resource.refresh()  # so turns can tell at once whether there is one
         sids = list(self.runners)
         if sids:
             lost = await self.bus.retry(
@@ -347,9 +359,15 @@ class Orchestrator:
                 log.warning("lost the lease; another orchestrator owns the session now", extra={"session": sid})
                 self.runners.pop(sid, None)
             ttl = self.settings.session_ttl_s
+            out_min = f"{int((time.time() - OUT_KEEP_S) * 1000)}-0"
             async with r.pipeline(transaction=False) as pipe:
                 for sid, runner in self.runners.items():
                     pipe.set(cursor_key(sid), runner.safe_cursor, ex=ttl)
+                    # keep Redis memory per session bounded: input before the replay point and
+                    # events older than a resume can reach are no longer needed
+                    if runner.safe_cursor not in ("0-0", b"0-0"):
+                        pipe.xtrim(in_stream(sid), minid=runner.safe_cursor, approximate=True)
+                    pipe.xtrim(out_stream(sid), minid=out_min, approximate=True)
                     if refresh_ttl:
                         for key in (in_stream(sid), out_stream(sid), epoch_key(sid)):
                             pipe.expire(key, ttl)

@@ -334,7 +334,12 @@ class SessionRunner:
     def start_audio_turn(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
         turn = self._new_turn(t_eos, decided_ts, speak=self.pipeline.speak)
         self.partial_out = False
-        self.orch.spawn(self._dispatch_stt(turn, pcm))
+        if self.orch.resource is None or self.orch.resource.known_absent():
+            # nothing to load: the STT job leaves with this tick's flush
+            turn.prepared = True
+            self.job("stt", SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time()))
+        else:
+            self.orch.spawn(self._dispatch_stt(turn, pcm))
 
     async def _dispatch_stt(self, turn: Turn, pcm: bytes) -> None:
         await self.orch.prepare(self, self.pipeline.models, priority="turn")
