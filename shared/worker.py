@@ -5,6 +5,7 @@ write results only while the epoch still holds, ack, and reclaim jobs a dead wor
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import logging
@@ -32,7 +33,7 @@ class Cancelled(Exception):
     """The session's epoch moved on: stop working on this job."""
 
 
-class Worker:
+class Worker(abc.ABC):
     kind = "worker"
 
     def __init__(self, settings: Settings, bus: Bus, model: Model, concurrency: int = 2, kind: str | None = None) -> None:
@@ -49,8 +50,9 @@ class Worker:
 
     # ---- what subclasses implement --------------------------------------------------
 
+    @abc.abstractmethod
     async def process(self, job: Any) -> None:
-        raise NotImplementedError
+        """Run one job: call the model and send its results (`send`, `to_session`, `to_client`)."""
 
     # ---- helpers for subclasses -----------------------------------------------------
 

@@ -13,7 +13,8 @@ class TurnSettings(BaseSettings):
     threshold: float = 0.5  # Silero speech probability
     neg_threshold: float = 0.35
     min_speech_ms: float = 250  # shorter sounds never start a turn
-    end_silence_ms: float = 300  # silence that ends a turn
+    # silence that ends a turn: 9 Silero windows of 32 ms (a round 300 would wait for a 10th, 320 ms)
+    end_silence_ms: float = 288
     max_turn_ms: float = 30000
     barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
     partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off
