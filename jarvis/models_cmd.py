@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from typing import Any
@@ -153,45 +154,53 @@ def _print_registry() -> None:
     _print_table(rows, ["MODEL", "RUNTIME", "FOOTPRINT", "SOURCE", "GROUP", ""])
 
 
-async def load(args: argparse.Namespace) -> int:
-    from services.resource.client import ResourceClient, ResourceError
+@contextlib.asynccontextmanager
+async def _service(args: argparse.Namespace):
+    """A client of the running resource service, or None (after saying why)."""
+    from services.resource.client import ResourceClient
 
     bus = await _bus(args)
     if bus is None:
-        return EXIT_NO_SERVICE
+        yield None
+        return
     try:
         client = ResourceClient(bus)
         if not await client.available():
             print("resource service: not running", file=sys.stderr)
-            return EXIT_NO_SERVICE
-        async for p in client.load(args.model):
-            eta = f"  eta {p.eta_s:.0f}s" if p.state not in ("ready", "failed") else ""
-            print(f"{p.model}: {p.state:<9} {p.progress * 100:3.0f}%{eta}  {p.message}".rstrip())
-        print(f"{args.model}: resident")
-        return 0
-    except ResourceError as exc:
-        print(f"{args.model}: {exc}", file=sys.stderr)
-        return 1
+            yield None
+        else:
+            yield client
     finally:
         await bus.close()
+
+
+async def load(args: argparse.Namespace) -> int:
+    from services.resource.client import ResourceError
+
+    async with _service(args) as client:
+        if client is None:
+            return EXIT_NO_SERVICE
+        try:
+            async for p in client.load(args.model):
+                eta = f"  eta {p.eta_s:.0f}s" if p.state not in ("ready", "failed") else ""
+                print(f"{p.model}: {p.state:<9} {p.progress * 100:3.0f}%{eta}  {p.message}".rstrip())
+            print(f"{args.model}: resident")
+            return 0
+        except ResourceError as exc:
+            print(f"{args.model}: {exc}", file=sys.stderr)
+            return 1
 
 
 async def unload(args: argparse.Namespace) -> int:
-    from services.resource.client import ResourceClient, ResourceError
+    from services.resource.client import ResourceError
 
-    bus = await _bus(args)
-    if bus is None:
-        return EXIT_NO_SERVICE
-    try:
-        client = ResourceClient(bus)
-        if not await client.available():
-            print("resource service: not running", file=sys.stderr)
+    async with _service(args) as client:
+        if client is None:
             return EXIT_NO_SERVICE
-        done = await client.unload(args.model, force=args.force)
-        print(f"{args.model}: {'unloaded' if done.evicted else done.error or 'not resident'}")
-        return 0
-    except ResourceError as exc:
-        print(f"{args.model}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        await bus.close()
+        try:
+            done = await client.unload(args.model, force=args.force)
+            print(f"{args.model}: {'unloaded' if done.evicted else done.error or 'not resident'}")
+            return 0
+        except ResourceError as exc:
+            print(f"{args.model}: {exc}", file=sys.stderr)
+            return 1
