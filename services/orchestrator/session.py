@@ -489,6 +489,8 @@ class SessionRunner:
                 )
             )
             self.orch.spawn(self.orch.save(self))
+        if not self.detector.in_speech and not self.ctx.recording:
+            self.safe_cursor = self.cursor  # this turn is in history: a new owner must not replay it
         self.turn = None
         self.orch.spawn(self.orch.release(self))
         if turn.first_audio_ts and turn.playback_end() > time.time():

@@ -47,8 +47,10 @@ async def test_next_turn_is_served_by_the_survivor(tmp_path):
         assert new_owner != owner
         # the survivor saw the history: the transcript events of both turns are there, and the
         # saved session holds both turns in order
+        await asyncio.sleep(1.0)  # a wrongly replayed first turn would show up as a third transcript
         finals = [e["text"] for e in c.of("transcript", final=True)]
-        assert len(finals) == 2
+        assert len(finals) == 2, finals
+        assert finals[0] != finals[1]  # the second is the new question, not the first replayed
         path = stack.workdir / "sessions" / f"{sid}.json"
         for _ in range(50):  # saved just after the turn's metrics
             saved = json.loads(path.read_text())
