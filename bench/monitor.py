@@ -127,15 +127,20 @@ def stack_pids(stack, include_self: bool = True) -> dict[str, int]:
     return pids
 
 
+def _threads(pid: int) -> list[int]:
+    """Every thread id of a process (the scheduler's settings are per thread on Linux)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
 def renice(pids: dict[str, int], value: int) -> list[str]:
     """Set the nice value of every thread of these processes (Linux keeps it per thread).
     Returns the names it could not change (a negative value needs root)."""
     failed = []
     for name, pid in pids.items():
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            tids = [pid]
+        tids = _threads(pid)
         try:
             for tid in tids:
                 os.setpriority(os.PRIO_PROCESS, tid, value)
@@ -150,10 +155,7 @@ def set_realtime(pids: dict[str, int], priority: int | None) -> list[str]:
     names it could not change. The kernel's RT throttling still leaves 5% to other work."""
     failed = []
     for name, pid in pids.items():
-        try:
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        except OSError:
-            tids = [pid]
+        tids = _threads(pid)
         try:
             for tid in tids:
                 if priority is None:

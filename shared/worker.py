@@ -56,23 +56,21 @@ class Worker(abc.ABC):
 
     # ---- helpers for subclasses -----------------------------------------------------
 
-    async def to_session(self, job: Any, msg: Any) -> None:
-        """A result for the orchestrator that owns the session (epoch-gated)."""
-        if await self.bus.add_if_epoch(epoch_key(job.sid), job.epoch, in_stream(job.sid), msg, self.settings.in_maxlen) is None:
-            raise Cancelled
-        # a stale job stops here; the orchestrator already moved on
-
     async def send(self, job: Any, to_client: list[Any] = (), to_session: list[Any] = ()) -> None:
-        """Results for the client and the orchestrator in one atomic, epoch-gated round trip."""
+        """Results for the client and the orchestrator in one atomic, epoch-gated round trip;
+        raises Cancelled when the session's epoch moved on (the orchestrator no longer wants them)."""
         items = [(out_stream(job.sid), m, self.settings.out_maxlen) for m in to_client]
         items += [(in_stream(job.sid), m, self.settings.in_maxlen) for m in to_session]
         if await self.bus.add_many_if_epoch(epoch_key(job.sid), job.epoch, items) is None:
             raise Cancelled
 
+    async def to_session(self, job: Any, msg: Any) -> None:
+        """A result for the orchestrator that owns the session."""
+        await self.send(job, to_session=[msg])
+
     async def to_client(self, job: Any, msg: Any) -> None:
-        """An event or audio for the client (epoch-gated)."""
-        if await self.bus.add_if_epoch(epoch_key(job.sid), job.epoch, out_stream(job.sid), msg, self.settings.out_maxlen) is None:
-            raise Cancelled
+        """An event or audio for the client."""
+        await self.send(job, to_client=[msg])
 
     # ---- the loop -----------------------------------------------------------------------
 

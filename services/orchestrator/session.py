@@ -154,11 +154,12 @@ class SessionRunner:
     # ---- input ----------------------------------------------------------------------
 
     async def handle(self, msg: Any) -> None:
+        if isinstance(msg, Audio):  # the per-frame path first
+            self.on_audio(msg)
+            return
         if self.turn is not None and isinstance(msg, (SttResult, LlmToken, LlmDone, TtsProgress, ContextSet)):
             self.turn.progress_ts = time.time()
-        if isinstance(msg, Audio):
-            self.on_audio(msg)
-        elif isinstance(msg, Command):
+        if isinstance(msg, Command):
             await self.on_command(msg)
         elif isinstance(msg, Image):
             self.ctx.image, self.ctx.image_mime = msg.data, msg.mime
