@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="b: fraction of late (>100 ms) frames a step may have and still pass (default 0)",
     )
+    ap.add_argument(
+        "--orchestrators",
+        type=int,
+        default=None,
+        help="orchestrator processes per stack (default: as `jarvis up`, one per core up to 4)",
+    )
     ap.add_argument("--keep-going", action="store_true", help="b: run every step even after one falls behind")
     ap.add_argument(
         "--refine",
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench import report
     from bench.audio import DEFAULT_QUESTION, load_clip
     from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
+    from jarvis.launcher import default_orchestrators
     from services.orchestrator.config import TurnSettings
     from services.orchestrator.vad import SileroVad
 
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         realtime=args.realtime,
         realtime_scenarios=args.realtime_scenarios,
         c_profile=args.c_profile,
+        orchestrators=args.orchestrators or default_orchestrators(),
         keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
     )
     endpoint = ts.endpoint()
@@ -154,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             "realtime": args.realtime,
             "realtime_scenarios": args.realtime_scenarios,
             "c_profile": args.c_profile,
+            "orchestrators": opts.orchestrators,
         },
         "targets": report.TARGETS,
         "pipecat_1_14": report.PIPECAT,
@@ -163,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}, "
         f"{m['busy_cores_before_start']} cores busy before start; "
-        f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; scenarios {','.join(wanted)}",
+        f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; "
+        f"{opts.orchestrators} orchestrator(s); scenarios {','.join(wanted)}",
         flush=True,
     )
     if (m.get("busy_cores_before_start") or 0) > 0.3:

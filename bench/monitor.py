@@ -2,11 +2,13 @@
 
 `ProcMonitor` samples each process's CPU seconds (user + system) and RSS at `mark()`s and
 in a background thread (for peak RSS); CPU share = CPU seconds delta / wall seconds.
+Replicas of one service (`orchestrator-1`, `orchestrator-2`, ...) are summed under its name.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -15,6 +17,11 @@ from dataclasses import dataclass, field
 import psutil
 
 from bench.stats import cpu_share
+
+
+def role(name: str) -> str:
+    """The service a process is a replica of: `orchestrator-2` -> `orchestrator`."""
+    return re.sub(r"-\d+$", "", name)
 
 
 @dataclass
@@ -50,11 +57,14 @@ class ProcMonitor:
             try:
                 with proc.oneshot():
                     t = proc.cpu_times()
-                    cpu[name] = t.user + t.system
-                    rss[name] = proc.memory_info().rss
+                    used, mem = t.user + t.system, proc.memory_info().rss
             except psutil.Error:
                 continue
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss[name])
+            key = role(name)
+            cpu[key] = cpu.get(key, 0.0) + used
+            rss[key] = rss.get(key, 0) + mem
+        for key, mem in rss.items():
+            self.peak_rss[key] = max(self.peak_rss.get(key, 0), mem)
         return cpu, rss
 
     def _other_load(self, cpu: dict[str, float]) -> None:
@@ -208,7 +218,13 @@ def scrape(url: str, timeout: float = 2.0) -> dict[tuple[str, tuple], float]:
 
 
 def scrape_all(endpoints: dict[str, str]) -> dict[str, dict]:
-    return {name: scrape(url) for name, url in endpoints.items()}
+    """Every endpoint's samples; a service's replicas are summed under its name."""
+    out: dict[str, dict] = {}
+    for name, url in endpoints.items():
+        merged = out.setdefault(role(name), {})
+        for key, value in scrape(url).items():
+            merged[key] = merged.get(key, 0.0) + value
+    return out
 
 
 def histogram_delta(before: dict, after: dict, name: str, **labels: str) -> list[tuple[float, float]]:

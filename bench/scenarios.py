@@ -31,7 +31,7 @@ from bench.stats import count_over, histogram_over, per_session_mib, summarize
 LATE_S = 0.100  # a frame handled more than this after it was sent is "late"
 FRAME_LAG_METRIC = "jarvis_orchestrator_frame_lag_seconds"  # proposed; used when a build exposes it
 SERVICES_STATE = ("gateway", "orchestrator")  # the processes whose memory grows per session
-HOPS_MAX_N = 1  # the hop-by-hop breakdown (from Redis stream ids) is read for single-session runs
+HOPS_SAMPLE = 8  # sessions whose hop-by-hop breakdown (from Redis stream ids) is read back
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Options:
     # where --realtime applies: not b or c unless asked (their load would starve everything else)
     realtime_scenarios: str = "ad"
     c_profile: str = "cpu"  # the real-model profile scenario c runs: cpu, or gpu on a GPU host
+    orchestrators: int = 1  # orchestrator processes per stack (`jarvis up` starts one per core)
 
 
 def run_async(coro):
@@ -112,10 +113,10 @@ def run_load(
     rng = random.Random(opts.seed * 1000 + n)
     plans = loadgen.make_plans(n, turns, clip, opts.gap_s, rng, phase=phase)
     wd = _Workdir(opts, label)
-    stack = Stack(profile=profile, port=free_port(), workdir=wd.path, env=_stack_env(opts))
+    stack = Stack(profile=profile, port=free_port(), workdir=wd.path, env=_stack_env(opts), orchestrators=opts.orchestrators)
     result: dict = {"profile": profile, "sessions": n, "turns": turns, "wait_reply": wait_reply}
     clients: list[loadgen.LoadClient] = []
-    hops_raw: list[dict] = []
+    hops_raw: list[tuple[int, dict]] = []
     monitor: ProcMonitor | None = None
     try:
         t = time.monotonic()
@@ -147,10 +148,11 @@ def run_load(
                 )
                 m2 = monitor.mark()
                 s1 = scrape_all(stack.metrics)
-                if n <= HOPS_MAX_N and clients[0].sid:
-                    from bench.hops import collect
+                from bench.hops import collect
 
-                    hops_raw.append(await asyncio.to_thread(collect, stack.redis_url, clients[0].sid))
+                for c in clients[:HOPS_SAMPLE]:
+                    if c.sid:
+                        hops_raw.append((c.idx, await asyncio.to_thread(collect, stack.redis_url, c.sid)))
             finally:
                 await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
             return m1, m2, s1, w0, w1
@@ -194,7 +196,7 @@ def run_load(
         by_turn[str(k + 1)] = {"framework_ms": summarize(ks), "overhead_ms": summarize(ko)}
     result["by_turn"] = by_turn
     if hops_raw:
-        result["hops"] = _hops(hops_raw[0], clients[0], per_client[0])
+        result["hops"] = _hops([(raw, clients[i], per_client[i]) for i, raw in hops_raw])
     result["decision_lag_ms"] = summarize(lags)
     result["late_decision_frames"] = count_over(lags, LATE_S * 1000)
     result["decision_frames"] = len(lags)
@@ -245,14 +247,17 @@ def run_load(
     return result
 
 
-def _hops(raw: dict, client: loadgen.LoadClient, analysed: dict) -> dict:
-    """Cumulative ms from the decision frame to each hop, and each hop's own span."""
+def _hops(sampled: list[tuple[dict, loadgen.LoadClient, dict]]) -> dict:
+    """Cumulative ms from the decision frame to each hop, and each hop's own span, over the
+    turns of the sampled sessions."""
     from bench.hops import HOPS, breakdown
 
-    frames = [
-        (t["server_turn"], t["frame"], t["first_audio_t"]) for t in analysed["turns"] if not t["missed"]
-    ]
-    rows = breakdown(raw, client.sent, frames)
+    rows = []
+    for raw, client, analysed in sampled:
+        frames = [
+            (t["server_turn"], t["frame"], t["first_audio_t"]) for t in analysed["turns"] if not t["missed"]
+        ]
+        rows += breakdown(raw, client.sent, frames)
     cumulative, spans = {}, {}
     prev_key = None
     for key, what in HOPS:

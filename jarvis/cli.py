@@ -17,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--stub", action="store_true", help="stub models (plumbing, instant)")
     up.add_argument("--profile", choices=["stub", "cpu", "gpu"], default=os.environ.get("JARVIS_PROFILE", "cpu"))
     up.add_argument("--port", type=int, default=int(os.environ.get("JARVIS_PORT", "8765")))
-    up.add_argument("--orchestrators", type=int, default=1)
+    up.add_argument(
+        "--orchestrators",
+        type=int,
+        default=int(os.environ.get("JARVIS_ORCHESTRATORS", "0")) or None,
+        help="orchestrator processes (default: one per core, up to 4)",
+    )
 
     talk = sub.add_parser("talk", help="talk to a running Jarvis")
     talk.add_argument("--url", default=os.environ.get("JARVIS_URL", "ws://127.0.0.1:8765/ws"))

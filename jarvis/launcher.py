@@ -93,6 +93,12 @@ def _wait_http(url: str, timeout: float, proc: Proc) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout:.0f}s")
 
 
+def default_orchestrators() -> int:
+    """One orchestrator per core, up to four: each runs its own event loop and VAD batch, so
+    the turns of many sessions are decided in parallel instead of queueing behind one loop."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class Stack:
     def __init__(
         self,
@@ -240,12 +246,13 @@ class Stack:
             r.close()
         raise TimeoutError("workers did not become ready")
 
-    @staticmethod
-    def _group_ready(r) -> bool:
+    def _group_ready(self, r) -> bool:
+        """Every orchestrator has joined the `ctl` group (so sessions spread over all of them)."""
         import redis
 
+        want = self.orchestrators
         try:
-            return any(g["name"] == b"orchestrators" and g["consumers"] > 0 for g in r.xinfo_groups("ctl"))
+            return any(g["name"] == b"orchestrators" and g["consumers"] >= want for g in r.xinfo_groups("ctl"))
         except redis.ResponseError:
             return False
 
@@ -290,8 +297,8 @@ class Stack:
         self.stop()
 
 
-def up(profile: str, port: int, orchestrators: int) -> int:
-    stack = Stack(profile=profile, port=port, orchestrators=orchestrators)
+def up(profile: str, port: int, orchestrators: int | None = None) -> int:
+    stack = Stack(profile=profile, port=port, orchestrators=orchestrators or default_orchestrators())
 
     def on_signal(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt

@@ -12,8 +12,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
 
@@ -24,6 +24,7 @@ from shared.messages import JobFailed, epoch_key, in_stream, jobs_stream, out_st
 from shared.model import Model
 
 log = logging.getLogger("jarvis.worker")
+T = TypeVar("T")
 
 JOB_SECONDS = Histogram("jarvis_job_seconds", "Time to finish a job", ["kind"])
 JOBS = Counter("jarvis_jobs_total", "Jobs by outcome", ["kind", "outcome"])
@@ -71,6 +72,42 @@ class Worker(abc.ABC):
     async def to_client(self, job: Any, msg: Any) -> None:
         """An event or audio for the client."""
         await self.send(job, to_client=[msg])
+
+    @staticmethod
+    async def ready_batches(outputs: AsyncIterator[T]) -> AsyncIterator[list[T]]:
+        """A model's outputs, grouped: each list holds everything that arrived while the
+        caller was busy with the previous one (its Redis write). The first output comes
+        alone and at once; a fast model never waits on one round trip per output. Closing
+        this iterator (barge-in) closes the model's stream too."""
+        pending: list[T] = []
+        wake = asyncio.Event()
+        finished = False
+
+        async def produce() -> None:
+            nonlocal finished
+            try:
+                async for out in outputs:
+                    pending.append(out)
+                    wake.set()
+            finally:
+                await outputs.aclose()  # stops the generation upstream as well
+                finished = True
+                wake.set()
+
+        producer = asyncio.create_task(produce())
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                if pending:
+                    batch = pending[:]
+                    pending.clear()
+                    yield batch
+                if finished and not pending:
+                    break
+            producer.result()  # a model error surfaces here
+        finally:
+            producer.cancel()
 
     # ---- the loop -----------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ FRAMES_IN = Counter("jarvis_gateway_frames_in_total", "Frames from clients", ["k
 FRAMES_OUT = Counter("jarvis_gateway_frames_out_total", "Frames to clients", ["kind"])
 ERRORS = Counter("jarvis_gateway_errors_total", "Error events sent to clients", ["code"])
 CONNECTIONS = Gauge("jarvis_gateway_connections", "Open client connections")
+_IN_TEXT, _IN_BINARY = FRAMES_IN.labels("text"), FRAMES_IN.labels("binary")  # bound once: per-frame path
+_OUT_EVENT, _OUT_AUDIO = FRAMES_OUT.labels("event"), FRAMES_OUT.labels("audio")
 OUT_LAG = Histogram(
     "jarvis_gateway_out_lag_seconds", "Redis entry written -> handed to the socket",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
@@ -138,12 +140,12 @@ class Gateway:
         try:
             async for frame in ws:
                 try:
-                    if isinstance(frame, str):
-                        FRAMES_IN.labels("text").inc()
-                        await self._on_text(conn, frame)
-                    else:
-                        FRAMES_IN.labels("binary").inc()
+                    if type(frame) is bytes:
+                        _IN_BINARY.inc()
                         self._on_binary(conn, frame)
+                    else:
+                        _IN_TEXT.inc()
+                        await self._on_text(conn, frame)
                 except p.ProtocolError as exc:
                     self._error(conn, exc.code, exc.message)
                 except Exception:
@@ -243,7 +245,7 @@ class Gateway:
         if kind == p.AUDIO:
             if len(payload) % 2:
                 raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "audio must be whole PCM16 samples (even byte count)")
-            self.publisher.put(in_stream(conn.sid), Audio(bytes(payload), now), self.settings.in_maxlen)
+            self.publisher.put(in_stream(conn.sid), Audio(payload, now), self.settings.in_maxlen)
         elif kind == p.IMAGE:
             mime = next((m for magic, m in _IMAGE_MAGIC.items() if payload.startswith(magic)), None)
             if mime is None:
@@ -280,10 +282,10 @@ class Gateway:
                 conn.last_id = eid
                 if isinstance(msg, ClientEvent):
                     # the stream id is the event's resume cursor
-                    FRAMES_OUT.labels("event").inc()
+                    _OUT_EVENT.inc()
                     self._send(conn, '{"id":"' + eid.decode() + '",' + msg.json[1:])
                 elif isinstance(msg, AudioOut):
-                    FRAMES_OUT.labels("audio").inc()
+                    _OUT_AUDIO.inc()
                     self._send(conn, bytes((p.AUDIO,)) + msg.pcm)
 
 

@@ -36,7 +36,7 @@ class PipelineContext:
     audio: bytearray = field(default_factory=bytearray)  # PCM16 since `audio_start` (in samples)
     audio_start: int = 0
     samples_in: int = 0  # stream time, in samples received
-    pending: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float32))  # awaiting a full VAD window
+    pending: bytearray = field(default_factory=bytearray)  # PCM16 awaiting a full VAD window
     last_frame_ts: float = 0.0  # wall clock of the latest audio frame (gateway stamp)
     image: bytes | None = None
     image_mime: str = "image/jpeg"

@@ -32,6 +32,7 @@ from shared.bus import Bus
 from shared.config import Settings
 from shared.messages import (
     CTL,
+    Audio,
     ORCHESTRATORS,
     SESSIONS,
     ClientEvent,
@@ -213,7 +214,8 @@ class Orchestrator:
                 last_reclaim = time.monotonic()
                 entries = await self.bus.reclaim(CTL, ORCHESTRATORS, consumer, 5000, self.settings.max_deliveries)
             if not entries:
-                entries = await self.bus.consume(CTL, ORCHESTRATORS, consumer, block_ms=self.settings.block_ms, count=32)
+                # one start at a time: with several orchestrators, sessions spread over all of them
+                entries = await self.bus.consume(CTL, ORCHESTRATORS, consumer, block_ms=self.settings.block_ms, count=1)
             for eid, msg in entries:
                 try:
                     if isinstance(msg, SessionStart):
@@ -281,7 +283,10 @@ class Orchestrator:
                 if msg is None:
                     continue
                 try:
-                    await runner.handle(msg)
+                    if type(msg) is Audio:  # the per-frame path: no coroutine
+                        runner.on_audio(msg)
+                    else:
+                        await runner.handle(msg)
                 except Exception:  # noqa: BLE001 - a bad entry never stops the session loop
                     log.exception("failed handling %s", type(msg).__name__, extra={"session": runner.sid})
             self._run_vad()

@@ -63,6 +63,7 @@ def observe(metrics: dict) -> None:
 
 PRE_ROLL_MS = 200  # audio kept before detected speech start
 POST_ROLL_MS = 100
+WINDOW_BYTES = WINDOW * 2  # one VAD window of PCM16
 
 
 class SessionRunner:
@@ -187,12 +188,15 @@ class SessionRunner:
         ctx.append(msg.pcm, msg.ts)
         server_vad = self.trigger in (p.Trigger.VAD, p.Trigger.CONTINUOUS) and not self.client_vad
         if server_vad and self.vad_stream is not None:
-            samples = np.frombuffer(msg.pcm, dtype="<i2").astype(np.float32) * (1 / 32768)
-            pending = np.concatenate((ctx.pending, samples)) if ctx.pending.size else samples
-            n = len(pending) // WINDOW
-            for i in range(n):
-                self.orch.vad_batch.append((self, pending[i * WINDOW : (i + 1) * WINDOW], msg.ts))
-            ctx.pending = pending[n * WINDOW :].copy() if n else pending
+            pending = ctx.pending
+            pending += msg.pcm
+            n = len(pending) // WINDOW_BYTES
+            if n:  # whole windows go to the orchestrator's next batched VAD call, as PCM16
+                windows = np.frombuffer(bytes(pending[: n * WINDOW_BYTES]), dtype="<i2").reshape(n, WINDOW)
+                del pending[: n * WINDOW_BYTES]
+                batch = self.orch.vad_batch
+                for w in windows:
+                    batch.append((self, w, msg.ts))
             if not self.detector.in_speech and not ctx.recording:
                 self._trim_idle()
         elif not ctx.recording:

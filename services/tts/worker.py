@@ -4,6 +4,7 @@ client's `out:{sid}`, telling the orchestrator when the first chunk left and whe
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 
 from shared import protocol as p
 from shared.messages import AudioOut, ClientEvent, TtsJob, TtsProgress
@@ -15,20 +16,22 @@ class TtsWorker(Worker):
     kind = "tts"
 
     async def process(self, job: TtsJob) -> None:
+        """Chunks that arrive while a write is in flight go out together in the next one; the
+        first write also carries `audio_start` (once per turn) and the progress note."""
         started = time.perf_counter()
         samples, rate, first_ts = 0, 0, 0.0
-        async for chunk in self.model.infer(TtsRequest(job.text, job.voice)):
-            if not chunk.pcm:
-                continue
-            samples += len(chunk.pcm) // 2
-            audio = AudioOut(job.turn, job.epoch, chunk.pcm)
-            if first_ts:
-                await self.to_client(job, audio)
-                continue
-            # the first chunk: audio_start (once per turn), the audio and the progress note in one write
-            rate, first_ts = chunk.sample_rate, time.time()
-            start = [ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate)))] if job.seq == 0 else []
-            progress = TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts)
-            await self.send(job, to_client=[*start, audio], to_session=[progress])
+        async with aclosing(self.ready_batches(self.model.infer(TtsRequest(job.text, job.voice)))) as batches:
+            async for chunks in batches:
+                audio = [AudioOut(job.turn, job.epoch, c.pcm) for c in chunks if c.pcm]
+                if not audio:
+                    continue
+                samples += sum(len(a.pcm) for a in audio) // 2
+                if first_ts:
+                    await self.send(job, to_client=audio)
+                    continue
+                rate, first_ts = chunks[0].sample_rate, time.time()
+                start = [ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate)))] if job.seq == 0 else []
+                progress = TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts)
+                await self.send(job, to_client=[*start, *audio], to_session=[progress])
         elapsed = (time.perf_counter() - started) * 1000
         await self.to_session(job, TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, True, elapsed, time.time()))
