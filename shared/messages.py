@@ -6,6 +6,7 @@ Stream names are built here too, so no service spells a key by hand.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,9 @@ class SttJob:
     sample_rate: int
     partial: bool
     ts: float
+    # the LLM job to start with a non-empty final transcript, saving the orchestrator a hop:
+    # {"kind": "llm"|"vlm", "messages": history, "context": {...}, "parts": [extra content parts]}
+    then: dict[str, Any] | None = None
 
 
 @message("job.llm")
@@ -118,6 +122,21 @@ class LlmJob:
     messages: list[dict[str, Any]]
     context: dict[str, Any]
     ts: float
+
+
+def llm_job(sid: str, turn: int, epoch: int, plan: dict[str, Any], text: str) -> tuple[str, LlmJob]:
+    """The LLM job for the user's words `text` and a plan (see `SttJob.then`), and its stream."""
+    parts = plan.get("parts") or []
+    content: Any = [{"type": "text", "text": text}, *parts] if parts else text
+    messages = [*plan["messages"], {"role": "user", "content": content}]
+    return jobs_stream(plan["kind"]), LlmJob(sid, turn, epoch, messages, plan["context"], time.time())
+
+
+def followup(job: SttJob, text: str) -> tuple[str, LlmJob] | None:
+    """The LLM job an STT job asked to be started with its transcript (`then`), or None."""
+    if not job.then or not text:
+        return None
+    return llm_job(job.sid, job.turn, job.epoch, job.then, text)
 
 
 @message("job.tts")

@@ -57,11 +57,15 @@ class Worker(abc.ABC):
 
     # ---- helpers for subclasses -----------------------------------------------------
 
-    async def send(self, job: Any, to_client: list[Any] = (), to_session: list[Any] = ()) -> None:
-        """Results for the client and the orchestrator in one atomic, epoch-gated round trip;
-        raises Cancelled when the session's epoch moved on (the orchestrator no longer wants them)."""
+    async def send(
+        self, job: Any, to_client: list[Any] = (), to_session: list[Any] = (), jobs: list[tuple[str, Any]] = ()
+    ) -> None:
+        """Results for the client and the orchestrator (and follow-up jobs for other workers)
+        in one atomic, epoch-gated round trip; raises Cancelled when the session's epoch moved
+        on (the orchestrator no longer wants them)."""
         items = [(out_stream(job.sid), m, self.settings.out_maxlen) for m in to_client]
         items += [(in_stream(job.sid), m, self.settings.in_maxlen) for m in to_session]
+        items += [(stream, m, self.settings.jobs_maxlen) for stream, m in jobs]
         if await self.bus.add_many_if_epoch(epoch_key(job.sid), job.epoch, items) is None:
             raise Cancelled
 

@@ -90,6 +90,7 @@ class Orchestrator:
         self.tasks: set[asyncio.Task] = set()
         self._flush_lock = asyncio.Lock()
         self._workers: dict[str, tuple[bool, float]] = {}
+        self._refreshing: set[str] = set()
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
 
@@ -139,6 +140,22 @@ class Orchestrator:
             ok = False
         self._workers[kind] = (ok, now)
         return ok
+
+    def workers_known(self, kind: str) -> bool:
+        """Whether a worker served `jobs:{kind}` when last asked, without a round trip (a
+        stale answer is refreshed in the background; never asked: False)."""
+        cached = self._workers.get(kind)
+        if (cached is None or time.monotonic() - cached[1] >= 5) and kind not in self._refreshing:
+            self._refreshing.add(kind)
+
+            async def refresh() -> None:
+                try:
+                    await self.has_workers(kind)
+                finally:
+                    self._refreshing.discard(kind)
+
+            self.spawn(refresh())
+        return bool(cached and cached[0])
 
     async def bump_epoch(self, runner: SessionRunner, event: p._Event) -> int:
         """Atomically start a new epoch and tell the client: no stale audio lands after it."""

@@ -36,6 +36,7 @@ from shared.messages import (
     TtsJob,
     TtsProgress,
     jobs_stream,
+    llm_job,
     out_stream,
 )
 from shared.sessions import Session, TurnRecord
@@ -342,7 +343,7 @@ class SessionRunner:
         if self.orch.resource is None or self.orch.resource.known_absent():
             # nothing to load: the STT job leaves with this tick's flush
             turn.prepared = True
-            self.job("stt", SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time()))
+            self.job("stt", self._stt_job(turn, pcm))
         else:
             self.orch.spawn(self._dispatch_stt(turn, pcm))
 
@@ -350,8 +351,34 @@ class SessionRunner:
         await self.orch.prepare(self, self.pipeline.models, priority="turn")
         turn.prepared = True
         if self.turn is turn:
-            self.orch.put(jobs_stream("stt"), SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time()))
+            self.orch.put(jobs_stream("stt"), self._stt_job(turn, pcm))
             await self.orch.flush()
+
+    def _stt_job(self, turn: Turn, pcm: bytes) -> SttJob:
+        """The turn's final STT job; where an LLM worker is known to run, it carries the LLM
+        job's plan so the transcript starts the reply without another orchestrator hop."""
+        plan = self._llm_plan(turn) if self.orch.workers_known(self._llm_kind) else None
+        turn.chained = plan is not None
+        return SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time(), plan)
+
+    @property
+    def _llm_kind(self) -> str:
+        return "vlm" if self.pipeline.vision else "llm"
+
+    def _llm_plan(self, turn: Turn) -> dict[str, Any]:
+        """Everything the turn's LLM job holds besides the user's words (see `SttJob.then`)."""
+        parts: list[dict[str, Any]] = []
+        if self.pipeline.vision and self.ctx.image:
+            from services.llm.images import image_part
+
+            turn.image = True
+            parts = [image_part(self.ctx.image, self.ctx.image_mime)]
+        return {
+            "kind": self._llm_kind,
+            "messages": self.session.messages(self.orch.settings.history_window),
+            "context": dict(self.session.context),
+            "parts": parts,
+        }
 
     def start_text_turn(self, text: str, ts: float, speak: bool) -> None:
         turn = self._new_turn(ts, ts, speak=speak)
@@ -382,7 +409,8 @@ class SessionRunner:
             return
         turn.user = text
         self.event(p.TranscriptEvent(turn=turn.n, text=text, final=True))
-        self.orch.spawn(self._dispatch_llm(turn))
+        if not turn.chained:  # else the STT worker started the LLM job with this transcript
+            self.orch.spawn(self._dispatch_llm(turn))
 
     async def _dispatch_llm(self, turn: Turn) -> None:
         if not turn.prepared:
@@ -390,21 +418,12 @@ class SessionRunner:
             turn.prepared = True
         if self.turn is not turn:
             return
-        messages: list[dict[str, Any]] = self.session.messages(self.orch.settings.history_window)
-        if self.pipeline.vision and self.ctx.image:
-            from services.llm.images import image_part
-
-            turn.image = True
-            content: Any = [{"type": "text", "text": turn.user}, image_part(self.ctx.image, self.ctx.image_mime)]
-        else:
-            content = turn.user
-        messages.append({"role": "user", "content": content})
-        kind = "vlm" if self.pipeline.vision else "llm"
+        kind = self._llm_kind
         if not await self.orch.has_workers(kind):
             what = "vision model (set JARVIS_VLM_BASE_URL)" if kind == "vlm" else "language model"
             self.on_failed(JobFailed(kind, turn.n, turn.epoch, f"no {what} worker is running", time.time()))
             return
-        self.orch.put(jobs_stream(kind), LlmJob(self.sid, turn.n, turn.epoch, messages, dict(self.session.context), time.time()))
+        self.orch.put(*llm_job(self.sid, turn.n, turn.epoch, self._llm_plan(turn), turn.user), self.orch.settings.jobs_maxlen)
         await self.orch.flush()
 
     def on_token(self, t: LlmToken) -> None:

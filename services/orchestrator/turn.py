@@ -46,6 +46,7 @@ class Turn:
     reply: str = ""
     llm_done: bool = False
     prepared: bool = False  # its models were made resident
+    chained: bool = False  # the STT job starts the LLM job itself (SttJob.then)
     splitter: SentenceSplitter = field(default_factory=SentenceSplitter)
     queue: deque[Sentence] = field(default_factory=deque)
     sentences: list[Sentence] = field(default_factory=list)

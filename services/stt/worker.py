@@ -1,10 +1,11 @@
-"""The STT worker: one transcript per job, partial or final."""
+"""The STT worker: one transcript per job, partial or final. A final job may name the LLM job
+to start with its transcript (`SttJob.then`): both are written in one epoch-gated round trip."""
 
 from __future__ import annotations
 
 import time
 
-from shared.messages import SttJob, SttResult
+from shared.messages import SttJob, SttResult, followup
 from shared.model import SttRequest
 from shared.worker import Worker
 
@@ -18,4 +19,6 @@ class SttWorker(Worker):
         async for t in self.model.infer(SttRequest(job.pcm, job.sample_rate, partial=job.partial)):
             text = (text + " " + t.text).strip() if text else t.text.strip()
         elapsed = (time.perf_counter() - started) * 1000
-        await self.to_session(job, SttResult(job.turn, job.epoch, text, not job.partial, elapsed, time.time()))
+        result = SttResult(job.turn, job.epoch, text, not job.partial, elapsed, time.time())
+        then = None if job.partial else followup(job, text)
+        await self.send(job, to_session=[result], jobs=[then] if then else [])

@@ -6,6 +6,10 @@ import json
 import urllib.request
 
 import pytest
+import redis
+
+from shared import codec
+from shared.messages import jobs_stream
 
 from tests.support.client import Client
 from tests.support.speech import concat, have_espeak, noise, silence, speak
@@ -65,7 +69,29 @@ async def test_three_utterances_give_three_turns(stack):
     assert len(finals) == 3, [e["text"] for e in finals]
     assert all(e["text"] for e in finals)
     assert len(c.of("metrics")) == 3
+    replies = [e["text"] for e in c.of("reply", final=True)]
+    assert replies == [f"You said: {e['text']}." for e in finals]
+    # once the orchestrator has seen an LLM worker, a turn's STT job carries its LLM job:
+    # the transcript starts the reply without another orchestrator hop, with the history
+    sid = c.of("ready")[0]["session_id"]
+    r = redis.Redis.from_url(stack.redis_url)
+    try:
+        stt = [m for m in _jobs(r, "stt") if m.sid == sid and not m.partial]
+        llm = [m for m in _jobs(r, "llm") if m.sid == sid]
+    finally:
+        r.close()
+    assert [j.turn for j in stt] == [1, 2, 3] and stt[0].then is None
+    assert all(j.then and j.then["kind"] == "llm" for j in stt[1:])
+    assert [j.turn for j in llm] == [1, 2, 3]
+    msgs = llm[2].messages  # the history (replies as far as they were heard) and the new words
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
+    assert [m["content"] for m in msgs[::2]] == [e["text"] for e in finals]
+    assert all(replies[i].startswith(msgs[2 * i + 1]["content"]) for i in range(2))
     await c.close()
+
+
+def _jobs(r, kind: str) -> list:
+    return [codec.from_entry(fields) for _, fields in r.xrange(jobs_stream(kind))]
 
 
 @pytest.mark.parametrize("clip", ["silence", "noise"])

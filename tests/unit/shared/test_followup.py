@@ -1,0 +1,38 @@
+"""An STT job that names its LLM job (`SttJob.then`) starts it with the transcript."""
+
+import msgpack
+
+from shared import codec
+from shared.messages import LlmJob, SttJob, followup, jobs_stream
+
+HISTORY = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+def _job(then):
+    return SttJob("s1", 2, 7, b"\0\0", 16000, False, 1.0, then)
+
+
+def test_the_transcript_becomes_the_last_user_message():
+    job = codec.decode(codec.encode(_job({"kind": "llm", "messages": HISTORY, "context": {"k": 1}, "parts": []})))
+    stream, llm = followup(job, "what time is it")
+    assert stream == jobs_stream("llm")
+    assert isinstance(llm, LlmJob) and (llm.sid, llm.turn, llm.epoch) == ("s1", 2, 7)
+    assert llm.messages == [*HISTORY, {"role": "user", "content": "what time is it"}]
+    assert llm.context == {"k": 1}
+
+
+def test_vision_parts_follow_the_words():
+    image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
+    stream, llm = followup(_job({"kind": "vlm", "messages": [], "context": {}, "parts": [image]}), "what is this")
+    assert stream == jobs_stream("vlm")
+    assert llm.messages == [{"role": "user", "content": [{"type": "text", "text": "what is this"}, image]}]
+
+
+def test_no_words_or_no_plan_starts_nothing():
+    assert followup(_job({"kind": "llm", "messages": [], "context": {}, "parts": []}), "") is None
+    assert followup(_job(None), "hello") is None
+
+
+def test_jobs_written_before_the_field_existed_still_decode():
+    fields = msgpack.unpackb(codec.encode(_job(None)))[:-1]  # the seven-field form, no `then`
+    assert codec.decode(msgpack.packb(fields, use_bin_type=True)).then is None
