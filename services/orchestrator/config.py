@@ -11,7 +11,10 @@ class TurnSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", extra="ignore")
 
     threshold: float = 0.5  # Silero speech probability
-    neg_threshold: float = 0.35
+    # once speaking, a window below this is silence: the threshold itself, as in Pipecat (its 0.7);
+    # lower values add hysteresis, and the ~1-2 windows Silero takes to decay after the last
+    # word then count as speech (about +30 ms to every end of turn)
+    neg_threshold: float = 0.5
     min_speech_ms: float = 250  # shorter sounds never start a turn
     # silence that ends a turn: 9 Silero windows of 32 ms (a round 300 would wait for a 10th, 320 ms)
     end_silence_ms: float = 288
