@@ -44,12 +44,8 @@ class _Session:
     def on_frame(self, pcm: bytes, ts: float, ready: list) -> None:
         ctx = self.ctx
         ctx.append(pcm, ts)
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) * (1 / 32768)
-        pending = np.concatenate((ctx.pending, samples)) if ctx.pending.size else samples
-        n = len(pending) // WINDOW
-        for i in range(n):
-            ready.append((self, pending[i * WINDOW : (i + 1) * WINDOW]))
-        ctx.pending = pending[n * WINDOW :].copy() if n else pending
+        for w in ctx.vad_windows(pcm, WINDOW):
+            ready.append((self, w))
         if not self.detector.in_speech:
             keep = ctx.ms_to_sample(PRE_ROLL_MS + self.detector.config.min_speech_ms + 600)
             if ctx.samples_in - ctx.audio_start > 3 * keep:

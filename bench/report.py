@@ -211,6 +211,28 @@ def render_b(b: dict) -> str:
             if b.get("cpu_projection")
             else ""
         )
+        + _b_hops(b)
+    )
+
+
+def _b_hops(b: dict) -> str:
+    """Where each step's framework time goes: cumulative p50 / p95 per hop, sampled sessions."""
+    rows = []
+    for s in b.get("steps", []):
+        h = s.get("hops")
+        if not h:
+            continue
+        cum = h["cumulative_ms"]
+        rows.append(
+            [s["sessions"], h["turns"]]
+            + [f"{cum[k].get('p50')} / {cum[k].get('p95')}" for k in ("stt_job", "llm_job", "tts_job", "tts_first_audio", "client_first_audio")]
+        )
+    if not rows:
+        return ""
+    return "\n" + table(
+        ["N", "turns", "jobs:stt", "jobs:llm", "jobs:tts", "first audio written", "client first audio"],
+        rows,
+        "  hop by hop, ms after the decision frame, p50 / p95 (Redis stream ids; a sample of sessions)",
     )
 
 

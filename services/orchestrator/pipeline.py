@@ -28,6 +28,9 @@ PIPELINES: dict[str, PipelineConfig] = {
 }
 
 
+_NO_WINDOWS = np.empty((0, 0), dtype="<i2")
+
+
 @dataclass(slots=True)
 class PipelineContext:
     """Per-session input state: the audio kept for the turn being spoken, and the latest frame."""
@@ -46,6 +49,18 @@ class PipelineContext:
         self.audio += pcm
         self.samples_in += len(pcm) // 2
         self.last_frame_ts = ts
+
+    def vad_windows(self, pcm: bytes, window: int) -> np.ndarray:
+        """Add `pcm` to the samples awaiting a VAD window; returns the whole windows now ready,
+        as PCM16 rows `[n, window]` (n may be 0)."""
+        pending = self.pending
+        pending += pcm
+        n = len(pending) // (2 * window)
+        if not n:
+            return _NO_WINDOWS
+        out = np.frombuffer(bytes(pending[: n * 2 * window]), dtype="<i2").reshape(n, window)
+        del pending[: n * 2 * window]
+        return out
 
     def keep_from(self, sample: int) -> None:
         """Drop buffered audio before stream sample `sample`."""

@@ -64,7 +64,6 @@ def observe(metrics: dict) -> None:
 
 PRE_ROLL_MS = 200  # audio kept before detected speech start
 POST_ROLL_MS = 100
-WINDOW_BYTES = WINDOW * 2  # one VAD window of PCM16
 
 
 class SessionRunner:
@@ -189,15 +188,9 @@ class SessionRunner:
         ctx.append(msg.pcm, msg.ts)
         server_vad = self.trigger in (p.Trigger.VAD, p.Trigger.CONTINUOUS) and not self.client_vad
         if server_vad and self.vad_stream is not None:
-            pending = ctx.pending
-            pending += msg.pcm
-            n = len(pending) // WINDOW_BYTES
-            if n:  # whole windows go to the orchestrator's next batched VAD call, as PCM16
-                windows = np.frombuffer(bytes(pending[: n * WINDOW_BYTES]), dtype="<i2").reshape(n, WINDOW)
-                del pending[: n * WINDOW_BYTES]
-                batch = self.orch.vad_batch
-                for w in windows:
-                    batch.append((self, w, msg.ts))
+            batch = self.orch.vad_batch  # scored in the orchestrator's next batched VAD call
+            for w in ctx.vad_windows(msg.pcm, WINDOW):
+                batch.append((self, w, msg.ts))
             if not self.detector.in_speech and not ctx.recording:
                 self._trim_idle()
         elif not ctx.recording:
