@@ -90,9 +90,13 @@ class Worker(abc.ABC):
         async def produce() -> None:
             nonlocal finished
             try:
+                first = True
                 async for out in outputs:
                     pending.append(out)
                     wake.set()
+                    if first:  # let the first output leave alone, even from a model that never yields
+                        first = False
+                        await asyncio.sleep(0)
             finally:
                 await outputs.aclose()  # stops the generation upstream as well
                 finished = True

@@ -19,8 +19,7 @@ class StubTts(Model[TtsRequest, AudioChunk]):
 
     async def infer(self, request: TtsRequest) -> AsyncIterator[AudioChunk]:
         n = len(request.text) * MS_PER_CHAR * RATE // 1000
-        t = np.arange(n) / RATE
-        tone = (0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
-        step = CHUNK_MS * RATE // 1000 * 2
-        for i in range(0, len(tone), step):
-            yield AudioChunk(tone[i : i + step], RATE)
+        step = CHUNK_MS * RATE // 1000
+        for i in range(0, n, step):  # chunk by chunk, so the first one is ready at once
+            t = np.arange(i, min(n, i + step)) / RATE
+            yield AudioChunk((0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes(), RATE)
