@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--end-silence-ms",
         type=float,
         default=None,
-        help="end-of-turn silence given to the stack (default: JARVIS_TURN_END_SILENCE_MS or 300)",
+        help="end-of-turn silence given to the stack (default: JARVIS_TURN_END_SILENCE_MS or 288)",
     )
     ap.add_argument(
         "--late-tolerance",
