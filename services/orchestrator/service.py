@@ -32,9 +32,9 @@ from shared.bus import Bus
 from shared.config import Settings
 from shared.messages import (
     CTL,
-    Audio,
     ORCHESTRATORS,
     SESSIONS,
+    Audio,
     ClientEvent,
     Command,
     SessionStart,
@@ -60,6 +60,7 @@ OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches 
 SWEEP_S = 0.01  # session timers run at most this often (and at their deadlines)
 BATCH_ABOVE = 16  # sessions: past this many, reads are paced to batch work
 BATCH_MS = 4
+WORKERS_TTL_S = 5  # how long "is there a worker for jobs:{kind}" is trusted
 
 _RENEW = """
 local lost = {}
@@ -131,7 +132,7 @@ class Orchestrator:
         """Whether any worker serves `jobs:{kind}` (cached for a few seconds)."""
         now = time.monotonic()
         cached = self._workers.get(kind)
-        if cached and now - cached[1] < 5:
+        if cached and now - cached[1] < WORKERS_TTL_S:
             return cached[0]
         try:
             groups = await self.bus.retry(lambda: self.bus.redis.xinfo_groups(f"jobs:{kind}"))
@@ -145,7 +146,7 @@ class Orchestrator:
         """Whether a worker served `jobs:{kind}` when last asked, without a round trip (a
         stale answer is refreshed in the background; never asked: False)."""
         cached = self._workers.get(kind)
-        if (cached is None or time.monotonic() - cached[1] >= 5) and kind not in self._refreshing:
+        if (cached is None or time.monotonic() - cached[1] >= WORKERS_TTL_S) and kind not in self._refreshing:
             self._refreshing.add(kind)
 
             async def refresh() -> None:
@@ -304,7 +305,7 @@ class Orchestrator:
                         runner.on_audio(msg)
                     else:
                         await runner.handle(msg)
-                except Exception:  # noqa: BLE001 - a bad entry never stops the session loop
+                except Exception:
                     log.exception("failed handling %s", type(msg).__name__, extra={"session": runner.sid})
             self._run_vad()
             now = time.time()

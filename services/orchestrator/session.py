@@ -12,7 +12,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from prometheus_client import Counter, Histogram
 
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
@@ -28,7 +27,6 @@ from shared.messages import (
     Image,
     JobFailed,
     LlmDone,
-    LlmJob,
     LlmToken,
     SessionStart,
     SttJob,
@@ -344,7 +342,7 @@ class SessionRunner:
         await self.orch.prepare(self, self.pipeline.models, priority="turn")
         turn.prepared = True
         if self.turn is turn:
-            self.orch.put(jobs_stream("stt"), self._stt_job(turn, pcm))
+            self.job("stt", self._stt_job(turn, pcm))
             await self.orch.flush()
 
     def _stt_job(self, turn: Turn, pcm: bytes) -> SttJob:

@@ -10,7 +10,6 @@ import redis
 
 from shared import codec
 from shared.messages import jobs_stream
-
 from tests.support.client import Client
 from tests.support.speech import concat, have_espeak, noise, silence, speak
 from tests.support.stack import running_stack
