@@ -22,8 +22,8 @@ import numpy as np
 from bench.audio import Clip
 from bench.loadgen import make_plans
 from bench.stats import FRAME, RATE, WINDOW, summarize
-from services.orchestrator.sentences import SentenceSplitter
 from shared.model import LlmRequest, SttRequest, TtsRequest
+from shared.sentences import SentenceSplitter
 
 PRE_ROLL_MS = 200
 POST_ROLL_MS = 100

@@ -29,10 +29,10 @@ HOPS = (
     ("frame_in_redis", "client -> gateway -> XADD in:{sid}"),
     ("stt_job", "orchestrator: XREAD, VAD, end of turn, XADD jobs:stt"),
     ("stt_result", "stt worker: takes the job, STT, writes the result"),
-    ("llm_job", "orchestrator: XREAD result, XADD jobs:llm"),
+    ("llm_job", "stt worker: the LLM job, with the result"),
     ("llm_first_token", "llm worker: takes the job, first token written"),
     ("llm_done", "llm worker: the rest of the reply, then done"),
-    ("tts_job", "orchestrator: tokens, sentence splitter, XADD jobs:tts"),
+    ("tts_job", "llm worker: first sentence closed, XADD jobs:tts"),
     ("tts_first_audio", "tts worker: takes the job, first audio chunk written"),
     ("client_first_audio", "gateway: XREAD out:{sid}, WebSocket -> client"),
 )

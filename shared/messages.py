@@ -109,7 +109,8 @@ class SttJob:
     partial: bool
     ts: float
     # the LLM job to start with a non-empty final transcript, saving the orchestrator a hop:
-    # {"kind": "llm"|"vlm", "messages": history, "context": {...}, "parts": [extra content parts]}
+    # {"kind": "llm"|"vlm", "messages": history, "context": {...}, "parts": [extra content parts],
+    #  "speak": LlmJob.speak}
     then: dict[str, Any] | None = None
 
 
@@ -122,6 +123,9 @@ class LlmJob:
     messages: list[dict[str, Any]]
     context: dict[str, Any]
     ts: float
+    # the reply is spoken: the worker starts the first sentence's TTS job itself, saving the
+    # orchestrator a hop: {"voice": str | None}
+    speak: dict[str, Any] | None = None
 
 
 def llm_job(sid: str, turn: int, epoch: int, plan: dict[str, Any], text: str) -> tuple[str, LlmJob]:
@@ -129,7 +133,8 @@ def llm_job(sid: str, turn: int, epoch: int, plan: dict[str, Any], text: str) ->
     parts = plan.get("parts") or []
     content: Any = [{"type": "text", "text": text}, *parts] if parts else text
     messages = [*plan["messages"], {"role": "user", "content": content}]
-    return jobs_stream(plan["kind"]), LlmJob(sid, turn, epoch, messages, plan["context"], time.time())
+    job = LlmJob(sid, turn, epoch, messages, plan["context"], time.time(), plan.get("speak"))
+    return jobs_stream(plan["kind"]), job
 
 
 def followup(job: SttJob, text: str) -> tuple[str, LlmJob] | None:

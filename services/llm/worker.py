@@ -1,12 +1,15 @@
-"""The LLM worker: streams tokens (and tool context updates) to the session's orchestrator."""
+"""The LLM worker: streams tokens (and tool context updates) to the session's orchestrator.
+For a spoken reply (`LlmJob.speak`) it also starts the first sentence's TTS job, in the same
+epoch-gated write as the tokens that close that sentence."""
 
 from __future__ import annotations
 
 import time
 from contextlib import aclosing
 
-from shared.messages import ContextSet, LlmDone, LlmJob, LlmToken
+from shared.messages import ContextSet, LlmDone, LlmJob, LlmToken, TtsJob, jobs_stream
 from shared.model import ContextUpdate, LlmDelta, LlmRequest
+from shared.sentences import SentenceSplitter
 from shared.worker import Worker
 
 
@@ -17,6 +20,16 @@ class LlmWorker(Worker):
         """Stream the reply. Tokens that arrive while a write is in flight go out together
         (one token message) in the next one."""
         started = time.perf_counter()
+        splitter = SentenceSplitter() if job.speak is not None else None
+
+        def first_sentence(sentences: list[str]) -> list[tuple[str, TtsJob]]:
+            nonlocal splitter
+            if not sentences:
+                return []
+            splitter = None  # the orchestrator sends the rest, one at a time
+            voice = job.speak.get("voice") if job.speak else None
+            return [(jobs_stream("tts"), TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time()))]
+
         stream = self.model.infer(LlmRequest(messages=job.messages, context=job.context))
         async with aclosing(self.ready_batches(stream)) as batches:
             async for outputs in batches:
@@ -30,5 +43,11 @@ class LlmWorker(Worker):
                     elif isinstance(out, ContextUpdate):
                         batch.append(ContextSet(job.turn, job.epoch, out.key, out.value))
                 if batch:
-                    await self.send(job, to_session=batch)
-        await self.to_session(job, LlmDone(job.turn, job.epoch, (time.perf_counter() - started) * 1000, time.time()))
+                    tts: list[tuple[str, TtsJob]] = []
+                    if splitter is not None:
+                        for m in batch:
+                            if isinstance(m, LlmToken) and not tts:
+                                tts = first_sentence(splitter.feed(m.text))
+                    await self.send(job, to_session=batch, jobs=tts)
+        done = LlmDone(job.turn, job.epoch, (time.perf_counter() - started) * 1000, time.time())
+        await self.send(job, to_session=[done], jobs=first_sentence(splitter.flush()) if splitter else [])

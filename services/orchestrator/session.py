@@ -364,11 +364,13 @@ class SessionRunner:
 
             turn.image = True
             parts = [image_part(self.ctx.image, self.ctx.image_mime)]
+        turn.llm_speaks = turn.speak
         return {
             "kind": self._llm_kind,
             "messages": self.session.messages(self.orch.settings.history_window),
             "context": dict(self.session.context),
             "parts": parts,
+            "speak": {"voice": self.voice} if turn.speak else None,
         }
 
     def start_text_turn(self, text: str, ts: float, speak: bool) -> None:
@@ -445,6 +447,8 @@ class SessionRunner:
         if turn.inflight is None and turn.queue:
             s = turn.queue.popleft()
             turn.inflight = s
+            if s.seq == 0 and turn.llm_speaks:  # the LLM worker sent this one with its tokens
+                return
             self.job("tts", TtsJob(self.sid, turn.n, turn.epoch, s.seq, s.text, self.voice, time.time()))
 
     def on_tts(self, t: TtsProgress) -> None:

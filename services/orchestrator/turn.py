@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from services.orchestrator.sentences import SentenceSplitter
+from shared.sentences import SentenceSplitter
 
 
 @dataclass(slots=True)
@@ -47,6 +47,7 @@ class Turn:
     llm_done: bool = False
     prepared: bool = False  # its models were made resident
     chained: bool = False  # the STT job starts the LLM job itself (SttJob.then)
+    llm_speaks: bool = False  # the LLM job starts the first sentence's TTS job itself (LlmJob.speak)
     splitter: SentenceSplitter = field(default_factory=SentenceSplitter)
     queue: deque[Sentence] = field(default_factory=deque)
     sentences: list[Sentence] = field(default_factory=list)

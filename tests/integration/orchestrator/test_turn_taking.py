@@ -147,6 +147,16 @@ async def test_first_audio_before_the_llm_finishes(slow_stack):
     assert first_audio < final_reply  # speaking began while the LLM was still writing
     m = c.of("metrics")[0]
     assert m["first_audio_ms"] < m["llm_ms"]
+    # the LLM worker started the first sentence's TTS job, the orchestrator the others: each
+    # sentence was sent to TTS once, in order
+    sid = c.of("ready")[0]["session_id"]
+    r = redis.Redis.from_url(slow_stack.redis_url)
+    try:
+        tts = [m for m in _jobs(r, "tts") if m.sid == sid]
+    finally:
+        r.close()
+    assert [j.seq for j in tts] == list(range(len(tts))) and len(tts) >= 5
+    assert tts[0].text == "You said: Here is the first sentence of a long answer."
     await c.close()
 
 

@@ -19,6 +19,13 @@ def test_the_transcript_becomes_the_last_user_message():
     assert isinstance(llm, LlmJob) and (llm.sid, llm.turn, llm.epoch) == ("s1", 2, 7)
     assert llm.messages == [*HISTORY, {"role": "user", "content": "what time is it"}]
     assert llm.context == {"k": 1}
+    assert llm.speak is None
+
+
+def test_a_spoken_reply_asks_the_llm_worker_to_start_its_first_sentence():
+    plan = {"kind": "llm", "messages": [], "context": {}, "parts": [], "speak": {"voice": "joe"}}
+    _, llm = followup(codec.decode(codec.encode(_job(plan))), "hello")
+    assert codec.decode(codec.encode(llm)).speak == {"voice": "joe"}
 
 
 def test_vision_parts_follow_the_words():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.orchestrator.sentences import SentenceSplitter, clean_for_speech
+from shared.sentences import SentenceSplitter, clean_for_speech
 
 
 def split(text: str, step: int = 3) -> list[str]:

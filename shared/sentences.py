@@ -2,7 +2,9 @@
 
 This module owns the text side of "speak before the LLM has finished": the orchestrator
 feeds every text delta of a reply to a :class:`SentenceSplitter` and sends each sentence it
-returns to TTS; ``flush()`` at the end of the reply returns what is left.
+returns to TTS; ``flush()`` at the end of the reply returns what is left. The LLM worker runs
+one too, to start the first sentence's TTS job itself (``LlmJob.speak``): because the cuts
+depend on the text alone, never on how it was chunked, both find the same first sentence.
 
 Rules (all of them decided on the text alone, no model):
 
