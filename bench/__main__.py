@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     m = res["machine"]
     print(
         f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}, "
-        f"{m['busy_cores_before_start']} cores busy before start; "
+        f"{m['busy_cores_before_start']} cores busy before start, CPU speed {m['cpu_speed_ms']} ms; "
         f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; "
         f"{opts.orchestrators} orchestrator(s); scenarios {','.join(wanted)}",
         flush=True,

@@ -507,5 +507,20 @@ def machine() -> dict:
         "platform": platform.platform(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "busy_cores_before_start": busy_cores(),  # other work on the machine; ~0 on a quiet one
+        "cpu_speed_ms": cpu_speed_ms(),
         "loadgen": "same machine, one asyncio process (uvloop)",
     }
+
+
+def cpu_speed_ms() -> float:
+    """A fixed piece of pure-Python work, best of five (ms). A virtual machine can get slower
+    when its host is busy without any sign inside it; this says how fast the CPU was at the start,
+    so runs on different days or hosts can be compared. Lower is faster."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000, 1)
