@@ -50,4 +50,4 @@ class LlmWorker(Worker):
                                 tts = first_sentence(splitter.feed(m.text))
                     await self.send(job, to_session=batch, jobs=tts)
         done = LlmDone(job.turn, job.epoch, (time.perf_counter() - started) * 1000, time.time())
-        await self.send(job, to_session=[done], jobs=first_sentence(splitter.flush()) if splitter else [])
+        await self.send(job, to_session=[done], jobs=first_sentence(splitter.flush()) if splitter is not None else [])
