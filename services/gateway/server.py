@@ -39,6 +39,7 @@ from shared.messages import (
     AudioOut,
     ClientEvent,
     Command,
+    Detached,
     Image,
     SessionStart,
     Wake,
@@ -159,7 +160,7 @@ class Gateway:
             writer.cancel()
             if conn.sid and self.conns.get(conn.sid) is conn:
                 del self.conns[conn.sid]
-                self.publisher.put(in_stream(conn.sid), Command({"type": "detach"}, time.time()), self.settings.in_maxlen)
+                self.publisher.put(in_stream(conn.sid), Detached(time.time()), self.settings.in_maxlen)
 
     def _error(self, conn: Conn, code: p.ErrorCode, message: str) -> None:
         ERRORS.labels(code.value).inc()
