@@ -24,6 +24,7 @@ class SttRequest:
     sample_rate: int
     partial: bool = False  # a partial transcript of speech still going on
     language: str | None = None
+    probe: bool = False  # a short sound over a reply: only words the model is sure of count
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ slow (saving the session, loading models).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -66,17 +67,17 @@ def observe(metrics: dict[str, Any]) -> None:
             TURN_LATENCY.labels(stage).observe(v / 1000)
 
 
-# what a listener says to show they follow, not to take the turn
-BACKCHANNELS = frozenset(
-    "mhm mm mmm hmm hm uh-huh uh huh um umm uh ah oh yeah yep yes ok okay right sure aha".split()
-)
+# what a listener says to show they follow, not to take the turn (hums are spelled every way:
+# "mhm", "mm-hmm", "MHN", so any word of m, h and n only counts as one too), and the words
+# Whisper makes up around a hum ("and HM.", "Thank you.")
+BACKCHANNELS = frozenset("uh huh um umm ah oh yeah yep yes ok okay right sure aha and so you thank thanks".split())
+_HUM = re.compile(r"[mhn]+")
 
 
 def _has_words(text: str) -> bool:
     """Whether a short sound's transcript is more than a backchannel or nothing."""
-    words = [w.strip(".,!?;:…-'\"()").lower() for w in text.split()]
-    words = [w for w in words if w]
-    return any(w not in BACKCHANNELS for w in words)
+    words = [w for w in re.split(r"[^\w']+", text.lower()) if w]
+    return any(w not in BACKCHANNELS and not _HUM.fullmatch(w) for w in words)
 
 
 class SessionRunner:

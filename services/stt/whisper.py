@@ -188,7 +188,8 @@ class WhisperStt(Model[SttRequest, Transcript]):
         else:
             opts = {"beam_size": s.beam_size, "temperature": list(s.temperatures)}
         segments, _info = self._model.transcribe(audio, **common, **opts)
-        return " ".join(seg.text.strip() for seg in segments if seg.text.strip()).strip()
+        floor = s.probe_min_logprob if request.probe else -float("inf")
+        return " ".join(seg.text.strip() for seg in segments if seg.text.strip() and seg.avg_logprob >= floor).strip()
 
     async def infer(self, request: SttRequest) -> AsyncIterator[Transcript]:
         text = await asyncio.to_thread(self.transcribe, request)

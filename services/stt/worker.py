@@ -17,7 +17,8 @@ class SttWorker(Worker):
     async def process(self, job: SttJob) -> None:
         started = time.perf_counter()
         text = ""
-        async for t in self.model.infer(SttRequest(job.pcm, job.sample_rate, partial=job.partial or bool(job.probe))):
+        request = SttRequest(job.pcm, job.sample_rate, partial=job.partial or bool(job.probe), probe=bool(job.probe))
+        async for t in self.model.infer(request):
             text = (text + " " + t.text).strip() if text else t.text.strip()
         elapsed = (time.perf_counter() - started) * 1000
         final = not job.partial and not job.probe

@@ -11,9 +11,9 @@ from jarvis.redis_server import free_port
 
 
 @contextlib.contextmanager
-def running_stack(tmp: Path, profile: str = "stub", **kw) -> Iterator[Stack]:
+def running_stack(tmp: Path, profile: str = "stub", timeout: float = 180, **kw) -> Iterator[Stack]:
     stack = Stack(profile=profile, port=free_port(), workdir=tmp, **kw)
-    stack.start(timeout=kw.pop("timeout", 180) if "timeout" in kw else 180)
+    stack.start(timeout=timeout)
     try:
         yield stack
     finally:

@@ -412,3 +412,15 @@ async def test_a_short_stop_alone_is_a_barge_in_and_becomes_the_next_turn(setup)
     assert len(host.events("interrupted")) == 1
     final = host.jobs("stt")[-1]
     assert final.probe == 0 and final.pcm == probe.pcm and runner.state == p.State.THINKING
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [("Stop.", True), ("Wait, no", True), ("Mhm.", False), ("MHN.", False), ("Mm-hmm.", False), ("Uh-huh", False),
+     ("Yeah.", False), ("", False), ("Okay, okay.", False), ("and HM.", False), ("Hmm, stop", True),
+     ("and then", True)],
+)
+def test_backchannels_are_not_words(text, words):
+    from services.orchestrator.session import _has_words
+
+    assert _has_words(text) is words
