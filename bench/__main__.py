@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.audio import DEFAULT_QUESTION, load_clip
     from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
     from jarvis.launcher import default_orchestrators
-    from services.orchestrator.config import TurnSettings
+    from services.orchestrator.config import EndpointSettings
     from services.orchestrator.vad import SileroVad
 
     wanted = [s.strip() for s in args.scenario.split(",") if s.strip()]
@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: ignoring JARVIS_REDIS_URL; every stack gets its own embedded Redis", file=sys.stderr)
     out_dir = Path(args.out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    ts = TurnSettings(**({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {}))
+    endpoint = EndpointSettings(**({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {}))
     opts = Options(
         turns=args.turns,
         a_turns=args.a_turns,
         gap_s=args.gap,
-        end_silence_ms=ts.end_silence_ms,
+        end_silence_ms=endpoint.end_silence_ms,
         seed=args.seed,
         late_tolerance=args.late_tolerance,
         priority=args.priority,
@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         orchestrators=args.orchestrators or default_orchestrators(),
         keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
     )
-    endpoint = ts.endpoint()
     try:
         clip = load_clip(args.question or DEFAULT_QUESTION, out_dir / "cache")
     except RuntimeError as exc:
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "turns": args.turns,
             "a_turns": args.a_turns,
             "gap_s": args.gap,
-            "end_silence_ms": ts.end_silence_ms,
+            "end_silence_ms": endpoint.end_silence_ms,
             "question": clip.text,
             "question_s": round(clip.seconds, 3),
             "speech_end_sample": clip.speech_end,
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"bench: {m['cpus']} CPUs ({m['cpu_model']}), load average {m['load_average_at_start']}, "
         f"{m['busy_cores_before_start']} cores busy before start, CPU speed {m['cpu_speed_ms']} ms; "
-        f"question {clip.seconds:.2f} s, end silence {ts.end_silence_ms:.0f} ms; "
+        f"question {clip.seconds:.2f} s, end silence {endpoint.end_silence_ms:.0f} ms; "
         f"{opts.orchestrators} orchestrator(s); scenarios {','.join(wanted)}",
         flush=True,
     )

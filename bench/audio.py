@@ -132,7 +132,7 @@ class Decision:
 def offline_decisions(plans: list[Plan], clip: Clip, endpoint, vad=None) -> dict[tuple, list[Decision]]:
     """Replay every distinct plan through Silero (batched, as the orchestrator runs it) and a
     fresh `EndpointDetector(endpoint)`; returns plan.key() -> decisions in stream order."""
-    from services.orchestrator.turns import EndpointDetector, SpeechStart, TurnEnd
+    from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 
     if vad is None:
         from services.orchestrator.vad import SileroVad

@@ -25,14 +25,11 @@ from bench.stats import FRAME, RATE, WINDOW, summarize
 from shared.model import LlmRequest, SttRequest, TtsRequest
 from shared.sentences import SentenceSplitter
 
-PRE_ROLL_MS = 200
-POST_ROLL_MS = 100
-
 
 class _Session:
     def __init__(self, vad, endpoint, samples: np.ndarray) -> None:
         from services.orchestrator.pipeline import PipelineContext
-        from services.orchestrator.turns import EndpointDetector
+        from services.orchestrator.endpoint import EndpointDetector
 
         self.samples = samples
         self.frames = [samples[i : i + FRAME].astype("<i2").tobytes() for i in range(0, len(samples), FRAME)]
@@ -47,7 +44,7 @@ class _Session:
         for w in ctx.vad_windows(pcm, WINDOW):
             ready.append((self, w))
         if not self.detector.in_speech:
-            keep = ctx.ms_to_sample(PRE_ROLL_MS + self.detector.config.min_speech_ms + 600)
+            keep = ctx.ms_to_sample(self.detector.config.pre_roll_ms + self.detector.config.min_speech_ms + 600)
             if ctx.samples_in - ctx.audio_start > 3 * keep:
                 ctx.keep_from(ctx.samples_in - keep)
 
@@ -72,7 +69,7 @@ async def _reply(pcm: bytes, stt, llm, tts) -> bytes:
 
 
 async def _run(sessions: list[_Session], vad, on_turn) -> None:
-    from services.orchestrator.turns import TurnEnd
+    from services.orchestrator.endpoint import TurnEnd
 
     ticks = max(len(s.frames) for s in sessions)
     for j in range(ticks):
@@ -92,8 +89,8 @@ async def _run(sessions: list[_Session], vad, on_turn) -> None:
                 for ev in s.detector.feed(float(prob)):
                     if isinstance(ev, TurnEnd):
                         ctx = s.ctx
-                        a = ctx.ms_to_sample(ev.start_ms - PRE_ROLL_MS)
-                        b = ctx.ms_to_sample(ev.end_ms + POST_ROLL_MS)
+                        a = ctx.ms_to_sample(ev.start_ms - s.detector.config.pre_roll_ms)
+                        b = ctx.ms_to_sample(ev.end_ms + s.detector.config.post_roll_ms)
                         pcm = ctx.slice(a, b)
                         ctx.keep_from(b)
                         await on_turn(s, pcm, t_frame)

@@ -12,7 +12,7 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import loadgen
@@ -27,6 +27,7 @@ from bench.monitor import (
     stack_pids,
 )
 from bench.stats import count_over, histogram_over, per_session_mib, summarize
+from services.orchestrator.config import EndpointSettings
 
 LATE_S = 0.100  # a frame handled more than this after it was sent is "late"
 FRAME_LAG_METRIC = "jarvis_orchestrator_frame_lag_seconds"  # proposed; used when a build exposes it
@@ -39,7 +40,7 @@ class Options:
     turns: int = 6
     a_turns: int = 20
     gap_s: float = 1.5
-    end_silence_ms: float = 300.0
+    end_silence_ms: float = field(default_factory=lambda: EndpointSettings().end_silence_ms)
     seed: int = 1
     late_tolerance: float = 0.0  # fraction of late decision frames allowed before a step fails
     keep_logs: Path | None = None

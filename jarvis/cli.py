@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import inspect
 import os
 import sys
@@ -38,12 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     talk.add_argument("--ptt", action="store_true", help="with --mic: Enter starts and ends a turn")
     talk.add_argument("--duplex", action="store_true", help="with --mic: keep the mic open while Jarvis talks (headphones)")
 
-    for name in ("models_cmd", "calibrate_cmd"):
-        try:
-            module = __import__(f"jarvis.{name}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        module.add_parser(sub)
+    _add_subcommand(sub, "models_cmd", "models", "show or change the models the resource service keeps resident")
+    _add_subcommand(sub, "calibrate_cmd", "calibrate", "measure each model's GPU memory")
 
     args = ap.parse_args(argv)
     if args.command == "up":
@@ -58,6 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
     return int(result or 0)
+
+
+def _add_subcommand(sub: argparse._SubParsersAction, module: str, command: str, help_text: str) -> None:
+    """Add the subcommand `jarvis.<module>` defines; if it can't be imported, the subcommand
+    still shows (with the reason) and running it prints the import error."""
+    try:
+        mod = importlib.import_module(f"jarvis.{module}")
+    except ImportError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        broken = sub.add_parser(command, help=f"{help_text} (unavailable: {reason})")
+
+        def unavailable(_args: argparse.Namespace) -> int:
+            print(f"jarvis {command}: unavailable, its module failed to import: {reason}", file=sys.stderr)
+            return 1
+
+        broken.set_defaults(func=unavailable)
+        return
+    mod.add_parser(sub)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ async def run(
     `status["id"]` holds the session id as soon as the server names it (also after a Ctrl-C)."""
     from websockets.asyncio.client import connect
 
-    from jarvis.talk import _print
+    from jarvis.events import print_event
 
     loop = asyncio.get_running_loop()
     frames: asyncio.Queue[bytes] = asyncio.Queue(maxsize=500)
@@ -184,7 +184,7 @@ async def run(
                 elif kind == "interrupted":
                     speaker.flush()
                 if kind not in ("reply", "vad") or ev.get("final"):
-                    _print(ev)
+                    print_event(ev)
 
         async def send_audio() -> None:
             pending = bytearray()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from websockets.asyncio.client import connect
 
+from jarvis.events import print_event
 from shared import protocol as p
 
 FRAME_MS = 20
@@ -45,26 +46,6 @@ class TalkResult:
 
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events if e.get("type") == kind]
-
-
-def _print(ev: dict) -> None:
-    kind = ev.get("type")
-    if kind == "state":
-        line = f"[state] {ev['state']}"
-    elif kind == "transcript":
-        line = f"[{'you' if ev['final'] else 'you…'}] {ev['text']}"
-    elif kind == "reply":
-        if not ev.get("final"):
-            return
-        line = f"[jarvis] {ev.get('text', '')}"
-    elif kind == "metrics":
-        keys = ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms", "total_ms")
-        line = "[metrics] " + ", ".join(f"{k[:-3]}={ev[k]:.0f}ms" for k in keys if ev.get(k) is not None)
-    elif kind == "error":
-        line = f"[error] {ev['code']}: {ev['message']}"
-    else:
-        line = f"[{kind}] " + json.dumps({k: v for k, v in ev.items() if k not in ("type", "id")})
-    print(line, flush=True)
 
 
 async def talk(
@@ -102,7 +83,7 @@ async def talk(
                 ev = json.loads(msg)
                 res.events.append(ev)
                 if not quiet:
-                    _print(ev)
+                    print_event(ev)
                 kind = ev.get("type")
                 if kind == "ready":
                     res.session_id = ev["session_id"]

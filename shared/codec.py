@@ -2,7 +2,9 @@
 
 Every entry carries one field, `m`: msgpack of `[tag, field1, field2, ...]` for a
 message dataclass registered with `@message("tag")`. Binary audio stays raw bytes.
-Positional fields keep entries small and decoding cheap on the per-frame path.
+Positional fields keep entries small and decoding cheap on the per-frame path. A registered
+dataclass inside a message (a typed hand-off such as `LlmPlan`) travels the same way, as a
+msgpack extension, and decodes back into its class.
 """
 
 from __future__ import annotations
@@ -40,29 +42,52 @@ def message(tag: str):
     return wrap
 
 
-def tag_of(msg: Any) -> str:
-    return _tag_of[type(msg)]
+_NESTED = 1  # msgpack extension code of a registered dataclass inside a message
 
 
-def encode(msg: Any) -> bytes:
+def _fields_of(msg: Any) -> list[Any]:
     cls = type(msg)
     try:
         names = _fields[cls]
     except KeyError:
         raise CodecError(f"{cls.__name__} is not a registered message") from None
-    return msgpack.packb([_tag_of[cls], *(getattr(msg, n) for n in names)], use_bin_type=True)
+    return [_tag_of[cls], *(getattr(msg, n) for n in names)]
 
 
-def decode(data: bytes) -> Any:
+def _nested(obj: Any) -> msgpack.ExtType:
+    return msgpack.ExtType(_NESTED, msgpack.packb(_fields_of(obj), use_bin_type=True, default=_nested))
+
+
+def _build(tag: Any, values: list[Any]) -> Any:
     try:
-        tag, *values = msgpack.unpackb(data, raw=False, strict_map_key=False)
         cls = _by_tag[tag]
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-        raise CodecError(f"undecodable entry: {exc!r}") from None
+    except (KeyError, TypeError):
+        raise CodecError(f"unknown message tag {tag!r}") from None
     try:
         return cls(*values)
     except TypeError as exc:
         raise CodecError(f"bad fields for {tag}: {exc}") from None
+
+
+def _unnest(code: int, data: bytes) -> Any:
+    if code != _NESTED:
+        raise CodecError(f"unknown extension {code}")
+    tag, *values = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_unnest)
+    return _build(tag, values)
+
+
+def encode(msg: Any) -> bytes:
+    return msgpack.packb(_fields_of(msg), use_bin_type=True, default=_nested)
+
+
+def decode(data: bytes) -> Any:
+    try:
+        tag, *values = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_unnest)
+    except CodecError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise CodecError(f"undecodable entry: {exc!r}") from None
+    return _build(tag, values)
 
 
 def entry(msg: Any) -> dict[bytes, bytes]:

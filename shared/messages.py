@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import protocol as p
 from shared.codec import message
 
 # ---- stream and key names ---------------------------------------------------------
@@ -64,13 +65,6 @@ class SessionStart:
     ts: float
 
 
-@message("stop")
-@dataclass(slots=True)
-class SessionStop:
-    sid: str
-    ts: float
-
-
 @message("a")
 @dataclass(slots=True)
 class Audio:
@@ -89,10 +83,48 @@ class Image:
 @message("cmd")
 @dataclass(slots=True)
 class Command:
-    """A validated client message other than start/stop (`protocol` model as a dict)."""
+    """A validated client message other than `start`: the protocol model's JSON form, as the
+    gateway checked it. `message` gives the typed model back."""
 
     body: dict[str, Any]
     ts: float
+
+    @property
+    def message(self) -> p.RelayedMessage:
+        return p.relayed_message.validate_python(self.body)
+
+
+@message("detach")
+@dataclass(slots=True)
+class Detached:
+    """The client's connection closed without `stop`: the session may be resumed."""
+
+    ts: float
+
+
+# ---- typed hand-offs between stages (nested inside jobs) ----------------------------
+
+
+@message("plan.speak")
+@dataclass(slots=True)
+class SpokenReply:
+    """The reply is spoken: the LLM worker starts the first sentence's TTS job itself, in the
+    same write as the tokens that close that sentence (the orchestrator sends the rest)."""
+
+    voice: str | None = None
+
+
+@message("plan.llm")
+@dataclass(slots=True)
+class LlmPlan:
+    """Everything a turn's LLM job holds besides the user's words. A final STT job carries it
+    (`SttJob.then`), so the transcript starts the reply without another orchestrator hop."""
+
+    kind: str  # the job stream: "llm", or "vlm" for the vision pipeline
+    messages: list[dict[str, Any]]  # the history window, OpenAI chat messages
+    context: dict[str, Any]  # the session's tool context (key -> value)
+    parts: list[dict[str, Any]] = field(default_factory=list)  # extra OpenAI content parts (an image)
+    speak: SpokenReply | None = None  # None: a text-only reply
 
 
 # ---- orchestrator -> workers (jobs:{kind}) -----------------------------------------
@@ -108,10 +140,7 @@ class SttJob:
     sample_rate: int
     partial: bool
     ts: float
-    # the LLM job to start with a non-empty final transcript, saving the orchestrator a hop:
-    # {"kind": "llm"|"vlm", "messages": history, "context": {...}, "parts": [extra content parts],
-    #  "speak": LlmJob.speak}
-    then: dict[str, Any] | None = None
+    then: LlmPlan | None = None  # the LLM job to start with a non-empty final transcript
 
 
 @message("job.llm")
@@ -123,18 +152,15 @@ class LlmJob:
     messages: list[dict[str, Any]]
     context: dict[str, Any]
     ts: float
-    # the reply is spoken: the worker starts the first sentence's TTS job itself, saving the
-    # orchestrator a hop: {"voice": str | None}
-    speak: dict[str, Any] | None = None
+    speak: SpokenReply | None = None
 
 
-def llm_job(sid: str, turn: int, epoch: int, plan: dict[str, Any], text: str) -> tuple[str, LlmJob]:
-    """The LLM job for the user's words `text` and a plan (see `SttJob.then`), and its stream."""
-    parts = plan.get("parts") or []
-    content: Any = [{"type": "text", "text": text}, *parts] if parts else text
-    messages = [*plan["messages"], {"role": "user", "content": content}]
-    job = LlmJob(sid, turn, epoch, messages, plan["context"], time.time(), plan.get("speak"))
-    return jobs_stream(plan["kind"]), job
+def llm_job(sid: str, turn: int, epoch: int, plan: LlmPlan, text: str) -> tuple[str, LlmJob]:
+    """The LLM job for the user's words `text` and a plan, and its stream."""
+    content: Any = [{"type": "text", "text": text}, *plan.parts] if plan.parts else text
+    messages = [*plan.messages, {"role": "user", "content": content}]
+    job = LlmJob(sid, turn, epoch, messages, plan.context, time.time(), plan.speak)
+    return jobs_stream(plan.kind), job
 
 
 def followup(job: SttJob, text: str) -> tuple[str, LlmJob] | None:

@@ -102,6 +102,9 @@ class Turn(_Msg):
 ClientMessage = Annotated[Start | Stop | Config | Text | Vad | Interrupt | Turn, Field(discriminator="type")]
 client_message = TypeAdapter(ClientMessage)
 CLIENT_TYPES = frozenset({"start", "stop", "config", "text", "vad", "interrupt", "turn"})
+# what the gateway relays to the session's owner (a `start` goes to the orchestrators instead)
+RelayedMessage = Annotated[Stop | Config | Text | Vad | Interrupt | Turn, Field(discriminator="type")]
+relayed_message: TypeAdapter[Stop | Config | Text | Vad | Interrupt | Turn] = TypeAdapter(RelayedMessage)
 
 
 # ---- server -> client -------------------------------------------------------------

@@ -1,6 +1,9 @@
-"""Fixtures every suite shares: a real Redis (testcontainers when a Docker engine and a
-Redis image are at hand, else a `redis-server` started on a free loopback port), and
-a fresh Bus per test on a flushed database."""
+"""Fixtures every suite shares: a real Redis, and a fresh Bus per test on a flushed database.
+
+The Redis is a container started with testcontainers from the project's own image
+(`jarvis/redis`, built by `make images` / `.ci/docker.sh`), one per test session, whenever a
+Docker engine is reachable and the image is there; otherwise a `redis-server` started on a
+free loopback port. The test log says which (header of the summary: "integration Redis")."""
 
 from __future__ import annotations
 
@@ -13,42 +16,58 @@ from jarvis.redis_server import RedisServer
 
 log = logging.getLogger("tests")
 
+REDIS_IMAGE = f"jarvis/redis:{os.environ.get('JARVIS_TAG', 'latest')}"
+_which_redis: list[str] = []
 
-def _testcontainers_redis():
-    """A Redis container, or None when no engine or image is available (fast failure)."""
+
+def _testcontainers_redis() -> tuple[object | None, str]:
+    """A started Redis container, or None and the reason there is none (fails fast)."""
     try:
         import docker
 
-        docker.from_env(timeout=3).ping()
-    except Exception:  # noqa: BLE001 - no engine: fall back
-        return None
-    image = os.environ.get("JARVIS_TEST_REDIS_IMAGE", "local/jarvis-redis:latest")
-    try:
         client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - no engine: fall back
+        return None, f"no Docker engine ({type(exc).__name__})"
+    image = os.environ.get("JARVIS_TEST_REDIS_IMAGE", REDIS_IMAGE)
+    try:
         client.images.get(image)
     except Exception:  # noqa: BLE001 - no image locally and nothing can be pulled here
-        return None
+        return None, f"no local image {image} (make images)"
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     from testcontainers.redis import RedisContainer
 
     container = RedisContainer(image)
+    container.ports["6379"] = ("127.0.0.1",)  # published on loopback only, on a free port
     container.start()
-    return container
+    return container, image
 
 
 @pytest.fixture(scope="session")
-def redis_url():
-    container = _testcontainers_redis()
+def redis_url(request: pytest.FixtureRequest):
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    container, why = _testcontainers_redis()
     if container is not None:
         host = container.get_container_host_ip()
         port = container.get_exposed_port(6379)
+        _which_redis.append(f"testcontainers {why} at {host}:{port}")
+        if reporter:
+            reporter.write_line(f"integration Redis: {_which_redis[-1]}")
         try:
             yield f"redis://{host}:{port}/0"
         finally:
             container.stop()
         return
     with RedisServer() as server:
+        _which_redis.append(f"embedded redis-server at {server.url} ({why})")
+        if reporter:
+            reporter.write_line(f"integration Redis: {_which_redis[-1]}")
         yield server.url
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in _which_redis:
+        terminalreporter.write_line(f"integration Redis: {line}")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
@@ -41,6 +42,7 @@ from shared.messages import (
     CTL,
     Audio,
     Command,
+    Detached,
     Image,
     SessionStart,
     Wake,
@@ -160,10 +162,11 @@ class Gateway:
             writer.cancel()
             if conn.sid and self.conns.get(conn.sid) is conn:
                 del self.conns[conn.sid]
-                self.command(conn.sid, {"type": "detach"})
+                self.publisher.put(in_stream(conn.sid), Detached(time.time()), self.settings.in_maxlen)
 
-    def command(self, sid: str, body: dict, ts: float | None = None) -> None:
-        """A validated client command (a `protocol` model as a dict) into the session's input."""
+    def command(self, sid: str, msg: BaseModel, ts: float | None = None) -> None:
+        """A validated client command into the session's input."""
+        body = msg.model_dump(mode="json")
         self.publisher.put(in_stream(sid), Command(body, ts or time.time()), self.settings.in_maxlen)
 
     def audio(self, sid: str, pcm: bytes, ts: float | None = None) -> None:
@@ -181,7 +184,7 @@ class Gateway:
             return
         if conn.sid is None:
             raise p.ProtocolError(p.ErrorCode.NO_SESSION, f"send 'start' before '{msg.type}'")
-        self.command(conn.sid, msg.model_dump(mode="json"))
+        self.command(conn.sid, msg)
         if isinstance(msg, p.Stop):
             self.conns.pop(conn.sid, None)
             conn.sid = None

@@ -26,7 +26,6 @@ from typing import Any
 import openai
 
 from services.llm.config import LlmSettings
-from services.llm.images import image_part  # noqa: F401 - re-exported for callers
 from services.llm.tools import MEMORY_PREFIX, ToolResult, run_tool, tool_schemas
 from shared.model import ContextUpdate, LlmDelta, LlmRequest, Model
 

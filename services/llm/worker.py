@@ -27,7 +27,7 @@ class LlmWorker(Worker):
             if not sentences:
                 return []
             splitter = None  # the orchestrator sends the rest, one at a time
-            voice = job.speak.get("voice") if job.speak else None
+            voice = job.speak.voice if job.speak else None
             return [(jobs_stream("tts"), TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time()))]
 
         stream = self.model.infer(LlmRequest(messages=job.messages, context=job.context))

@@ -1,37 +1,54 @@
-"""Turn-taking settings (env prefix `JARVIS_TURN_`)."""
+"""Turn-taking settings (env prefix `JARVIS_TURN_`): the one home of every end-of-turn knob
+(`EndpointSettings`, which the detector, the session runner, the bench replay and the tests
+all read) and of the orchestrator's other per-turn limits (`TurnSettings`)."""
 
 from __future__ import annotations
 
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.orchestrator.turns import EndpointConfig
+
+class EndpointSettings(BaseSettings):
+    """When speech starts, when a turn ends, and what audio a turn keeps around its speech.
+    Probabilities in [0, 1], durations in ms."""
+
+    model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", extra="ignore", frozen=True)
+
+    threshold: float = 0.5  # Silero speech probability at or above which a window is speech
+    # once speaking, a window below this is silence: the threshold itself, as in Pipecat (its 0.7);
+    # lower values add hysteresis, and the ~1-2 windows Silero takes to decay after the last
+    # word then count as speech (about +30 ms to every end of turn; 0.35 suits microphones
+    # whose soft word endings get cut)
+    neg_threshold: float = 0.5
+    min_speech_ms: float = 250  # shorter sounds never start a turn
+    # silence that ends a turn: 9 Silero windows of 32 ms (a round 300 would wait for a 10th, 320 ms)
+    end_silence_ms: float = 288
+    max_turn_ms: float = 30000  # a turn is cut once its speech span reaches this
+    pre_roll_ms: float = 200  # audio kept before the detected start of speech
+    post_roll_ms: float = 100  # audio kept after the last speech window
+    barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
+    window_ms: float = 32  # one VAD window (512 samples at 16 kHz); set by the VAD, not by users
+
+    @model_validator(mode="after")
+    def _check(self) -> EndpointSettings:
+        if not 0.0 <= self.neg_threshold <= self.threshold <= 1.0:
+            raise ValueError("need 0 <= neg_threshold <= threshold <= 1")
+        if self.window_ms <= 0:
+            raise ValueError("window_ms must be positive")
+        if min(self.min_speech_ms, self.end_silence_ms, self.pre_roll_ms, self.post_roll_ms) < 0:
+            raise ValueError("durations must be >= 0")
+        if self.max_turn_ms < max(self.min_speech_ms, self.window_ms):
+            raise ValueError("max_turn_ms must be at least min_speech_ms and one window")
+        return self
 
 
 class TurnSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", extra="ignore")
 
-    threshold: float = 0.5  # Silero speech probability
-    # once speaking, a window below this is silence: the threshold itself, as in Pipecat (its 0.7);
-    # lower values add hysteresis, and the ~1-2 windows Silero takes to decay after the last
-    # word then count as speech (about +30 ms to every end of turn)
-    neg_threshold: float = 0.5
-    min_speech_ms: float = 250  # shorter sounds never start a turn
-    # silence that ends a turn: 9 Silero windows of 32 ms (a round 300 would wait for a 10th, 320 ms)
-    end_silence_ms: float = 288
-    max_turn_ms: float = 30000
-    barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
+    endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
     partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off
     stage_timeout_s: float = 120  # a turn with no progress this long ends with an error
-    idle_timeout_s: float = 600
+    idle_timeout_s: float = 600  # a detached session is saved and let go after this
     # pipeline role -> the resource service's model id (JSON in JARVIS_TURN_MODELS)
     # (the default registry's ids; add "vlm" when your registry has a VLM server)
-    models: dict[str, str] = {"stt": "whisper", "llm": "llm", "tts": "chatterbox"}  # a detached session is saved and let go after this
-
-    def endpoint(self) -> EndpointConfig:
-        return EndpointConfig(
-            threshold=self.threshold,
-            neg_threshold=self.neg_threshold,
-            min_speech_ms=self.min_speech_ms,
-            end_silence_ms=self.end_silence_ms,
-            max_turn_ms=self.max_turn_ms,
-        )
+    models: dict[str, str] = {"stt": "whisper", "llm": "llm", "tts": "chatterbox"}

@@ -4,7 +4,6 @@ working state of one pipeline run (`PipelineContext`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -14,7 +13,6 @@ from shared.protocol import Trigger
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     name: str
-    input_mode: Literal["stream", "frame", "text"]  # audio stream, audio + camera frames, text only
     trigger: Trigger  # the default; a client may pick another
     models: tuple[str, ...]  # roles the turn needs resident: stt, llm, vlm, tts
     speak: bool = True  # replies are spoken (TTS) unless a message says otherwise
@@ -22,9 +20,9 @@ class PipelineConfig:
 
 
 PIPELINES: dict[str, PipelineConfig] = {
-    "sts": PipelineConfig("sts", "stream", Trigger.VAD, ("stt", "llm", "tts")),
-    "chat": PipelineConfig("chat", "text", Trigger.MANUAL, ("llm",), speak=False),
-    "vision": PipelineConfig("vision", "frame", Trigger.VAD, ("stt", "vlm", "tts"), vision=True),
+    "sts": PipelineConfig("sts", Trigger.VAD, ("stt", "llm", "tts")),
+    "chat": PipelineConfig("chat", Trigger.MANUAL, ("llm",), speak=False),
+    "vision": PipelineConfig("vision", Trigger.VAD, ("stt", "vlm", "tts"), vision=True),
 }
 
 

@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from services.orchestrator.config import TurnSettings
 from services.orchestrator.session import SessionRunner
+from shared import codec
 from shared import protocol as p
 from shared.bus import Bus
 from shared.config import Settings
@@ -36,7 +37,6 @@ from shared.messages import (
     SESSIONS,
     Audio,
     ClientEvent,
-    Command,
     SessionStart,
     Wake,
     cursor_key,
@@ -76,13 +76,14 @@ return 0
 
 
 class Orchestrator:
+    """Hosts its sessions' runners (it is their `SessionHost`) and runs the three loops."""
+
     def __init__(self, settings: Settings, bus: Bus, vad: Any | None = None, resource: Any | None = None) -> None:
         self.settings = settings
         self.bus = bus
         self.vad = vad
         self.resource = resource
         self.turn_settings = TurnSettings()
-        self.endpoint_config = self.turn_settings.endpoint()
         self.id = f"orch-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.wake = wake_stream(self.id)
         self.runners: dict[str, SessionRunner] = {}
@@ -95,7 +96,7 @@ class Orchestrator:
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
 
-    # ---- services for runners ------------------------------------------------------------
+    # ---- SessionHost: services for runners ---------------------------------------------------
 
     def put(self, stream: str, msg: Any, maxlen: int | None = None) -> None:
         self.outbox.append((stream, msg, maxlen))
@@ -116,6 +117,14 @@ class Orchestrator:
                 log.error("session task failed", exc_info=t.exception())
 
         task.add_done_callback(done)
+
+    def may_load(self) -> bool:
+        return self.resource is not None and not self.resource.known_absent()
+
+    def score_vad(self, runner: SessionRunner, windows: np.ndarray, ts: float) -> None:
+        batch = self.vad_batch
+        for w in windows:
+            batch.append((runner, w, ts))
 
     async def prepare(self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False) -> None:
         """Make the models a turn needs resident (no-op without a resource service)."""
@@ -158,13 +167,12 @@ class Orchestrator:
             self.spawn(refresh())
         return bool(cached and cached[0])
 
-    async def bump_epoch(self, runner: SessionRunner, event: p._Event) -> int:
+    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted) -> int:
         """Atomically start a new epoch and tell the client: no stale audio lands after it."""
         async with self._flush_lock:
             if self.outbox:
                 batch, self.outbox = self.outbox, []
                 await self.bus.add_many(batch)
-            from shared import codec
 
             async def run() -> list:
                 async with self.bus.redis.pipeline(transaction=True) as pipe:
@@ -251,8 +259,7 @@ class Orchestrator:
         r = self.bus.redis
         if not await self.bus.retry(lambda: r.set(owner_key(sid), self.id, nx=True, px=self.settings.lease_ms)):
             # owned elsewhere: relay the start to the owner through the session's input
-            relay = Command({"type": "start", "start": _start_dict(start)}, time.time())
-            await self.bus.add(in_stream(sid), relay, self.settings.in_maxlen)
+            await self.bus.add(in_stream(sid), start, self.settings.in_maxlen)
             return
         await self._adopt(sid, start)
 
@@ -264,7 +271,8 @@ class Orchestrator:
             session = Session(id=sid, pipeline=start.pipeline if start else "sts")
         cursor = await self.bus.retry(lambda: r.get(cursor_key(sid))) or "0-0"
         epoch = int(await self.bus.retry(lambda: r.incr(epoch_key(sid))))  # drop any earlier owner's work
-        runner = SessionRunner(self, session, epoch, cursor)
+        vad_stream = self.vad.new_stream() if self.vad is not None else None
+        runner = SessionRunner(self, session, epoch, cursor, self.settings, self.turn_settings, vad_stream)
         self.runners[sid] = runner
         await self.bus.retry(lambda: r.hset(SESSIONS, sid, self.id))
         if start is not None:
@@ -408,6 +416,3 @@ class Orchestrator:
                     log.exception("takeover failed", extra={"session": sid})
                     await self._release(keys=[owner_key(sid)], args=[self.id])
 
-
-def _start_dict(start: SessionStart) -> dict:
-    return {f: getattr(start, f) for f in start.__slots__}

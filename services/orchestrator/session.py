@@ -1,34 +1,42 @@
 """One live session inside the orchestrator: the state machine, turn taking, dispatch of
 jobs and the handling of their results.
 
-The runner never talks to Redis itself: it queues entries on its orchestrator's outbox
-(flushed once per tick, in order) and asks it for the few things that must be atomic
-(bumping the epoch together with the `interrupted` event) or slow (saving the session).
+The runner never talks to Redis itself: it queues entries on its host's outbox (flushed
+once per tick, in order) and asks the host (`services.orchestrator.host.SessionHost`) for the
+few things that must be atomic (bumping the epoch together with the `interrupted` event) or
+slow (saving the session, loading models).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from services.orchestrator.config import TurnSettings
+from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
+from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.turn import Turn
-from services.orchestrator.turns import EndpointDetector, SpeechStart, TurnEnd
 from services.orchestrator.vad import WINDOW
 from shared import protocol as p
+from shared.config import Settings
+from shared.images import image_part
 from shared.messages import (
     Audio,
     ClientEvent,
     Command,
     ContextSet,
+    Detached,
     Image,
     JobFailed,
     LlmDone,
+    LlmPlan,
     LlmToken,
     SessionStart,
+    SpokenReply,
     SttJob,
     SttResult,
     TtsJob,
@@ -38,9 +46,6 @@ from shared.messages import (
     out_stream,
 )
 from shared.sessions import Session, TurnRecord
-
-if TYPE_CHECKING:
-    from services.orchestrator.service import Orchestrator
 
 log = logging.getLogger("jarvis.orchestrator.session")
 
@@ -54,20 +59,28 @@ TURNS = Counter("jarvis_turns_total", "Turns by outcome", ["outcome"])
 BARGE_INS = Counter("jarvis_barge_ins_total", "Replies cut off by the user", ["reason"])
 
 
-def observe(metrics: dict) -> None:
+def observe(metrics: dict[str, Any]) -> None:
     for stage in ("end_of_turn", "transcript", "first_token", "first_audio", "total"):
         v = metrics.get(f"{stage}_ms")
         if v is not None:
             TURN_LATENCY.labels(stage).observe(v / 1000)
 
-PRE_ROLL_MS = 200  # audio kept before detected speech start
-POST_ROLL_MS = 100
-
 
 class SessionRunner:
-    def __init__(self, orch: Orchestrator, session: Session, epoch: int, cursor: bytes | str) -> None:
-        self.orch = orch
-        self.cfg = orch.turn_settings
+    def __init__(
+        self,
+        host: SessionHost,
+        session: Session,
+        epoch: int,
+        cursor: bytes | str,
+        settings: Settings,
+        turns: TurnSettings,
+        vad_stream: Any | None = None,
+    ) -> None:
+        self.host = host
+        self.settings = settings
+        self.cfg = turns
+        self.endpoint = turns.endpoint
         self.session = session
         self.sid = session.id
         self.epoch = epoch
@@ -79,8 +92,8 @@ class SessionRunner:
         self.client_vad = bool(conf.get("client_vad", False))
         self.voice: str | None = conf.get("options", {}).get("voice")
         self.ctx = PipelineContext(sample_rate=conf.get("sample_rate", 16000))
-        self.vad_stream = orch.vad.new_stream() if orch.vad else None
-        self.detector = EndpointDetector(orch.endpoint_config)
+        self.vad_stream = vad_stream
+        self.detector = EndpointDetector(self.endpoint)
         self.state = p.State.IDLE
         self.turn: Turn | None = None  # the turn being answered
         self.last: Turn | None = None  # the previous turn, while its audio may still be playing
@@ -93,10 +106,10 @@ class SessionRunner:
     # ---- output helpers -----------------------------------------------------------
 
     def event(self, ev: p._Event) -> None:
-        self.orch.put(out_stream(self.sid), ClientEvent(p.dump(ev)), self.orch.settings.out_maxlen)
+        self.host.put(out_stream(self.sid), ClientEvent(p.dump(ev)), self.settings.out_maxlen)
 
     def job(self, kind: str, msg: Any) -> None:
-        self.orch.put(jobs_stream(kind), msg, self.orch.settings.jobs_maxlen)
+        self.host.put(jobs_stream(kind), msg, self.settings.jobs_maxlen)
 
     def set_state(self, state: p.State) -> None:
         if state != self.state:
@@ -109,6 +122,12 @@ class SessionRunner:
     @property
     def next_turn(self) -> int:
         return len(self.session.history) + 1
+
+    def note_progress(self) -> None:
+        """A stage of the current turn showed life (e.g. a model load reported progress):
+        the stage timeout counts from now."""
+        if self.turn is not None:
+            self.turn.progress_ts = time.time()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -145,10 +164,18 @@ class SessionRunner:
         self.ready(resumed)
         if self.state == p.State.IDLE:
             self.set_state(p.State.LOADING)
-            await self.orch.prepare(self, self.pipeline.models, priority="prewarm")
-            self.set_state(p.State.LISTENING)
+            # off the caller's loop: one session's cold load must not hold up other starts
+            self.host.spawn(self._prewarm())
         else:
             self.event(p.StateChanged(state=self.state))
+
+    async def _prewarm(self) -> None:
+        try:
+            await self.host.prepare(self, self.pipeline.models, priority="prewarm")
+        finally:
+            if self.state == p.State.LOADING:
+                self.set_state(p.State.LISTENING)
+                await self.host.flush()
 
     # ---- input ----------------------------------------------------------------------
 
@@ -159,7 +186,9 @@ class SessionRunner:
         if self.turn is not None and isinstance(msg, (SttResult, LlmToken, LlmDone, TtsProgress, ContextSet)):
             self.turn.progress_ts = time.time()
         if isinstance(msg, Command):
-            await self.on_command(msg)
+            await self.on_command(msg.message, msg.ts)
+        elif isinstance(msg, Detached):
+            self.detached_at = time.time()
         elif isinstance(msg, Image):
             self.ctx.image, self.ctx.image_mime = msg.data, msg.mime
         elif isinstance(msg, SttResult):
@@ -186,16 +215,16 @@ class SessionRunner:
         ctx.append(msg.pcm, msg.ts)
         server_vad = self.trigger in (p.Trigger.VAD, p.Trigger.CONTINUOUS) and not self.client_vad
         if server_vad and self.vad_stream is not None:
-            batch = self.orch.vad_batch  # scored in the orchestrator's next batched VAD call
-            for w in ctx.vad_windows(msg.pcm, WINDOW):
-                batch.append((self, w, msg.ts))
+            windows = ctx.vad_windows(msg.pcm, WINDOW)
+            if len(windows):
+                self.host.score_vad(self, windows, msg.ts)  # in the host's next batched VAD call
             if not self.detector.in_speech and not ctx.recording:
                 self._trim_idle()
         elif not ctx.recording:
             self._trim_idle()
 
     def _trim_idle(self) -> None:
-        keep = self.ctx.ms_to_sample(PRE_ROLL_MS + self.detector.config.min_speech_ms + 600)
+        keep = self.ctx.ms_to_sample(self.endpoint.pre_roll_ms + self.endpoint.min_speech_ms + 600)
         if self.ctx.samples_in - self.ctx.audio_start > 3 * keep:
             self.ctx.keep_from(self.ctx.samples_in - keep)
 
@@ -214,14 +243,14 @@ class SessionRunner:
         self.partial_at = self.ctx.samples_in
         self.event(p.VadEvent(speaking=True))
         if self.state == p.State.LISTENING:
-            self.orch.spawn(self.orch.prepare(self, self.pipeline.models, priority="prewarm", quiet=True))
+            self.host.spawn(self.host.prepare(self, self.pipeline.models, priority="prewarm", quiet=True))
 
     def _maybe_barge_in(self) -> None:
         if self.trigger == p.Trigger.CONTINUOUS or not self.speech_started:
             return
         busy = (self.turn or self.last) is not None and self.state in (p.State.THINKING, p.State.SPEAKING)
-        if busy and self.detector.speech_ms >= self.cfg.barge_in_ms:
-            self.orch.spawn(self.interrupt(reason="speech"))
+        if busy and self.detector.speech_ms >= self.endpoint.barge_in_ms:
+            self.host.spawn(self.interrupt(reason="speech"))
 
     def _maybe_partial(self) -> None:
         every = self.ctx.ms_to_sample(self.cfg.partial_interval_ms)
@@ -230,7 +259,7 @@ class SessionRunner:
         if self.ctx.samples_in - self.partial_at >= every:
             self.partial_at = self.ctx.samples_in
             self.partial_out = True
-            start = self.ctx.samples_in - self.ctx.ms_to_sample(self.detector.speech_ms + PRE_ROLL_MS)
+            start = self.ctx.samples_in - self.ctx.ms_to_sample(self.detector.speech_ms + self.endpoint.pre_roll_ms)
             pcm = self.ctx.slice(start, self.ctx.samples_in)
             self.job("stt", SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time()))
 
@@ -241,8 +270,8 @@ class SessionRunner:
         self.speech_started = False
         self.event(p.VadEvent(speaking=False))
         ctx = self.ctx
-        a = ctx.ms_to_sample(start_ms - PRE_ROLL_MS)
-        b = ctx.ms_to_sample(end_ms + POST_ROLL_MS)
+        a = ctx.ms_to_sample(start_ms - self.endpoint.pre_roll_ms)
+        b = ctx.ms_to_sample(end_ms + self.endpoint.post_roll_ms)
         pcm = ctx.slice(a, b)
         t_eos = ctx.ts_of_sample(ctx.ms_to_sample(end_ms))
         ctx.keep_from(b)
@@ -253,35 +282,29 @@ class SessionRunner:
             return
         self.start_audio_turn(pcm, t_eos, decided_ts)
 
-    async def on_command(self, cmd: Command) -> None:
-        body = cmd.body
-        kind = body.get("type")
-        if kind == "text":
-            if (self.turn or self.last) is not None:
-                await self.interrupt(reason="text")
-            speak = body.get("speak")
-            self.start_text_turn(body["text"], cmd.ts, self.pipeline.speak if speak is None else bool(speak))
-        elif kind == "interrupt":
-            await self.interrupt(reason="client")
-        elif kind == "vad":
-            if self.client_vad or self.trigger == p.Trigger.MANUAL:
-                self._recording(bool(body.get("speaking")), cmd.ts)
-        elif kind == "turn":
-            if self.trigger == p.Trigger.MANUAL:
-                begin = body.get("action") == "begin"
-                if begin and (self.turn or self.last) is not None:
-                    await self.interrupt(reason="push-to-talk")
-                self._recording(begin, cmd.ts)
-            else:
-                self.error(p.ErrorCode.INVALID, f"'turn' needs the manual trigger; this session uses {self.trigger.value}")
-        elif kind == "config":
-            await self.on_config(body)
-        elif kind == "stop":  # off the input loop: other sessions don't wait for the save
-            self.orch.spawn(self.orch.end_session(self))
-        elif kind == "detach":
-            self.detached_at = time.time()
-        elif kind == "start":  # relayed by another orchestrator
-            await self.on_start(SessionStart(**body["start"]), resumed=True)
+    async def on_command(self, msg: p.RelayedMessage, ts: float) -> None:
+        match msg:
+            case p.Text():
+                if (self.turn or self.last) is not None:
+                    await self.interrupt(reason="text")
+                self.start_text_turn(msg.text, ts, self.pipeline.speak if msg.speak is None else msg.speak)
+            case p.Interrupt():
+                await self.interrupt(reason="client")
+            case p.Vad():
+                if self.client_vad or self.trigger == p.Trigger.MANUAL:
+                    self._recording(msg.speaking, ts)
+            case p.Turn():
+                if self.trigger == p.Trigger.MANUAL:
+                    begin = msg.action == "begin"
+                    if begin and (self.turn or self.last) is not None:
+                        await self.interrupt(reason="push-to-talk")
+                    self._recording(begin, ts)
+                else:
+                    self.error(p.ErrorCode.INVALID, f"'turn' needs the manual trigger; this session uses {self.trigger.value}")
+            case p.Config():
+                self.on_config(msg)
+            case p.Stop():  # off the input loop: other sessions don't wait for the save
+                self.host.spawn(self.host.end_session(self))
 
     def _recording(self, on: bool, ts: float) -> None:
         ctx = self.ctx
@@ -292,7 +315,7 @@ class SessionRunner:
             self.speech_started = True
             self.event(p.VadEvent(speaking=True))
             if (self.turn or self.last) is not None and self.trigger != p.Trigger.MANUAL:
-                self.orch.spawn(self.interrupt(reason="client-vad"))
+                self.host.spawn(self.interrupt(reason="client-vad"))
         elif not on and ctx.recording:
             ctx.recording = False
             self.speech_started = False
@@ -302,17 +325,17 @@ class SessionRunner:
             if pcm:
                 self.start_audio_turn(pcm, ts, ts)
 
-    async def on_config(self, body: dict) -> None:
-        name = body.get("pipeline")
+    def on_config(self, msg: p.Config) -> None:
+        name = msg.pipeline
         if name is not None:
             if name not in PIPELINES:
                 self.error(p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {name!r}; have {sorted(PIPELINES)}")
                 return
             self.pipeline = PIPELINES[name]  # the trigger stays unless the message names one
             self.session.pipeline = name
-        if body.get("trigger"):
-            self.trigger = p.Trigger(body["trigger"])
-        options = body.get("options") or {}
+        if msg.trigger:
+            self.trigger = msg.trigger
+        options = msg.options
         if "voice" in options:
             self.voice = options["voice"]
         self.session.config.update({"trigger": self.trigger.value})
@@ -323,6 +346,7 @@ class SessionRunner:
 
     def _new_turn(self, t0: float, decided_ts: float, speak: bool) -> Turn:
         turn = Turn(n=self.next_turn, epoch=self.epoch, speak=speak, t0=t0, decided_ts=decided_ts)
+        turn.audio.worker_sends_first = speak
         self.turn = turn
         self.last = None
         self.set_state(p.State.THINKING)
@@ -331,24 +355,24 @@ class SessionRunner:
     def start_audio_turn(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
         turn = self._new_turn(t_eos, decided_ts, speak=self.pipeline.speak)
         self.partial_out = False
-        if self.orch.resource is None or self.orch.resource.known_absent():
+        if not self.host.may_load():
             # nothing to load: the STT job leaves with this tick's flush
             turn.prepared = True
             self.job("stt", self._stt_job(turn, pcm))
         else:
-            self.orch.spawn(self._dispatch_stt(turn, pcm))
+            self.host.spawn(self._dispatch_stt(turn, pcm))
 
     async def _dispatch_stt(self, turn: Turn, pcm: bytes) -> None:
-        await self.orch.prepare(self, self.pipeline.models, priority="turn")
+        await self.host.prepare(self, self.pipeline.models, priority="turn")
         turn.prepared = True
         if self.turn is turn:
             self.job("stt", self._stt_job(turn, pcm))
-            await self.orch.flush()
+            await self.host.flush()
 
     def _stt_job(self, turn: Turn, pcm: bytes) -> SttJob:
         """The turn's final STT job; where an LLM worker is known to run, it carries the LLM
         job's plan so the transcript starts the reply without another orchestrator hop."""
-        plan = self._llm_plan(turn) if self.orch.workers_known(self._llm_kind) else None
+        plan = self._llm_plan(turn) if self.host.workers_known(self._llm_kind) else None
         turn.chained = plan is not None
         return SttJob(self.sid, turn.n, turn.epoch, pcm, self.ctx.sample_rate, False, time.time(), plan)
 
@@ -356,29 +380,26 @@ class SessionRunner:
     def _llm_kind(self) -> str:
         return "vlm" if self.pipeline.vision else "llm"
 
-    def _llm_plan(self, turn: Turn) -> dict[str, Any]:
-        """Everything the turn's LLM job holds besides the user's words (see `SttJob.then`)."""
+    def _llm_plan(self, turn: Turn) -> LlmPlan:
+        """Everything the turn's LLM job holds besides the user's words."""
         parts: list[dict[str, Any]] = []
         if self.pipeline.vision and self.ctx.image:
-            from services.llm.images import image_part
-
             turn.image = True
             parts = [image_part(self.ctx.image, self.ctx.image_mime)]
-        turn.llm_speaks = turn.speak
-        return {
-            "kind": self._llm_kind,
-            "messages": self.session.messages(self.orch.settings.history_window),
-            "context": dict(self.session.context),
-            "parts": parts,
-            "speak": {"voice": self.voice} if turn.speak else None,
-        }
+        return LlmPlan(
+            kind=self._llm_kind,
+            messages=self.session.messages(self.settings.history_window),
+            context=dict(self.session.context),
+            parts=parts,
+            speak=SpokenReply(self.voice) if turn.speak else None,
+        )
 
     def start_text_turn(self, text: str, ts: float, speak: bool) -> None:
         turn = self._new_turn(ts, ts, speak=speak)
         turn.user = text
         turn.transcript_ts = ts
         self.event(p.TranscriptEvent(turn=turn.n, text=text, final=True))
-        self.orch.spawn(self._dispatch_llm(turn))
+        self.host.spawn(self._dispatch_llm(turn))
 
     def on_transcript(self, r: SttResult) -> None:
         if r.epoch != self.epoch:
@@ -403,21 +424,22 @@ class SessionRunner:
         turn.user = text
         self.event(p.TranscriptEvent(turn=turn.n, text=text, final=True))
         if not turn.chained:  # else the STT worker started the LLM job with this transcript
-            self.orch.spawn(self._dispatch_llm(turn))
+            self.host.spawn(self._dispatch_llm(turn))
 
     async def _dispatch_llm(self, turn: Turn) -> None:
         if not turn.prepared:
-            await self.orch.prepare(self, self.pipeline.models, priority="turn")
+            await self.host.prepare(self, self.pipeline.models, priority="turn")
             turn.prepared = True
         if self.turn is not turn:
             return
         kind = self._llm_kind
-        if not await self.orch.has_workers(kind):
+        if not await self.host.has_workers(kind):
             what = "vision model (set JARVIS_VLM_BASE_URL)" if kind == "vlm" else "language model"
             self.on_failed(JobFailed(kind, turn.n, turn.epoch, f"no {what} worker is running", time.time()))
             return
-        self.orch.put(*llm_job(self.sid, turn.n, turn.epoch, self._llm_plan(turn), turn.user), self.orch.settings.jobs_maxlen)
-        await self.orch.flush()
+        stream, job = llm_job(self.sid, turn.n, turn.epoch, self._llm_plan(turn), turn.user)
+        self.host.put(stream, job, self.settings.jobs_maxlen)
+        await self.host.flush()
 
     def on_token(self, t: LlmToken) -> None:
         turn = self.turn
@@ -428,7 +450,7 @@ class SessionRunner:
         turn.reply += t.text
         self.event(p.Reply(turn=turn.n, delta=t.text))
         if turn.speak:
-            turn.add_sentences(turn.splitter.feed(t.text))
+            turn.audio.feed(t.text)
             self._pump_tts(turn)
 
     def on_llm_done(self, d: LlmDone) -> None:
@@ -438,35 +460,23 @@ class SessionRunner:
         turn.llm_ms = d.elapsed_ms
         turn.llm_done = True
         if turn.speak:
-            turn.add_sentences(turn.splitter.flush())
+            turn.audio.flush()
         self.event(p.Reply(turn=turn.n, final=True, text=turn.reply))
         self._pump_tts(turn)
         self._maybe_finish(turn)
 
     def _pump_tts(self, turn: Turn) -> None:
-        if turn.inflight is None and turn.queue:
-            s = turn.queue.popleft()
-            turn.inflight = s
-            if s.seq == 0 and turn.llm_speaks:  # the LLM worker sent this one with its tokens
-                return
+        s = turn.audio.next_job()
+        if s is not None:
             self.job("tts", TtsJob(self.sid, turn.n, turn.epoch, s.seq, s.text, self.voice, time.time()))
 
     def on_tts(self, t: TtsProgress) -> None:
         turn = self.turn
-        if turn is None or t.epoch != self.epoch or t.turn != turn.n or t.seq >= len(turn.sentences):
+        if turn is None or t.epoch != self.epoch or t.turn != turn.n:
             return
-        s = turn.sentences[t.seq]
-        s.samples, s.sample_rate = t.samples, t.sample_rate
-        if t.first_audio_ts and not s.first_audio_ts:
-            s.first_audio_ts = t.first_audio_ts
-        if t.first_audio_ts and turn.first_audio_ts is None:
-            turn.first_audio_ts = t.first_audio_ts
+        if turn.audio.progress(t):
             self.set_state(p.State.SPEAKING)
         if t.done:
-            s.done = True
-            turn.tts_ms += t.elapsed_ms
-            if turn.inflight is s:
-                turn.inflight = None
             self._pump_tts(turn)
             self._maybe_finish(turn)
 
@@ -479,15 +489,12 @@ class SessionRunner:
         log.warning("%s job failed: %s", f.kind, f.error, extra={"session": self.sid, "turn": turn.n})
         self.error(p.ErrorCode.MODEL_ERROR, f"the {f.kind} model failed: {f.error}")
         if f.kind == "tts":  # keep the text reply; skip the sentence's audio
-            if turn.inflight is not None:
-                turn.inflight.done = True
-            turn.inflight = None
+            turn.audio.skip_inflight()
             self._pump_tts(turn)
             self._maybe_finish(turn)
             return
         turn.llm_done = True
-        turn.queue.clear()
-        turn.inflight = None
+        turn.audio.drop()
         self._maybe_finish(turn)
 
     def _maybe_finish(self, turn: Turn) -> None:
@@ -507,12 +514,12 @@ class SessionRunner:
                     image=turn.image, metrics=metrics,
                 )
             )
-            self.orch.spawn(self.orch.save(self))
+            self.host.spawn(self.host.save(self))
         if not self.detector.in_speech and not self.ctx.recording:
             self.safe_cursor = self.cursor  # this turn is in history: a new owner must not replay it
         self.turn = None
-        self.orch.spawn(self.orch.release(self))
-        if turn.first_audio_ts and turn.playback_end() > time.time():
+        self.host.spawn(self.host.release(self))
+        if turn.first_audio_ts and turn.audio.playback_end() > time.time():
             self.last = turn  # stay SPEAKING while the client plays the rest
         else:
             self.set_state(p.State.LISTENING)
@@ -527,7 +534,7 @@ class SessionRunner:
         """Timers: playback end, a silent stream, idle expiry. Returns the next deadline."""
         deadline: float | None = None
         if self.last is not None:
-            end = self.last.playback_end()
+            end = self.last.audio.playback_end()
             if now >= end:
                 self.last = None
                 if self.turn is None:
@@ -537,12 +544,12 @@ class SessionRunner:
                 deadline = end
         if (self.detector.in_speech or self.ctx.recording and self.client_vad) and self.ctx.last_frame_ts:
             gap = now - self.ctx.last_frame_ts
-            limit = (self.detector.config.end_silence_ms + 500) / 1000
+            limit = (self.endpoint.end_silence_ms + 500) / 1000
             if gap > limit:  # the client stopped sending audio mid-speech: end the turn
                 if self.ctx.recording:
                     self._recording(False, now)
                 else:
-                    windows = int(self.detector.config.end_silence_ms / self.detector.config.window_ms) + 2
+                    windows = int(self.endpoint.end_silence_ms / self.endpoint.window_ms) + 2
                     for _ in range(windows):
                         self.on_vad(0.0, now)
             else:
@@ -568,11 +575,11 @@ class SessionRunner:
         if turn is None:
             return
         now = time.time()
-        spoken = turn.spoken_text(now)
+        spoken = turn.audio.heard(now)
         self.turn = None
         self.last = None
         turn.done_ts = now
-        self.epoch = await self.orch.bump_epoch(self, p.Interrupted(turn=turn.n, spoken=spoken))
+        self.epoch = await self.host.bump_epoch(self, p.Interrupted(turn=turn.n, spoken=spoken))
         log.info("interrupted (%s)", reason, extra={"session": self.sid, "turn": turn.n})
         BARGE_INS.labels(reason).inc()
         metrics = turn.metrics(interrupted=True)
@@ -590,6 +597,6 @@ class SessionRunner:
             self.event(p.Metrics(**metrics))
             observe(metrics)
             TURNS.labels("interrupted").inc()
-        self.orch.spawn(self.orch.save(self))
-        self.orch.spawn(self.orch.release(self))
+        self.host.spawn(self.host.save(self))
+        self.host.spawn(self.host.release(self))
         self.set_state(p.State.LISTENING)

@@ -1,7 +1,7 @@
 """Silero VAD v6 for many sessions at once: per-stream state, one ONNX call per tick.
 
 This module owns voice-activity *probabilities* and nothing else (turn logic lives in
-``services.orchestrator.turns``). It runs the Silero VAD v6 ONNX graph that ships inside
+``services.orchestrator.endpoint``). It runs the Silero VAD v6 ONNX graph that ships inside
 faster-whisper (``faster_whisper/assets/silero_vad_v6.onnx``) with onnxruntime, no torch.
 
 Streaming contract (16 kHz, 512-sample windows of 32 ms): each call feeds the model the

@@ -72,7 +72,7 @@ class RealtimeConn(Conn):
             elif isinstance(cmd, bytes):
                 self.gw.audio(self.sid, cmd)
             else:
-                self.gw.command(self.sid, cmd.model_dump(mode="json"))
+                self.gw.command(self.sid, cmd)
 
     async def _open(self, start: p.Start) -> None:
         try:

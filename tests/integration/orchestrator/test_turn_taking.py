@@ -80,7 +80,7 @@ async def test_three_utterances_give_three_turns(stack):
     finally:
         r.close()
     assert [j.turn for j in stt] == [1, 2, 3] and stt[0].then is None
-    assert all(j.then and j.then["kind"] == "llm" for j in stt[1:])
+    assert all(j.then and j.then.kind == "llm" for j in stt[1:])
     assert [j.turn for j in llm] == [1, 2, 3]
     msgs = llm[2].messages  # the history (replies as far as they were heard) and the new words
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]

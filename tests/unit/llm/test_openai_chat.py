@@ -16,7 +16,8 @@ import openai
 import pytest
 
 from services.llm.config import LlmSettings
-from services.llm.openai_chat import LlmUnavailable, OpenAIChat, ToolCallRecord, image_part
+from services.llm.openai_chat import LlmUnavailable, OpenAIChat, ToolCallRecord
+from shared.images import image_part
 from shared.model import ContextUpdate, LlmDelta, LlmRequest
 
 API_KEY = "sk-test-secret-123"

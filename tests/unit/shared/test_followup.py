@@ -1,19 +1,27 @@
-"""An STT job that names its LLM job (`SttJob.then`) starts it with the transcript."""
+"""An STT job that carries its LLM plan (`SttJob.then`) starts the LLM job with the transcript,
+and the typed hand-offs survive the codec."""
 
 import msgpack
 
 from shared import codec
-from shared.messages import LlmJob, SttJob, followup, jobs_stream
+from shared.messages import LlmJob, LlmPlan, SpokenReply, SttJob, followup, jobs_stream
 
 HISTORY = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
 
-def _job(then):
+def _job(then: LlmPlan | None) -> SttJob:
     return SttJob("s1", 2, 7, b"\0\0", 16000, False, 1.0, then)
 
 
+def test_the_plan_travels_typed():
+    plan = LlmPlan("llm", HISTORY, {"k": 1}, [], SpokenReply("joe"))
+    job = codec.decode(codec.encode(_job(plan)))
+    assert isinstance(job.then, LlmPlan) and isinstance(job.then.speak, SpokenReply)
+    assert job.then == plan
+
+
 def test_the_transcript_becomes_the_last_user_message():
-    job = codec.decode(codec.encode(_job({"kind": "llm", "messages": HISTORY, "context": {"k": 1}, "parts": []})))
+    job = codec.decode(codec.encode(_job(LlmPlan("llm", HISTORY, {"k": 1}))))
     stream, llm = followup(job, "what time is it")
     assert stream == jobs_stream("llm")
     assert isinstance(llm, LlmJob) and (llm.sid, llm.turn, llm.epoch) == ("s1", 2, 7)
@@ -23,20 +31,20 @@ def test_the_transcript_becomes_the_last_user_message():
 
 
 def test_a_spoken_reply_asks_the_llm_worker_to_start_its_first_sentence():
-    plan = {"kind": "llm", "messages": [], "context": {}, "parts": [], "speak": {"voice": "joe"}}
+    plan = LlmPlan("llm", [], {}, [], SpokenReply("joe"))
     _, llm = followup(codec.decode(codec.encode(_job(plan))), "hello")
-    assert codec.decode(codec.encode(llm)).speak == {"voice": "joe"}
+    assert codec.decode(codec.encode(llm)).speak == SpokenReply("joe")
 
 
 def test_vision_parts_follow_the_words():
     image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
-    stream, llm = followup(_job({"kind": "vlm", "messages": [], "context": {}, "parts": [image]}), "what is this")
+    stream, llm = followup(_job(LlmPlan("vlm", [], {}, [image])), "what is this")
     assert stream == jobs_stream("vlm")
     assert llm.messages == [{"role": "user", "content": [{"type": "text", "text": "what is this"}, image]}]
 
 
 def test_no_words_or_no_plan_starts_nothing():
-    assert followup(_job({"kind": "llm", "messages": [], "context": {}, "parts": []}), "") is None
+    assert followup(_job(LlmPlan("llm", [], {})), "") is None
     assert followup(_job(None), "hello") is None
 
 

@@ -1,7 +1,7 @@
 """Images as OpenAI-compatible chat content parts (what vLLM and Ollama accept for VLMs).
 
-Kept apart from the chat client so the orchestrator can build vision messages without
-importing the `openai` package."""
+The orchestrator builds the vision pipeline's user message with it; the LLM worker sends it
+unchanged."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ computed from the number of samples fed, never from a wall clock, so they are re
 and map straight back to sample offsets in the session's audio buffer
 (``sample = ms * sample_rate / 1000``).
 
-Semantics of :class:`EndpointDetector` (see :class:`EndpointConfig` for the knobs):
+Semantics of :class:`EndpointDetector` (see :class:`~services.orchestrator.config.EndpointSettings` for the knobs):
 
 * Hysteresis. While idle, a window is speech when ``prob >= threshold``. Once speech has
   begun, a window only counts as *silence* when ``prob < neg_threshold``; probabilities in
@@ -42,29 +42,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["EndpointConfig", "EndpointDetector", "Event", "SpeechStart", "TurnEnd"]
+from services.orchestrator.config import EndpointSettings
 
-
-@dataclass(frozen=True, slots=True)
-class EndpointConfig:
-    """Tuning of :class:`EndpointDetector`; probabilities in [0, 1], durations in ms."""
-
-    threshold: float = 0.5  # prob >= threshold: speech
-    neg_threshold: float = 0.35  # once speaking, prob < neg_threshold: silence (hysteresis)
-    min_speech_ms: float = 250  # shorter bursts never start a turn
-    end_silence_ms: float = 300  # this much silence after speech ends the turn
-    max_turn_ms: float = 30000  # a turn is cut once its speech span reaches this
-    window_ms: float = 32  # duration of one VAD window (512 samples at 16 kHz)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.neg_threshold <= self.threshold <= 1.0:
-            raise ValueError("need 0 <= neg_threshold <= threshold <= 1")
-        if self.window_ms <= 0:
-            raise ValueError("window_ms must be positive")
-        if self.min_speech_ms < 0 or self.end_silence_ms < 0:
-            raise ValueError("min_speech_ms and end_silence_ms must be >= 0")
-        if self.max_turn_ms < max(self.min_speech_ms, self.window_ms):
-            raise ValueError("max_turn_ms must be at least min_speech_ms and one window")
+__all__ = ["EndpointDetector", "Event", "SpeechStart", "TurnEnd"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +75,8 @@ class EndpointDetector:
 
     __slots__ = ("_active", "_confirmed", "_last_end", "_silent", "_start", "_window", "config")
 
-    def __init__(self, config: EndpointConfig | None = None) -> None:
-        self.config = config or EndpointConfig()
+    def __init__(self, config: EndpointSettings | None = None) -> None:
+        self.config = config or EndpointSettings()
         self._window = 0  # windows fed since creation / reset
         self.reset()
 

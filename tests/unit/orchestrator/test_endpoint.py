@@ -1,4 +1,5 @@
-"""End-of-turn detection: real Silero probabilities over real audio, then the edge cases."""
+"""End-of-turn detection with the settings the stack runs (`EndpointSettings()`): real Silero
+probabilities over real audio, then the edge cases."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.orchestrator.turns import EndpointConfig, EndpointDetector, SpeechStart, TurnEnd
+from services.orchestrator.config import EndpointSettings
+from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 from services.orchestrator.vad import WINDOW, SileroVad, default_model_path
 from tests.support.speech import RATE, concat, have_espeak, noise, silence, speak
 
@@ -118,7 +120,7 @@ def test_max_turn_length_cuts_a_long_utterance(vad):
         "so that the maximum turn length has to cut it into pieces"
     )
     probs = probabilities(vad, concat(silence(0.3), long, silence(1.0)))
-    config = EndpointConfig(max_turn_ms=2000)
+    config = EndpointSettings(max_turn_ms=2000)
     events = EndpointDetector(config).feed_many(probs)
 
     ends = turn_ends(events)
@@ -148,7 +150,7 @@ def test_speech_ms_grows_while_the_user_talks(vad):
 
 
 def run(probs, **config) -> list:
-    return EndpointDetector(EndpointConfig(**config)).feed_many(probs)
+    return EndpointDetector(EndpointSettings(**config)).feed_many(probs)
 
 
 def test_speech_shorter_than_min_speech_is_ignored():
@@ -169,26 +171,34 @@ def test_speech_start_is_reported_at_the_real_start_once_confirmed():
 
 def test_turn_ends_after_end_silence_with_end_at_last_speech_window():
     detector = EndpointDetector()
+    assert detector.config.end_silence_ms == 288  # nine windows
     detector.feed_many([QUIET] * 3 + [SPEECH] * 10)
-    assert [detector.feed(QUIET) for _ in range(9)] == [[]] * 9  # 288 ms: not yet
-    assert detector.silence_ms == 288
-    assert detector.feed(QUIET) == [TurnEnd(start_ms=96, end_ms=416, reason="silence")]  # 320 ms
+    assert [detector.feed(QUIET) for _ in range(8)] == [[]] * 8  # 256 ms: not yet
+    assert detector.silence_ms == 256
+    assert detector.feed(QUIET) == [TurnEnd(start_ms=96, end_ms=416, reason="silence")]  # 288 ms
     assert not detector.in_speech and detector.speech_ms == 0
 
 
 def test_a_pause_shorter_than_end_silence_keeps_the_turn():
-    events = run([SPEECH] * 10 + [QUIET] * 9 + [SPEECH] * 10 + [QUIET] * 10)
-    assert events == [SpeechStart(0), TurnEnd(0, 29 * 32, "silence")]
+    events = run([SPEECH] * 10 + [QUIET] * 8 + [SPEECH] * 10 + [QUIET] * 10)
+    assert events == [SpeechStart(0), TurnEnd(0, 28 * 32, "silence")]
+
+
+def test_by_default_a_decaying_probability_is_silence():
+    # no hysteresis in the stack's settings: below the threshold is silence at once
+    events = run([SPEECH] * 10 + [MAYBE] * 30)
+    assert events == [SpeechStart(0), TurnEnd(0, 10 * 32, "silence")]
 
 
 def test_hysteresis_between_the_thresholds():
+    low = {"neg_threshold": 0.35}  # JARVIS_TURN_NEG_THRESHOLD=0.35, for soft word endings
     # from silence, a middling probability never starts speech
-    assert run([MAYBE] * 50) == []
+    assert run([MAYBE] * 50, **low) == []
     # once speaking, it keeps the turn going
-    events = run([SPEECH] * 10 + [MAYBE] * 30 + [QUIET] * 10)
+    events = run([SPEECH] * 10 + [MAYBE] * 30 + [QUIET] * 10, **low)
     assert events == [SpeechStart(0), TurnEnd(0, 40 * 32, "silence")]
     # but after silence has begun it does not resume speech nor reset the silence timer
-    events = run([SPEECH] * 10 + [QUIET] * 3 + [MAYBE] * 7)
+    events = run([SPEECH] * 10 + [QUIET] * 3 + [MAYBE] * 7, **low)
     assert events == [SpeechStart(0), TurnEnd(0, 10 * 32, "silence")]
 
 
@@ -256,7 +266,7 @@ def test_speech_ms_counts_candidates_for_barge_in():
 )
 def test_nonsense_config_is_refused(bad):
     with pytest.raises(ValueError):
-        EndpointConfig(**bad)
+        EndpointSettings(**bad)
 
 
 @settings(max_examples=300, deadline=None)
@@ -265,7 +275,7 @@ def test_nonsense_config_is_refused(bad):
     max_turn_ms=st.sampled_from([300.0, 1000.0, 30000.0]),
 )
 def test_events_always_form_well_nested_turns(probs, max_turn_ms):
-    config = EndpointConfig(max_turn_ms=max_turn_ms)
+    config = EndpointSettings(max_turn_ms=max_turn_ms)
     detector = EndpointDetector(config)
     open_at = None
     last_end = -1.0

@@ -1,0 +1,312 @@
+"""The session runner's state machine with an in-memory host: no Redis, no model, no clock
+but the one the test drives. VAD probabilities are scripted per 32 ms window; what the
+client would see is read back from the events the runner queued for `out:{sid}`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.orchestrator.config import TurnSettings
+from services.orchestrator.session import SessionRunner
+from shared import protocol as p
+from shared.config import Settings
+from shared.messages import (
+    Audio,
+    ClientEvent,
+    Command,
+    Detached,
+    JobFailed,
+    LlmDone,
+    LlmJob,
+    LlmPlan,
+    LlmToken,
+    SessionStart,
+    SpokenReply,
+    SttJob,
+    SttResult,
+    TtsJob,
+    TtsProgress,
+    jobs_stream,
+    out_stream,
+)
+from shared.sessions import Session
+
+SPEECH, QUIET = 0.9, 0.05
+WINDOW = 512  # samples at 16 kHz: 32 ms
+TTS_RATE = 22050
+
+
+class FakeHost:
+    """A `SessionHost` in memory: entries are kept in order, background tasks run on the
+    test's loop, the epoch is a counter."""
+
+    def __init__(self, workers: bool = True) -> None:
+        self.entries: list[tuple[str, Any]] = []
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.workers = workers
+        self.epoch = 1
+        self.saved = 0
+        self.ended = False
+        self.windows: list[tuple[np.ndarray, float]] = []
+
+    def put(self, stream: str, msg: Any, maxlen: int | None = None) -> None:
+        self.entries.append((stream, msg))
+
+    async def flush(self) -> None:
+        return None
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.tasks.append(asyncio.ensure_future(coro))
+
+    def may_load(self) -> bool:
+        return False
+
+    async def prepare(self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False) -> None:
+        return None
+
+    async def release(self, runner: SessionRunner) -> None:
+        return None
+
+    def workers_known(self, kind: str) -> bool:
+        return self.workers
+
+    async def has_workers(self, kind: str) -> bool:
+        return self.workers
+
+    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted) -> int:
+        self.epoch += 1
+        self.entries.append((out_stream(runner.sid), ClientEvent(p.dump(event))))
+        return self.epoch
+
+    async def save(self, runner: SessionRunner) -> None:
+        self.saved += 1
+
+    async def end_session(self, runner: SessionRunner, quiet: bool = False) -> None:
+        self.ended = True
+
+    def score_vad(self, runner: SessionRunner, windows: np.ndarray, ts: float) -> None:
+        self.windows.extend((w, ts) for w in windows)
+
+    # ---- reading back --------------------------------------------------------------
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        out = [json.loads(m.json) for s, m in self.entries if s.startswith("out:") and isinstance(m, ClientEvent)]
+        return [e for e in out if kind is None or e["type"] == kind]
+
+    def jobs(self, kind: str) -> list[Any]:
+        return [m for s, m in self.entries if s == jobs_stream(kind)]
+
+    def states(self) -> list[str]:
+        return [e["state"] for e in self.events("state")]
+
+    async def settle(self) -> None:
+        while self.tasks:
+            tasks, self.tasks = self.tasks, []
+            await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+async def setup() -> tuple[SessionRunner, FakeHost]:
+    host = FakeHost()
+    runner = SessionRunner(host, Session(id="s1"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    start = SessionStart("s1", "sts", None, 16000, False, {}, False, time.time())
+    await runner.on_start(start, resumed=False)
+    await host.settle()
+    return runner, host
+
+
+def speak(runner: SessionRunner, host: FakeHost, probs: list[float]) -> None:
+    """Send one 32 ms audio frame per probability, then score it with that probability."""
+    rng = np.random.default_rng(0)
+    for prob in probs:
+        level = 8000 if prob >= 0.5 else 10
+        pcm = (rng.standard_normal(WINDOW) * level).astype("<i2").tobytes()
+        ts = time.time()
+        runner.on_audio(Audio(pcm, ts))
+        host.windows.clear()
+        runner.on_vad(prob, ts)
+
+
+def utterance(speech_windows: int = 30) -> list[float]:
+    return [QUIET] * 10 + [SPEECH] * speech_windows + [QUIET] * 9  # 288 ms of silence ends it
+
+
+async def answer(runner: SessionRunner, host: FakeHost, text: str, reply: str, audio_s: float = 2.0) -> None:
+    """The workers' side of a turn: transcript, tokens (the first sentence's TTS job was the
+    LLM worker's), the audio of each sentence, LLM done."""
+    turn = runner.turn
+    assert turn is not None
+    runner.on_transcript(SttResult(turn.n, runner.epoch, text, True, 50.0, time.time()))
+    runner.on_token(LlmToken(turn.n, runner.epoch, reply, time.time()))
+    runner.on_llm_done(LlmDone(turn.n, runner.epoch, 80.0, time.time()))
+    for seq in range(len(turn.audio.sentences)):
+        samples = int(audio_s * TTS_RATE)
+        runner.on_tts(TtsProgress(turn.n, runner.epoch, seq, samples, TTS_RATE, time.time(), True, 30.0, time.time()))
+    await host.settle()
+
+
+async def test_start_shows_loading_then_listening(setup):
+    runner, host = setup
+    assert host.events("ready")[0]["session_id"] == "s1"
+    assert host.states() == ["LOADING", "LISTENING"]
+    assert runner.state == p.State.LISTENING
+
+
+async def test_end_of_speech_sends_the_turn_to_stt_with_its_llm_plan(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    assert [e["speaking"] for e in host.events("vad")] == [True, False]
+    assert runner.state == p.State.THINKING
+    (job,) = host.jobs("stt")
+    assert isinstance(job, SttJob) and not job.partial and job.turn == 1
+    # the turn's audio: the speech with its pre- and post-roll (30 windows + 200 ms + 100 ms)
+    assert len(job.pcm) // 2 == pytest.approx(30 * WINDOW + 0.3 * 16000, abs=WINDOW)
+    assert isinstance(job.then, LlmPlan) and job.then.kind == "llm"
+    assert job.then.speak == SpokenReply(None)
+
+
+async def test_a_whole_turn_lands_in_history_with_its_metrics(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "what is the capital of Spain", "Madrid is the capital. It is in the middle.")
+    assert [e["text"] for e in host.events("transcript")] == ["what is the capital of Spain"]
+    assert "".join(e["delta"] for e in host.events("reply") if not e.get("final")).startswith("Madrid")
+    # the LLM worker sent the first sentence; the runner sent the second
+    assert [j.seq for j in host.jobs("tts")] == [1]
+    assert host.states()[-2:] == ["THINKING", "SPEAKING"]
+    (rec,) = runner.session.history
+    assert rec.user == "what is the capital of Spain" and rec.assistant.startswith("Madrid")
+    assert not rec.interrupted and rec.metrics["stt_ms"] == 50.0
+    assert host.events("metrics")[0]["turn"] == 1
+    assert runner.last is not None  # still SPEAKING while the client plays the audio
+    runner.tick(time.time() + 10)
+    assert runner.state == p.State.LISTENING
+
+
+async def test_speech_over_the_reply_is_a_barge_in_and_history_keeps_what_was_heard(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    assert runner.state == p.State.SPEAKING
+    speak(runner, host, [SPEECH] * 14)  # 448 ms of speech >= the 400 ms barge-in minimum
+    await host.settle()
+    (ev,) = host.events("interrupted")
+    assert ev["turn"] == 1
+    assert runner.epoch == 2 and runner.state == p.State.LISTENING
+    rec = runner.session.history[-1]
+    assert rec.interrupted and rec.assistant == ev["spoken"]
+
+
+async def test_a_short_sound_during_the_reply_does_not_interrupt(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    speak(runner, host, [SPEECH] * 5 + [QUIET] * 12)  # 160 ms: a cough
+    await host.settle()
+    assert host.events("interrupted") == []
+    assert runner.state == p.State.SPEAKING
+
+
+async def test_a_text_turn_during_a_reply_interrupts_it_and_is_answered(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    await runner.on_command(p.Text(text="actually, what time is it?"), time.time())
+    await host.settle()
+    assert len(host.events("interrupted")) == 1
+    assert host.events("transcript")[-1] == {"type": "transcript", "turn": 2, "text": "actually, what time is it?", "final": True}
+    (llm,) = host.jobs("llm")
+    assert isinstance(llm, LlmJob) and llm.epoch == runner.epoch == 2
+    assert llm.messages[-1] == {"role": "user", "content": "actually, what time is it?"}
+    assert [m["content"] for m in llm.messages[:-1]][0] == "tell me a story"
+
+
+async def test_commands_arrive_as_the_protocol_models(setup):
+    runner, host = setup
+    await runner.handle(Command(p.Config(options={"voice": "amy"}).model_dump(mode="json"), time.time()))
+    assert runner.voice == "amy" and len(host.events("ready")) == 2
+    await runner.handle(Detached(time.time()))
+    assert runner.detached_at is not None
+    await runner.handle(Command(p.Stop().model_dump(mode="json"), time.time()))
+    await host.settle()
+    assert host.ended
+
+
+async def test_a_stream_that_stops_mid_speech_ends_the_turn(setup):
+    runner, host = setup
+    speak(runner, host, [QUIET] * 3 + [SPEECH] * 20)  # the client went quiet mid-word
+    assert runner.detector.in_speech and host.jobs("stt") == []
+    runner.tick(time.time() + 0.2)
+    assert host.jobs("stt") == []  # a short gap is just jitter
+    runner.tick(time.time() + 1.0)
+    (job,) = host.jobs("stt")
+    assert job.turn == 1 and runner.state == p.State.THINKING
+
+
+async def test_a_failed_model_ends_the_turn_with_an_error(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    turn = runner.turn
+    assert turn is not None
+    runner.on_transcript(SttResult(1, runner.epoch, "hello", True, 50.0, time.time()))
+    runner.on_failed(JobFailed("llm", 1, runner.epoch, "connection refused", time.time()))
+    await host.settle()
+    (err,) = host.events("error")
+    assert err["code"] == "model_error" and "connection refused" in err["message"]
+    assert runner.turn is None and runner.state == p.State.LISTENING
+    assert runner.session.history[-1].user == "hello"
+
+
+async def test_a_stage_that_goes_silent_times_out_with_an_error(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    runner.tick(time.time() + runner.cfg.stage_timeout_s + 1)
+    await host.settle()
+    (err,) = host.events("error")
+    assert "no progress" in err["message"]
+    assert runner.turn is None
+
+
+async def test_results_of_an_old_epoch_are_ignored(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    runner.on_transcript(SttResult(1, runner.epoch - 1, "stale", True, 50.0, time.time()))
+    assert host.events("transcript") == []
+    assert runner.turn is not None and runner.turn.user == ""
+
+
+async def test_without_a_known_llm_worker_the_runner_dispatches_the_llm_itself():
+    host = FakeHost(workers=False)
+    runner = SessionRunner(host, Session(id="s2"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    await runner.on_start(SessionStart("s2", "sts", None, 16000, False, {}, False, time.time()), resumed=False)
+    speak(runner, host, utterance())
+    (job,) = host.jobs("stt")
+    assert job.then is None
+    runner.on_transcript(SttResult(1, runner.epoch, "hello", True, 50.0, time.time()))
+    await host.settle()
+    (err,) = host.events("error")  # and it says when there is none at all
+    assert "no language model worker" in err["message"]
+
+
+async def test_tts_jobs_go_one_at_a_time_in_order():
+    host = FakeHost()
+    runner = SessionRunner(host, Session(id="s3"), 1, "0-0", Settings(), TurnSettings())
+    runner.start_text_turn("hi", time.time(), speak=True)
+    turn = runner.turn
+    assert turn is not None
+    runner.on_token(LlmToken(1, 1, "One. Two. Three. ", time.time()))
+    runner.on_llm_done(LlmDone(1, 1, 10.0, time.time()))
+    assert host.jobs("tts") == []  # sentence 0 is the LLM worker's, and it is still being spoken
+    for seq in range(3):
+        runner.on_tts(TtsProgress(1, 1, seq, 100, TTS_RATE, time.time(), True, 1.0, time.time()))
+        assert len(host.jobs("tts")) == min(seq + 1, 2)
+    jobs: list[TtsJob] = host.jobs("tts")
+    assert [(j.seq, j.text) for j in jobs] == [(1, "Two."), (2, "Three.")]
+    await host.settle()
