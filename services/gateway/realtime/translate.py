@@ -51,6 +51,7 @@ class Settings:
     interrupt_response: bool = True
     transcription: bool = True
     voice: str | None = None
+    instructions: str | None = None
 
     @property
     def trigger(self) -> p.Trigger:
@@ -68,6 +69,7 @@ class Settings:
             td = rt.TurnDetectionOut(type=self.turn_detection, interrupt_response=self.interrupt_response)
         return rt.SessionOut(
             model=self.model,
+            instructions=self.instructions,
             output_modalities=list(self.modalities),
             audio=rt.AudioConfigOut(
                 input=rt.AudioInputOut(
@@ -94,7 +96,7 @@ class Response:
     item_id: str  # the assistant message it produces
     modalities: list[Modality]
     user: list[UserItem]
-    turn: int | None = None  # the Jarvis turn answering it
+    turn: int | None = None  # the Jarvis turn answering it (known from its first event)
     opened: bool = False  # output item and content part announced
     text: str = ""
     audio_samples: int = 0  # sent to the client, at 24 kHz
@@ -154,6 +156,9 @@ class Translator:
         self.response: Response | None = None  # the response streaming now
         self._finished: Response | None = None  # the last response done, while its audio may play
         self._known: set[str] = set()  # item ids of this connection's conversation
+        self._turn_of: dict[str, tuple[int, Literal["user", "assistant"]]] = {}  # answered items
+        self._forgetting: dict[tuple[int, str], list[str]] = {}  # `forget` sent, awaiting `forgotten`
+        self._recent: deque[Response] = deque(maxlen=4)  # responses done, for a late `interrupted`
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -240,8 +245,8 @@ class Translator:
             raise unsupported("tool_choice other than auto", "session.tool_choice", eid)
         if s.prompt is not None:
             raise unsupported("stored prompts", "session.prompt", eid)
-        if s.instructions:
-            raise unsupported("instructions (a per-session system prompt)", "session.instructions", eid)
+        if "instructions" in s.model_fields_set:
+            new.instructions = s.instructions or None
         if isinstance(s.max_output_tokens, int):
             raise unsupported("max_output_tokens", "session.max_output_tokens", eid)
         if s.model:
@@ -281,7 +286,8 @@ class Translator:
                 new.voice = voice if isinstance(voice, str) else voice.id
         old, self.settings = self.settings, new
         snapshot = new.out()
-        if self.sid is None:
+        first = self.sid is None
+        if first:
             self.commands.append(
                 p.Start(
                     pipeline="sts",
@@ -291,12 +297,17 @@ class Translator:
                     options=_options(new),
                 )
             )
-            self._pending_ready.append(snapshot)
-            return
-        if new.trigger != old.trigger or new.jarvis_voice != old.jarvis_voice:
+        elif new.trigger != old.trigger or new.jarvis_voice != old.jarvis_voice:
             if old.trigger == p.Trigger.MANUAL and self._buffer:
                 self._buffer.clear()  # uncommitted push-to-talk audio has no turn to go to now
             self.commands.append(p.Config(trigger=new.trigger, options=_options(new)))
+        answered_by_ready = bool(self.commands)
+        if "instructions" in s.model_fields_set and (not first or new.instructions):
+            # a resumed session keeps the instructions it had unless the client names new ones
+            self.commands.append(p.Instructions(text=new.instructions or ""))
+        if new.modalities != old.modalities or (first and new.modalities == ["text"]):
+            self.commands.append(_output(new.modalities))
+        if answered_by_ready:
             self._pending_ready.append(snapshot)
         else:
             self.emit(rt.SessionUpdated(session=snapshot))
@@ -438,7 +449,9 @@ class Translator:
         r = ev.response
         if r is not None:
             if r.instructions:
-                raise unsupported("per-response instructions", "response.instructions", eid)
+                raise unsupported(
+                    "per-response instructions (set them with session.update)", "response.instructions", eid
+                )
             if r.conversation == "none" or r.input is not None:
                 raise unsupported(
                     "out-of-band responses (conversation 'none' or input items)", "response.input", eid
@@ -465,25 +478,28 @@ class Translator:
                     )
                 modalities = list(r.output_modalities)
         items, self._committed = self._committed, []
-        if not items:
-            raise unsupported(
-                "response.create without a new user item (a reply needs the user's turn)", None, eid
-            )
         kinds = {i.kind for i in items}
         if len(kinds) > 1:
             self._committed = items
             raise unsupported("one response to typed and spoken items together", None, eid)
         resp = Response(rt.new_id("resp"), rt.new_id("item"), modalities, items)
         self._requested.append(resp)
-        if kinds == {"text"}:
+        if not items:  # the model answers the conversation as it stands (e.g. it speaks first)
+            self.commands.append(p.Respond(speak=resp.audio))
+        elif kinds == {"text"}:
             self.commands.append(p.Text(text="\n".join(i.text for i in items), speak=resp.audio))
         else:
+            own = modalities != self.settings.modalities
+            if own:  # this response only: the turn's reply mode is fixed when it begins
+                self.commands.append(_output(modalities))
             self.commands.append(p.Turn(action="begin"))
             step = self.session_rate // 50 * 2 * 25  # half a second per frame
             for item in items:
                 for i in range(0, len(item.pcm), step):
                     self.commands.append(item.pcm[i : i + step])
             self.commands.append(p.Turn(action="end"))
+            if own:
+                self.commands.append(_output(self.settings.modalities))
         self.emit(rt.ResponseCreated(response=self._response_out(resp, "in_progress")))
 
     def _cancel(self, ev: rt.ResponseCancel) -> None:
@@ -513,35 +529,47 @@ class Translator:
                 "invalid_value", "assistant items have one content part (index 0)", "content_index", eid
             )
         target = self.active
-        finished = self._finished
-        if target is not None and target.item_id == ev.item_id:
-            if target.audio_ms and ev.audio_end_ms > target.audio_ms:
-                raise rt.RealtimeError(
-                    "invalid_value",
-                    f"audio_end_ms {ev.audio_end_ms} is past the {target.audio_ms} ms of audio sent",
-                    "audio_end_ms",
-                    eid,
-                )
-            self._interrupt(target, ev.audio_end_ms)
-        elif finished is not None and finished.item_id == ev.item_id and finished.truncate_ms is not None:
-            # cut already (a barge-in): the history keeps what was heard
-            finished.truncate_ms = min(finished.truncate_ms, ev.audio_end_ms)
-            self.emit(rt.ItemTruncated(item_id=ev.item_id, audio_end_ms=finished.truncate_ms))
-        else:
-            raise unsupported("truncating an item whose audio has finished playing", "item_id", eid)
+        if target is None or target.item_id != ev.item_id:
+            target = next((r for r in self._recent if r.item_id == ev.item_id), None)
+        if target is None or not target.audio:
+            raise unsupported("truncating an item other than a recent spoken reply", "item_id", eid)
+        if ev.audio_end_ms > target.audio_ms:
+            raise rt.RealtimeError(
+                "invalid_value",
+                f"audio_end_ms {ev.audio_end_ms} is past the {target.audio_ms} ms of audio sent",
+                "audio_end_ms",
+                eid,
+            )
+        if not target.done:
+            target.cancel_reason = "client_cancelled"
+        target.truncate_ms = ev.audio_end_ms
+        # the session cuts the reply there (the reply in progress stops) and answers `interrupted`
+        self.commands.append(
+            p.Truncate(turn=target.turn, audio_end_ms=ev.audio_end_ms) if target.turn else p.Interrupt()
+        )
 
     def _delete(self, ev: rt.ItemDelete) -> None:
+        eid = ev.event_id
         for item in self._committed:
             if item.id == ev.item_id:  # not yet answered: simply never sent
                 self._committed.remove(item)
                 self._known.discard(item.id)
                 self.emit(rt.ItemDeleted(item_id=item.id))
                 return
-        if ev.item_id not in self._known:
+        where = self._turn_of.get(ev.item_id)
+        if where is None:
+            if ev.item_id in self._known:
+                raise rt.RealtimeError(
+                    "item_in_progress",
+                    f"item {ev.item_id!r} is being answered; delete it after response.done",
+                    "item_id",
+                    eid,
+                )
             raise rt.RealtimeError(
-                "item_not_found", f"no item {ev.item_id!r} in this conversation", "item_id", ev.event_id
+                "item_not_found", f"no item {ev.item_id!r} in this conversation", "item_id", eid
             )
-        raise unsupported("deleting an item already in the conversation's history", "item_id", ev.event_id)
+        self._forgetting.setdefault(where, []).append(ev.item_id)
+        self.commands.append(p.Forget(turn=where[0], role=where[1]))
 
     def _output_clear(self, ev: rt.OutputAudioClear) -> None:
         target = self.active
@@ -550,6 +578,8 @@ class Translator:
                 "response_cancel_not_active", "no response audio is playing", None, ev.event_id
             )
         self._interrupt(target, target.heard_ms(self.clock()))
+        if target.turn is not None and target.audio:  # cut history where playback stopped
+            self.commands[-1] = p.Truncate(turn=target.turn, audio_end_ms=target.truncate_ms or 0)
 
     # ---- Jarvis events -----------------------------------------------------------------------
 
@@ -565,7 +595,7 @@ class Translator:
         elif isinstance(ev, p.Reply):
             self._reply(ev)
         elif isinstance(ev, p.AudioStart):
-            resp = self.response
+            resp = self._bound(ev.turn)
             if resp is not None and resp.audio:
                 self._open(resp)
                 resp.resampler = Resampler(ev.sample_rate, RATE)
@@ -574,9 +604,14 @@ class Translator:
             if resp is not None and resp.resampler is not None:
                 self._send_audio(resp, resp.resampler.flush())
         elif isinstance(ev, p.Metrics):
-            resp = self.response
+            resp = self._bound(ev.turn)
             if resp is not None and resp.turn == ev.turn:
                 self._finish(resp, "completed")
+        elif isinstance(ev, p.Forgotten):
+            for item_id in self._forgetting.pop((ev.turn, ev.role), []):
+                self._known.discard(item_id)
+                self._turn_of.pop(item_id, None)
+                self.emit(rt.ItemDeleted(item_id=item_id))
         elif isinstance(ev, p.Interrupted):
             self._interrupted(ev)
         elif isinstance(ev, p.Ready):
@@ -636,7 +671,7 @@ class Translator:
         resp = self.response
         if resp is None or resp.turn is not None:
             return
-        resp.turn = ev.turn
+        self._bind(resp, ev.turn)
         text = ev.text.strip()
         for n, item in enumerate(resp.user):
             if item.kind != "audio":
@@ -684,8 +719,22 @@ class Translator:
             rt.ContentPartAdded(response_id=resp.id, item_id=resp.item_id, part=_part(resp, "")),
         )
 
-    def _reply(self, ev: p.Reply) -> None:
+    def _bound(self, turn: int) -> Response | None:
+        """The streaming response, tied to Jarvis turn `turn` by its first event when it had no
+        user item to learn it from (a `respond`)."""
         resp = self.response
+        if resp is not None and resp.turn is None and not resp.user:
+            self._bind(resp, turn)
+        return resp
+
+    def _bind(self, resp: Response, turn: int) -> None:
+        resp.turn = turn
+        for item in resp.user:
+            self._turn_of[item.id] = (turn, "user")
+        self._turn_of[resp.item_id] = (turn, "assistant")
+
+    def _reply(self, ev: p.Reply) -> None:
+        resp = self._bound(ev.turn)
         if resp is None or ev.final or not ev.delta:
             return
         self._open(resp)
@@ -716,7 +765,7 @@ class Translator:
 
     def _interrupted(self, ev: p.Interrupted) -> None:
         now = self.clock()
-        resp = self.response
+        resp = self._bound(ev.turn)
         if resp is not None and resp.turn in (ev.turn, None):
             heard = resp.truncate_ms if resp.truncate_ms is not None else resp.heard_ms(now)
             resp.text = ev.spoken
@@ -725,8 +774,8 @@ class Translator:
                 resp.truncate_ms = heard
                 self.emit(rt.ItemTruncated(item_id=resp.item_id, audio_end_ms=heard))
             return
-        done = self._finished
-        if done is not None and done.turn == ev.turn and done.audio and done.opened:
+        done = next((r for r in self._recent if r.turn == ev.turn), None)
+        if done is not None and done.audio and done.opened:
             heard = done.truncate_ms if done.truncate_ms is not None else done.heard_ms(now)
             done.truncate_ms = heard
             done.text = ev.spoken
@@ -769,6 +818,7 @@ class Translator:
         final = "failed" if resp.failed and status == "completed" and not resp.text else status
         self.emit(rt.ResponseDone(response=self._response_out(resp, final)))
         self._finished = resp
+        self._recent.append(resp)
 
     def _item_out(
         self, resp: Response, status: Literal["completed", "incomplete", "in_progress"]
@@ -820,6 +870,10 @@ def _check_format(fmt: rt.AudioFormat | None, param: str, eid: str | None) -> No
             param,
             eid,
         )
+
+
+def _output(modalities: list[Modality]) -> p.Output:
+    return p.Output(speak=False if modalities == ["text"] else None)
 
 
 def _options(s: Settings) -> dict[str, Any]:

@@ -264,7 +264,14 @@ async def test_bad_input_gets_errors_and_the_connection_stays_usable(stack):
                 },
             }
         )
-        await s.send({"type": "response.create"})  # no user item to answer
+        await s.send(
+            {
+                "type": "response.create",
+                "response": {
+                    "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+                },
+            }
+        )
         more = [await s.wait_for("error", count=n) for n in range(5, 8)]
         assert [e["error"]["code"] for e in more] == [
             "invalid_value",
