@@ -185,7 +185,8 @@ def test_manual_mode_holds_audio_until_the_response_is_asked_for(tr):
     t, _ = tr
     t.on_client(
         rt.parse_client_event(
-            '{"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": null}}}}'
+            '{"type": "session.update", "session": {"type": "realtime",'
+            ' "audio": {"input": {"turn_detection": null}}}}'
         )
     )
     _, commands = t.take()
