@@ -5,6 +5,10 @@ Silero VAD)."""
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +346,33 @@ async def test_wrong_token_is_refused(stack):
             pass
     assert "401" in str(exc.value)
     await client.close()
+
+
+def test_the_documented_example_runs(stack):
+    doc = (Path(__file__).parents[3] / "docs" / "REALTIME.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    code = code.replace("127.0.0.1:8765", f"127.0.0.1:{stack.port}").replace("your JARVIS_AUTH_TOKEN", TOKEN)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "You said: Hello!."
+
+
+async def test_jarvis_talk_realtime_speaks_a_wav_and_saves_the_reply(stack, tmp_path):
+    from jarvis.realtime_talk import talk_realtime
+    from tests.support.speech import read_wav, write_wav
+
+    question = write_wav(
+        tmp_path / "q.wav", concat(silence(0.3), speak("Is it going to rain today?"), silence(0.2))
+    )
+    result = await talk_realtime(stack.url, wav=question, token=TOKEN, out=tmp_path / "reply.wav", quiet=True)
+    (done,) = result.of("response.done")
+    assert done.response.status == "completed"
+    heard = result.of("conversation.item.input_audio_transcription.completed")[0].transcript
+    assert heard.startswith("I spoke for")
+    samples, rate = read_wav(tmp_path / "reply.wav")
+    assert rate == RATE and len(samples) == len(result.audio) // 2 > RATE // 2
+    typed = await talk_realtime(
+        stack.url, text="hi there", token=TOKEN, session_id=result.session_id, quiet=True
+    )
+    assert typed.session_id == result.session_id
+    assert typed.of("response.output_audio_transcript.done")[0].transcript == "You said: hi there."
