@@ -8,8 +8,9 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,20 @@ def validate(raw: str | bytes) -> Any:
     ev = SERVER_EVENT.validate_json(raw, strict=True)
     _no_extras(ev, json.loads(raw)["type"])
     return ev
+
+
+def session_file(
+    workdir: Path, sid: str, until: Callable[[dict], Any] = lambda f: True, wait_s: float = 5.0
+) -> dict:
+    """A stack's session file, once `until` holds for it (it is saved just after the events go out)."""
+    path = workdir / "sessions" / f"{sid}.json"
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = json.loads(path.read_text()) if path.exists() else None
+        if found is not None and until(found) or time.monotonic() > deadline:
+            assert found is not None, f"no session file {path}"
+            return found
+        time.sleep(0.05)
 
 
 def b64(samples: np.ndarray) -> str:

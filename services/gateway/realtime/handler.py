@@ -60,6 +60,12 @@ class RealtimeConn(Conn):
             raise rt.RealtimeError(
                 "invalid_event", "binary frames are not used: send input_audio_buffer.append events"
             )
+        limit = self.gw.settings.max_frame_bytes
+        if len(frame) > limit:
+            raise rt.RealtimeError(
+                "frame_too_large",
+                f"an event of {len(frame)} characters is over the {limit} limit; it was dropped",
+            )
         self.tr.on_client(rt.parse_client_event(frame))
         events, commands = self.tr.take()
         for ev in events:

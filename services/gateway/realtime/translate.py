@@ -768,7 +768,8 @@ class Translator:
         resp = self._bound(ev.turn)
         if resp is not None and resp.turn in (ev.turn, None):
             heard = resp.truncate_ms if resp.truncate_ms is not None else resp.heard_ms(now)
-            resp.text = ev.spoken
+            if resp.audio:  # what was heard; a text reply keeps what was sent
+                resp.text = ev.spoken
             self._finish(resp, "cancelled")
             if resp.opened and resp.audio:
                 resp.truncate_ms = heard
@@ -777,8 +778,7 @@ class Translator:
         done = next((r for r in self._recent if r.turn == ev.turn), None)
         if done is not None and done.audio and done.opened:
             heard = done.truncate_ms if done.truncate_ms is not None else done.heard_ms(now)
-            done.truncate_ms = heard
-            done.text = ev.spoken
+            done.truncate_ms, done.text = heard, ev.spoken
             self.emit(rt.ItemTruncated(item_id=done.item_id, audio_end_ms=heard))
 
     def _error(self, ev: p.Error) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from services.tts.stub import MS_PER_CHAR
-from tests.support.realtime import RATE, b64, pcm_of, realtime_session
+from tests.support.realtime import RATE, b64, pcm_of, realtime_session, session_file
 from tests.support.speech import concat, have_espeak, silence, speak
 from tests.support.stack import running_stack
 
@@ -333,7 +333,7 @@ async def test_session_id_resumes_the_conversation(stack):
         done = await s.wait_for("response.done")
         assert done["response"]["conversation_id"] == sid
         assert_valid(s)
-    saved = json.loads((stack.workdir / "sessions" / f"{sid}.json").read_text())
+    saved = session_file(stack.workdir, sid, lambda f: len(f["history"]) == 2)
     assert [t["user"] for t in saved["history"]] == ["remember this", "and this"]
 
 
