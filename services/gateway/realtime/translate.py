@@ -159,6 +159,7 @@ class Translator:
         self._turn_of: dict[str, tuple[int, Literal["user", "assistant"]]] = {}  # answered items
         self._forgetting: dict[tuple[int, str], list[str]] = {}  # `forget` sent, awaiting `forgotten`
         self._recent: deque[Response] = deque(maxlen=4)  # responses done, for a late `interrupted`
+        self._turn_floor = 0  # the latest Jarvis turn a response was tied to: later ones are new
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -723,12 +724,13 @@ class Translator:
         """The streaming response, tied to Jarvis turn `turn` by its first event when it had no
         user item to learn it from (a `respond`)."""
         resp = self.response
-        if resp is not None and resp.turn is None and not resp.user:
+        if resp is not None and resp.turn is None and not resp.user and turn > self._turn_floor:
             self._bind(resp, turn)
         return resp
 
     def _bind(self, resp: Response, turn: int) -> None:
         resp.turn = turn
+        self._turn_floor = max(self._turn_floor, turn)
         for item in resp.user:
             self._turn_of[item.id] = (turn, "user")
         self._turn_of[resp.item_id] = (turn, "assistant")
@@ -766,7 +768,7 @@ class Translator:
     def _interrupted(self, ev: p.Interrupted) -> None:
         now = self.clock()
         resp = self._bound(ev.turn)
-        if resp is not None and resp.turn in (ev.turn, None):
+        if resp is not None and (resp.turn == ev.turn or resp.turn is None and ev.turn > self._turn_floor):
             heard = resp.truncate_ms if resp.truncate_ms is not None else resp.heard_ms(now)
             if resp.audio:  # what was heard; a text reply keeps what was sent
                 resp.text = ev.spoken

@@ -213,3 +213,28 @@ def test_a_refused_event_leaves_nothing_half_done(tr):
         )
     assert exc.value.code == "unsupported_feature" and exc.value.param == "session.audio.input.format"
     assert t.take() == ([], []) and t.settings.modalities == ["audio"]
+
+
+def test_a_late_cut_of_an_old_reply_leaves_the_new_response_alone(tr):
+    t, clock = tr
+    evs = spoken_turn(t, 1, "hi", "Hello there.", 2.0)
+    old = evs[-1]["response"]["output"][0]["id"]
+    clock.t += 5  # played out
+    t.on_client(rt.parse_client_event('{"type": "response.create"}'))  # a reply without new words
+    assert t.take()[1] == [p.Respond(speak=True)]
+    t.on_event(p.StateChanged(state=p.State.THINKING, previous=p.State.LISTENING))
+    t.on_client(
+        rt.parse_client_event(
+            '{"type": "conversation.item.truncate", "item_id": "'
+            + old
+            + '", "content_index": 0, "audio_end_ms": 900}'
+        )
+    )
+    assert t.take()[1] == [p.Truncate(turn=1, audio_end_ms=900)]
+    t.on_event(p.Interrupted(turn=1, spoken="Hello"))
+    (ev,) = out(t)
+    assert ev["type"] == "conversation.item.truncated" and ev["item_id"] == old and ev["audio_end_ms"] == 900
+    t.on_event(p.Reply(turn=2, delta="More."))
+    t.on_event(p.Metrics(turn=2, end_of_turn_ms=0, total_ms=100))
+    done = out(t)[-1]
+    assert done["type"] == "response.done" and done["response"]["status"] == "completed"
