@@ -109,6 +109,7 @@ class Stack:
         workdir: str | Path = "var",
         env: dict[str, str] | None = None,
         stub_llm_delay: float = 0.0,
+        stub_stt_delay: float = 0.0,
         vlm: bool | None = None,
         resource: bool | None = None,
         vlm_stub: bool | None = None,
@@ -120,6 +121,7 @@ class Stack:
         self.workdir = Path(workdir).resolve()
         self.extra_env = env or {}
         self.stub_llm_delay = stub_llm_delay
+        self.stub_stt_delay = stub_stt_delay
         # a VLM worker for the vision pipeline: always with stub models, else when a VLM server is configured
         self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
         # the stub profile's VLM worker runs the stub model, unless a VLM server is named
@@ -203,7 +205,8 @@ class Stack:
         # server as registry models, so they are only resident when they fit.
         gpu_managed = self.resource and self.profile == "gpu"
         if not gpu_managed:
-            self._service("stt", "services.stt", "--concurrency", "2", *stub)  # a partial never holds up the final
+            stt_args = [*stub, "--stub-delay", str(self.stub_stt_delay)] if stub else []
+            self._service("stt", "services.stt", "--concurrency", "2", *stt_args)  # a partial never holds up the final
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
         if not gpu_managed:

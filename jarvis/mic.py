@@ -66,6 +66,7 @@ class Speaker:
         self.rate = 0
         self.resample: Resampler | None = None
         self.accepting = False
+        self.paused = False  # the user talks over the reply: hold it (audio keeps queueing)
 
     def begin(self, rate: int) -> None:
         self.flush()
@@ -94,6 +95,7 @@ class Speaker:
 
     def flush(self) -> None:
         self.accepting = False
+        self.paused = False
         with self.lock:
             self.buf.clear()
 
@@ -104,8 +106,11 @@ class Speaker:
     def _callback(self, outdata, frames, _time, _status) -> None:
         n = frames * 2
         with self.lock:
-            chunk = bytes(self.buf[:n])
-            del self.buf[:n]
+            if self.paused:
+                chunk = b""
+            else:
+                chunk = bytes(self.buf[:n])
+                del self.buf[:n]
         outdata[: len(chunk)] = chunk
         if len(chunk) < n:
             outdata[len(chunk) :] = b"\x00" * (n - len(chunk))
@@ -183,6 +188,8 @@ async def run(
                     speaker.begin(ev["sample_rate"])
                 elif kind == "interrupted":
                     speaker.flush()
+                elif kind == "playback":
+                    speaker.paused = ev.get("action") == "pause"
                 if kind not in ("reply", "vad") or ev.get("final"):
                     print_event(ev)
 

@@ -141,6 +141,8 @@ class SttJob:
     partial: bool
     ts: float
     then: LlmPlan | None = None  # the LLM job to start with a non-empty final transcript
+    # > 0: a probe (not partial, not final): does this short sound over a reply hold words?
+    probe: int = 0
 
 
 @message("job.llm")
@@ -195,6 +197,7 @@ class SttResult:
     final: bool
     elapsed_ms: float
     ts: float
+    probe: int = 0  # the probe job's number, 0 for partial and final transcripts
 
 
 @message("r.llm")

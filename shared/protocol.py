@@ -212,6 +212,18 @@ class Interrupted(_Event):
     type: Literal["interrupted"] = "interrupted"
     turn: int
     spoken: str = ""  # the part of the reply the user heard, kept in history
+    # the user went on talking before hearing the reply: the same turn continues, and its next
+    # transcript (same turn number) covers all its words
+    continued: bool = False
+
+
+class Playback(_Event):
+    """Pause the reply's playback at once (the user started to speak over it) or resume it
+    where it paused (it was a cough or an "mhm"). Audio that arrives while paused is kept."""
+
+    type: Literal["playback"] = "playback"
+    turn: int
+    action: Literal["pause", "resume"]
 
 
 class ModelLoad(BaseModel):
@@ -258,8 +270,8 @@ class Forgotten(_Event):
 
 
 ServerEvent = Annotated[
-    Ready | StateChanged | VadEvent | TranscriptEvent | Reply | AudioStart | AudioEnd | Interrupted | Loading
-    | Metrics | Error | Forgotten,
+    Ready | StateChanged | VadEvent | TranscriptEvent | Reply | AudioStart | AudioEnd | Interrupted | Playback
+    | Loading | Metrics | Error | Forgotten,
     Field(discriminator="type"),
 ]
 server_event = TypeAdapter(ServerEvent)

@@ -26,7 +26,13 @@ class EndpointSettings(BaseSettings):
     max_turn_ms: float = 30000  # a turn is cut once its speech span reaches this
     pre_roll_ms: float = 200  # audio kept before the detected start of speech
     post_roll_ms: float = 100  # audio kept after the last speech window
-    barge_in_ms: float = 400  # speech this long interrupts a reply (a cough or "mhm" does not)
+    # speech this long over a reply the user has heard cuts it at once (any sound pauses it at
+    # its onset); a shorter one is transcribed first: words ("stop") cut the reply, a cough or a
+    # backchannel ("mhm", which runs to ~600 ms) lets it resume
+    barge_in_ms: float = 800
+    # speech that starts before the user has heard this much of the reply continues their turn:
+    # the reply is cancelled and the whole utterance is transcribed and answered once
+    continuation_grace_ms: float = 300
     window_ms: float = 32  # one VAD window (512 samples at 16 kHz); set by the VAD, not by users
 
     @model_validator(mode="after")

@@ -35,6 +35,24 @@ class ReplyAudio:
     inflight: Sentence | None = None
     first_audio_ts: float | None = None
     tts_ms: float = 0.0
+    paused_at: float | None = None  # the client holds playback since then
+    paused_s: float = 0.0  # time spent paused before that
+
+    def pause(self, now: float) -> None:
+        if self.paused_at is None:
+            self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        if self.paused_at is not None:
+            self.paused_s += max(0.0, now - self.paused_at)
+            self.paused_at = None
+
+    def played(self, now: float) -> float:
+        """Seconds of reply audio the client has played by `now`."""
+        if not self.first_audio_ts:
+            return 0.0
+        until = now if self.paused_at is None else min(now, self.paused_at)
+        return min(self.seconds(), max(0.0, until - self.first_audio_ts - self.paused_s))
 
     def feed(self, text: str) -> None:
         """More reply text: queue the sentences it closes."""
@@ -99,14 +117,16 @@ class ReplyAudio:
         return sum(s.seconds for s in self.sentences)
 
     def playback_end(self) -> float:
-        """When the client will have played all the audio sent so far."""
-        return (self.first_audio_ts or time.time()) + self.seconds()
+        """When the client will have played all the audio sent so far (a pause delays it)."""
+        now = time.time()
+        held = self.paused_s + (now - self.paused_at if self.paused_at is not None else 0.0)
+        return (self.first_audio_ts or now) + self.seconds() + held
 
     def heard(self, now: float) -> str:
         """The reply text the user has heard by `now`: audio sent and played so far."""
         if not self.first_audio_ts:
             return ""
-        return self.heard_after(max(0.0, now - self.first_audio_ts))
+        return self.heard_after(self.played(now))
 
     def heard_after(self, played: float) -> str:
         """The reply text in its first `played` seconds of audio."""

@@ -67,6 +67,19 @@ def observe(metrics: dict[str, Any]) -> None:
             TURN_LATENCY.labels(stage).observe(v / 1000)
 
 
+# what a listener says to show they follow, not to take the turn
+BACKCHANNELS = frozenset(
+    "mhm mm mmm hmm hm uh-huh uh huh um umm uh ah oh yeah yep yes ok okay right sure aha".split()
+)
+
+
+def _has_words(text: str) -> bool:
+    """Whether a short sound's transcript is more than a backchannel or nothing."""
+    words = [w.strip(".,!?;:…-'\"()").lower() for w in text.split()]
+    words = [w for w in words if w]
+    return any(w not in BACKCHANNELS for w in words)
+
+
 class SessionRunner:
     def __init__(
         self,
@@ -105,6 +118,14 @@ class SessionRunner:
         self.partial_out = False
         self.detached_at: float | None = None
         self.speech_started = False
+        # the user's words not yet in a turn: audio that begins the next turn (a continuation,
+        # or the short sounds that turned out to be a barge-in), and short sounds over a reply
+        # awaiting their probe transcript (probe number -> audio)
+        self.prefix = b""
+        self.held: dict[int, bytes] = {}
+        self.probes = 0
+        self.bumping = False  # an epoch bump (barge-in, continuation) is in flight
+        self.ended_early: tuple[float, float] | None = None  # a turn end that came before it landed
 
     # ---- output helpers -----------------------------------------------------------
 
@@ -240,20 +261,128 @@ class SessionRunner:
         if self.detector.in_speech:
             self._maybe_barge_in()
             self._maybe_partial()
+        elif self.state is not p.State.SPEAKING:
+            return
+        elif self.detector.speech_ms:  # a sound began: hold the reply until we know what it is
+            self._pause_reply()
+        elif not self.held:  # the sound died away before it counted as speech
+            self._resume_reply()
+
+    # ---- talking over the reply -----------------------------------------------------------
+
+    def _playing(self) -> Turn | None:
+        """The turn whose reply audio the client is playing now (server VAD only)."""
+        if self.state != p.State.SPEAKING or self.trigger != p.Trigger.VAD or self.client_vad:
+            return None
+        return self.turn or self.last
+
+    def _pause_reply(self) -> None:
+        turn = self._playing()
+        if turn is not None and turn.audio.paused_at is None:
+            turn.audio.pause(time.time())
+            self.event(p.Playback(turn=turn.n, action="pause"))
+
+    def _resume_reply(self) -> None:
+        turn = self._playing()
+        if turn is not None and turn.audio.paused_at is not None:
+            turn.audio.resume(time.time())
+            self.event(p.Playback(turn=turn.n, action="resume"))
+
+    def _unheard(self) -> Turn | None:
+        """The spoken turn being answered whose reply the user has not (really) heard yet."""
+        turn = self.turn or self.last
+        if turn is None or not turn.pcm or self.trigger != p.Trigger.VAD or self.client_vad:
+            return None
+        if self.state == p.State.THINKING:
+            return turn
+        if self.state == p.State.SPEAKING and turn.audio.played(time.time()) * 1000 < self.endpoint.continuation_grace_ms:
+            return turn
+        return None
+
+    def continue_turn(self, turn: Turn) -> None:
+        """The user went on talking before hearing the reply: cancel it, keep their audio so far
+        as the start of the same turn (answered once, all words transcribed together)."""
+        if (self.turn or self.last) is not turn or self.bumping:
+            return
+        self.bumping = True  # until the epoch bump lands, a turn end waits in the prefix
+        self.prefix = turn.pcm + self.prefix
+        self.turn = None
+        self.last = None
+        if self.session.history and self.session.history[-1].turn == turn.n:
+            self.session.history.pop()  # answered but not heard: it is answered again, whole
+            self.host.spawn(self.host.save(self))
+        self.host.spawn(self._continued(turn))
+
+    async def _continued(self, turn: Turn) -> None:
+        try:
+            self.epoch = await self.host.bump_epoch(self, p.Interrupted(turn=turn.n, continued=True))
+        finally:
+            self.bumping = False
+        log.info("turn continues", extra={"session": self.sid, "turn": turn.n})
+        BARGE_INS.labels("continued").inc()
+        self.host.spawn(self.host.release(self))
+        self.set_state(p.State.LISTENING)
+        await self._answer_ended_early()
+
+    async def _answer_ended_early(self) -> None:
+        """The user's speech ended while an epoch bump was in flight: answer it now."""
+        if self.ended_early is not None and self.turn is None:
+            (t_eos, decided), self.ended_early = self.ended_early, None
+            pcm, self.prefix = self.prefix, b""
+            self.start_audio_turn(pcm, t_eos, decided)
+            await self.host.flush()
+
+    async def barge_in(self) -> None:
+        """Words over a reply the user heard: cut it, and the words begin the next turn."""
+        self.prefix += b"".join(self.held.values())
+        self.held.clear()
+        await self.interrupt(reason="speech")
+
+    def _probe(self, pcm: bytes) -> None:
+        """A short sound over the reply: ask STT whether it holds words (the reply stays paused)."""
+        self.probes += 1
+        self.held[self.probes] = pcm
+        job = SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, False, time.time(), probe=self.probes)
+        self.job("stt", job)
+
+    def on_probe(self, r: SttResult) -> None:
+        pcm = self.held.get(r.probe)
+        if pcm is None or r.epoch != self.epoch:
+            return
+        if _has_words(r.text):
+            log.info("barge-in by words %r", r.text, extra={"session": self.sid})
+            self.host.spawn(self._barge_in_then_answer())
+            return
+        del self.held[r.probe]  # a cough, an "mhm": the reply goes on
+        if not self.held and not self.detector.speech_ms:
+            self._resume_reply()
+
+    async def _barge_in_then_answer(self) -> None:
+        if not self.held:
+            return
+        await self.barge_in()
+        if not self.detector.speech_ms and self.turn is None and self.prefix:
+            pcm, self.prefix = self.prefix, b""
+            now = time.time()
+            self.start_audio_turn(pcm, now, now)
+            await self.host.flush()
 
     def on_speech_start(self) -> None:
         self.speech_started = True
         self.partial_at = self.ctx.samples_in
         self.event(p.VadEvent(speaking=True))
-        if self.state == p.State.LISTENING:
+        unheard = self._unheard()
+        if unheard is not None:
+            self.continue_turn(unheard)
+        elif self.state == p.State.LISTENING:
             self.host.spawn(self.host.prepare(self, self.pipeline.models, priority="prewarm", quiet=True))
 
     def _maybe_barge_in(self) -> None:
         if self.trigger == p.Trigger.CONTINUOUS or not self.speech_started:
             return
         busy = (self.turn or self.last) is not None and self.state in (p.State.THINKING, p.State.SPEAKING)
-        if busy and self.detector.speech_ms >= self.endpoint.barge_in_ms:
-            self.host.spawn(self.interrupt(reason="speech"))
+        if busy and self.detector.speech_ms >= self.endpoint.barge_in_ms and self._unheard() is None:
+            self.host.spawn(self.barge_in())
 
     def _maybe_partial(self) -> None:
         every = self.ctx.ms_to_sample(self.cfg.partial_interval_ms)
@@ -278,11 +407,17 @@ class SessionRunner:
         pcm = ctx.slice(a, b)
         t_eos = ctx.ts_of_sample(ctx.ms_to_sample(end_ms))
         ctx.keep_from(b)
-        if self.state in (p.State.THINKING, p.State.SPEAKING):
+        if self.bumping:  # the cancelled reply's epoch is still being bumped: answer after it
+            self.prefix += pcm
+            self.ended_early = (t_eos, decided_ts)
+            return
+        if self.state in (p.State.THINKING, p.State.SPEAKING) and (self.turn or self.last) is not None:
             if self.trigger == p.Trigger.CONTINUOUS:
                 self.queued.append((pcm, t_eos, decided_ts))
-            # else: too short to count as a barge-in (a cough, an "mhm"): the reply goes on
+            elif self.trigger == p.Trigger.VAD and not self.client_vad:
+                self._probe(pcm)  # too short to interrupt at once: words, or a cough / an "mhm"?
             return
+        pcm, self.prefix = self.prefix + pcm, b""
         self.start_audio_turn(pcm, t_eos, decided_ts)
 
     async def on_command(self, msg: p.RelayedMessage, ts: float) -> None:
@@ -418,6 +553,7 @@ class SessionRunner:
 
     def start_audio_turn(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
         turn = self._new_turn(t_eos, decided_ts, speak=self.speaks)
+        turn.pcm = pcm
         self.partial_out = False
         if not self.host.may_load():
             # nothing to load: the STT job leaves with this tick's flush
@@ -470,6 +606,9 @@ class SessionRunner:
 
     def on_transcript(self, r: SttResult) -> None:
         if r.epoch != self.epoch:
+            return
+        if r.probe:
+            self.on_probe(r)
             return
         if not r.final:
             self.partial_out = False
@@ -629,7 +768,7 @@ class SessionRunner:
                 self.on_failed(JobFailed("turn", turn.n, turn.epoch, f"no progress for {self.cfg.stage_timeout_s:.0f}s", now))
             else:
                 deadline = limit if deadline is None else min(deadline, limit)
-        if self.turn is None and self.last is None and not self.detector.in_speech:
+        if self.turn is None and self.last is None and not self.detector.in_speech and not (self.prefix or self.held):
             self.safe_cursor = self.cursor
         return deadline
 
@@ -646,8 +785,13 @@ class SessionRunner:
         spoken = turn.audio.heard(now) if heard is None else heard
         self.turn = None
         self.last = None
+        self.held.clear()
         turn.done_ts = now
-        self.epoch = await self.host.bump_epoch(self, p.Interrupted(turn=turn.n, spoken=spoken))
+        self.bumping = True
+        try:
+            self.epoch = await self.host.bump_epoch(self, p.Interrupted(turn=turn.n, spoken=spoken))
+        finally:
+            self.bumping = False
         log.info("interrupted (%s)", reason, extra={"session": self.sid, "turn": turn.n})
         BARGE_INS.labels(reason).inc()
         metrics = turn.metrics(interrupted=True)
@@ -668,3 +812,4 @@ class SessionRunner:
         self.host.spawn(self.host.save(self))
         self.host.spawn(self.host.release(self))
         self.set_state(p.State.LISTENING)
+        await self._answer_ended_early()

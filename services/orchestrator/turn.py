@@ -17,6 +17,7 @@ class Turn:
     t0: float  # end of the user's speech (or when the text arrived)
     decided_ts: float  # when the end-of-turn decision's frame arrived
     user: str = ""
+    pcm: bytes = b""  # the audio the user's words were transcribed from (empty for a typed turn)
     image: bool = False
     transcript_ts: float | None = None
     first_token_ts: float | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -17,9 +18,18 @@ def duration_words(seconds: float) -> str:
 
 
 class StubStt(Model[SttRequest, Transcript]):
+    """`delay_s`: how long each transcript takes, like a real model (tests of what happens while
+    the STT is busy)."""
+
     name = "stub-stt"
 
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
     async def infer(self, request: SttRequest) -> AsyncIterator[Transcript]:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         samples = np.frombuffer(request.pcm, dtype="<i2").astype(np.float32) / 32768.0
         # count only the voiced part, so silence gives an empty transcript like a real model
         frame = request.sample_rate // 50

@@ -1,5 +1,6 @@
-"""The STT worker: one transcript per job, partial or final. A final job may name the LLM job
-to start with its transcript (`SttJob.then`): both are written in one epoch-gated round trip."""
+"""The STT worker: one transcript per job, partial, final or probe (a short sound over a reply:
+words or not). A final job may carry the LLM job to start with its transcript (`SttJob.then`):
+both are written in one epoch-gated round trip."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ class SttWorker(Worker):
     async def process(self, job: SttJob) -> None:
         started = time.perf_counter()
         text = ""
-        async for t in self.model.infer(SttRequest(job.pcm, job.sample_rate, partial=job.partial)):
+        async for t in self.model.infer(SttRequest(job.pcm, job.sample_rate, partial=job.partial or bool(job.probe))):
             text = (text + " " + t.text).strip() if text else t.text.strip()
         elapsed = (time.perf_counter() - started) * 1000
-        result = SttResult(job.turn, job.epoch, text, not job.partial, elapsed, time.time())
-        then = None if job.partial else followup(job, text)
+        final = not job.partial and not job.probe
+        result = SttResult(job.turn, job.epoch, text, final, elapsed, time.time(), job.probe)
+        then = followup(job, text) if final else None
         await self.send(job, to_session=[result], jobs=[then] if then else [])

@@ -247,6 +247,10 @@ function onEvent(ev) {
       break;
     case "audio_end":
       break;
+    case "playback":
+      if (ev.action === "pause") app.player?.pause();
+      else app.player?.resume();
+      break;
     case "interrupted": {
       const p = app.player;
       const before = p ? { queued: p.queued, played: p.stats.played } : { queued: 0, played: 0 };
@@ -255,7 +259,8 @@ function onEvent(ev) {
         turn: ev.turn, queuedBefore: before.queued, playedBefore: before.played,
         queuedAfter: p ? p.queued : 0, sourcesAfter: p ? p.sources.size : 0, accepting: p ? p.accepting : false,
       });
-      turnView(ev.turn).interrupted(ev.spoken || "");
+      if (ev.continued) turnView(ev.turn).continued(); // the user went on: one bubble, answered again
+      else turnView(ev.turn).interrupted(ev.spoken || "");
       break;
     }
     case "loading":
@@ -333,6 +338,13 @@ function turnView(n) {
         botText.textContent = reply;
         botText.classList.toggle("streaming", !final);
       });
+    },
+    continued() {
+      reply = "";
+      botText.textContent = "";
+      bot.hidden = true;
+      metrics.hidden = true;
+      userText.classList.add("partial"); // its words so far; the next transcript has them all
     },
     interrupted(spoken) {
       bot.hidden = false;

@@ -59,6 +59,12 @@ export class Player {
     if (this.ctx.state === "suspended") return this.ctx.resume();
   }
 
+  /** Hold playback where it is (the user started talking over the reply); audio that arrives
+   * meanwhile stays queued behind it. `resume()` goes on from the same sample. */
+  pause() {
+    if (this.ctx.state === "running") return this.ctx.suspend();
+  }
+
   /** A reply's audio begins: a new turn flushes whatever is left of the previous one. */
   begin(turn, rate) {
     if (turn !== this.turn) this.flush();
@@ -122,6 +128,7 @@ export class Player {
     }
     this.sources.clear();
     this.nextTime = 0;
+    this.resume(); // a paused reply that is cut leaves the player ready for the next one
     this.onchange();
   }
 

@@ -138,9 +138,12 @@ def utterance(speech_windows: int = 30) -> list[float]:
     return [QUIET] * 10 + [SPEECH] * speech_windows + [QUIET] * 9  # 288 ms of silence ends it
 
 
-async def answer(runner: SessionRunner, host: FakeHost, text: str, reply: str, audio_s: float = 2.0) -> None:
+async def answer(
+    runner: SessionRunner, host: FakeHost, text: str, reply: str, audio_s: float = 2.0, heard_s: float = 1.0
+) -> None:
     """The workers' side of a turn: transcript, tokens (the first sentence's TTS job was the
-    LLM worker's), the audio of each sentence, LLM done."""
+    LLM worker's), the audio of each sentence, LLM done; the client started playing the
+    reply `heard_s` ago."""
     turn = runner.turn
     assert turn is not None
     runner.on_transcript(SttResult(turn.n, runner.epoch, text, True, 50.0, time.time()))
@@ -148,7 +151,8 @@ async def answer(runner: SessionRunner, host: FakeHost, text: str, reply: str, a
     runner.on_llm_done(LlmDone(turn.n, runner.epoch, 80.0, time.time()))
     for seq in range(len(turn.audio.sentences)):
         samples = int(audio_s * TTS_RATE)
-        runner.on_tts(TtsProgress(turn.n, runner.epoch, seq, samples, TTS_RATE, time.time(), True, 30.0, time.time()))
+        first = time.time() - heard_s
+        runner.on_tts(TtsProgress(turn.n, runner.epoch, seq, samples, TTS_RATE, first, True, 30.0, time.time()))
     await host.settle()
 
 
@@ -195,7 +199,7 @@ async def test_speech_over_the_reply_is_a_barge_in_and_history_keeps_what_was_he
     speak(runner, host, utterance())
     await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
     assert runner.state == p.State.SPEAKING
-    speak(runner, host, [SPEECH] * 14)  # 448 ms of speech >= the 400 ms barge-in minimum
+    speak(runner, host, [SPEECH] * 26)  # 832 ms of speech >= the 800 ms barge-in minimum
     await host.settle()
     (ev,) = host.events("interrupted")
     assert ev["turn"] == 1
@@ -310,3 +314,101 @@ async def test_tts_jobs_go_one_at_a_time_in_order():
     jobs: list[TtsJob] = host.jobs("tts")
     assert [(j.seq, j.text) for j in jobs] == [(1, "Two."), (2, "Three.")]
     await host.settle()
+
+
+# ---- the user goes on talking, or talks over the reply -------------------------------
+
+
+def seconds_of(pcm: bytes) -> float:
+    return len(pcm) / 2 / 16000
+
+
+async def test_speech_while_thinking_continues_the_same_turn(setup):
+    runner, host = setup
+    speak(runner, host, utterance(20))  # "I was wondering ..." then a pause long enough to end a turn
+    (first,) = host.jobs("stt")
+    speak(runner, host, [SPEECH] * 25 + [QUIET] * 9)  # "... whether you could tell me the time"
+    await host.settle()
+    (ev,) = host.events("interrupted")
+    assert ev == {"type": "interrupted", "turn": 1, "spoken": "", "continued": True}
+    second = host.jobs("stt")[-1]
+    assert second.turn == 1 and second.epoch == runner.epoch == 2
+    # one STT job covers both halves: the first one's audio, then the second's
+    assert second.pcm.startswith(first.pcm)
+    assert seconds_of(second.pcm) == pytest.approx(seconds_of(first.pcm) + 25 * 0.032 + 0.3, abs=0.05)
+    await answer(runner, host, "I was wondering whether you could tell me the time", "It is noon.")
+    (rec,) = runner.session.history
+    assert rec.user == "I was wondering whether you could tell me the time" and not rec.interrupted
+
+
+async def test_speech_before_the_reply_was_heard_continues_the_turn_and_drops_the_unheard_answer(setup):
+    runner, host = setup
+    speak(runner, host, utterance(20))
+    await answer(runner, host, "what is", "It is a question.", heard_s=0.05)  # 50 ms of audio played
+    assert len(runner.session.history) == 1
+    speak(runner, host, [SPEECH] * 20 + [QUIET] * 9)
+    await host.settle()
+    assert host.events("interrupted")[-1]["continued"] is True
+    assert runner.session.history == []  # it will be answered again, whole
+    assert host.jobs("stt")[-1].turn == 1
+
+
+async def test_a_cough_over_the_reply_pauses_it_and_it_resumes(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    speak(runner, host, [SPEECH] * 3)
+    assert host.events("playback") == [{"type": "playback", "turn": 1, "action": "pause"}]
+    speak(runner, host, [QUIET] * 12)  # 96 ms: never speech
+    assert host.events("playback")[-1]["action"] == "resume"
+    assert host.jobs("stt")[-1].probe == 0 and host.events("interrupted") == []
+
+
+async def test_a_short_mhm_is_probed_and_the_reply_completes(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    speak(runner, host, [SPEECH] * 10 + [QUIET] * 9)  # 320 ms: speech, but under the barge-in minimum
+    probe = host.jobs("stt")[-1]
+    assert probe.probe == 1 and probe.turn == 2 and probe.then is None
+    assert host.events("playback")[-1]["action"] == "pause"
+    runner.on_transcript(SttResult(2, runner.epoch, "Mhm.", False, 20.0, time.time(), probe=1))
+    await host.settle()
+    assert host.events("playback")[-1]["action"] == "resume"
+    assert host.events("interrupted") == [] and runner.state == p.State.SPEAKING
+    runner.tick(time.time() + 20)
+    assert runner.state == p.State.LISTENING and not runner.session.history[-1].interrupted
+
+
+async def test_stop_stop_actually_cuts_the_reply_and_keeps_every_word(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    speak(runner, host, [SPEECH] * 10 + [QUIET] * 9)  # "stop"
+    assert host.events("playback")[-1]["action"] == "pause"
+    speak(runner, host, [SPEECH] * 10 + [QUIET] * 9)  # "stop"
+    stops = [j for j in host.jobs("stt") if j.probe]
+    assert [j.probe for j in stops] == [1, 2]
+    speak(runner, host, [SPEECH] * 26)  # "actually, tell me ..." crosses the barge-in minimum
+    await host.settle()
+    (ev,) = host.events("interrupted")
+    assert not ev.get("continued")
+    heard = runner.session.history[-1]
+    assert heard.interrupted and heard.assistant == ev["spoken"]
+    speak(runner, host, [SPEECH] * 10 + [QUIET] * 9)  # "... something else"
+    final = host.jobs("stt")[-1]
+    assert final.probe == 0 and final.turn == 2
+    assert final.pcm.startswith(stops[0].pcm + stops[1].pcm)  # the next turn starts with "stop, stop"
+
+
+async def test_a_short_stop_alone_is_a_barge_in_and_becomes_the_next_turn(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    await answer(runner, host, "tell me a story", "Once upon a time. There was a fox.", audio_s=5.0)
+    speak(runner, host, [SPEECH] * 10 + [QUIET] * 9)  # "stop"
+    probe = host.jobs("stt")[-1]
+    runner.on_transcript(SttResult(2, runner.epoch, "Stop.", False, 20.0, time.time(), probe=probe.probe))
+    await host.settle()
+    assert len(host.events("interrupted")) == 1
+    final = host.jobs("stt")[-1]
+    assert final.probe == 0 and final.pcm == probe.pcm and runner.state == p.State.THINKING
