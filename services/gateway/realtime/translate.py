@@ -145,7 +145,7 @@ class Translator:
         self._in_samples = 0  # client audio received, at 24 kHz (the clock of audio_*_ms)
         self._buffer = bytearray()  # manual mode: uncommitted audio at the session's rate
         self._committed: list[UserItem] = []  # user items no response has taken yet
-        self._last_item: str | None = None
+        self._order: list[str] = []  # item ids of this connection's conversation, in order
         self._speech: UserItem | None = None  # server VAD: the item being spoken
         self._speech_start_ms = 0
         self._stopped: deque[UserItem] = deque()  # speech ended, awaiting its turn (THINKING)
@@ -172,9 +172,22 @@ class Translator:
         return events, commands
 
     def _add_item(self, item_id: str) -> str | None:
-        previous, self._last_item = self._last_item, item_id
+        previous = self._last_item
+        self._order.append(item_id)
         self._known.add(item_id)
         return previous
+
+    @property
+    def _last_item(self) -> str | None:
+        return self._order[-1] if self._order else None
+
+    def _drop_item(self, item_id: str) -> None:
+        """The item leaves the conversation; the client is told."""
+        self._known.discard(item_id)
+        self._turn_of.pop(item_id, None)
+        if item_id in self._order:
+            self._order.remove(item_id)
+        self.emit(rt.ItemDeleted(item_id=item_id))
 
     @property
     def active(self) -> Response | None:
@@ -554,8 +567,7 @@ class Translator:
         for item in self._committed:
             if item.id == ev.item_id:  # not yet answered: simply never sent
                 self._committed.remove(item)
-                self._known.discard(item.id)
-                self.emit(rt.ItemDeleted(item_id=item.id))
+                self._drop_item(item.id)
                 return
         where = self._turn_of.get(ev.item_id)
         if where is None:
@@ -610,9 +622,7 @@ class Translator:
                 self._finish(resp, "completed")
         elif isinstance(ev, p.Forgotten):
             for item_id in self._forgetting.pop((ev.turn, ev.role), []):
-                self._known.discard(item_id)
-                self._turn_of.pop(item_id, None)
-                self.emit(rt.ItemDeleted(item_id=item_id))
+                self._drop_item(item_id)
         elif isinstance(ev, p.Interrupted):
             self._interrupted(ev)
         elif isinstance(ev, p.Ready):
@@ -641,12 +651,12 @@ class Translator:
         """A Jarvis turn began: the user's speech was a turn, or a requested response started."""
         continuous = self.settings.trigger == p.Trigger.CONTINUOUS
         item: UserItem | None = None
-        if from_speech and self._stopped:
+        if self._stopped and (from_speech or not self._requested):
+            # right after the end of speech, or later: words heard over a reply (once STT found
+            # them), a turn queued in continuous mode, speech that ended while a reply was cut
             item = self._stopped.popleft() if continuous else self._stopped.pop()
             if not continuous:
                 self._stopped.clear()  # speech that ended without a turn (a cough during a reply) is gone
-        elif not self._requested and continuous and self._stopped:
-            item = self._stopped.popleft()  # a turn queued while Jarvis was answering the previous one
         if item is not None:
             previous = self._add_item(item.id)
             self.emit(
@@ -769,6 +779,10 @@ class Translator:
         now = self.clock()
         resp = self._bound(ev.turn)
         if resp is not None and (resp.turn == ev.turn or resp.turn is None and ev.turn > self._turn_floor):
+            if ev.continued:  # the user went on talking before hearing it
+                self._finish(resp, "cancelled")
+                self._continued(resp)
+                return
             heard = resp.truncate_ms if resp.truncate_ms is not None else resp.heard_ms(now)
             if resp.audio:  # what was heard; a text reply keeps what was sent
                 resp.text = ev.spoken
@@ -778,10 +792,19 @@ class Translator:
                 self.emit(rt.ItemTruncated(item_id=resp.item_id, audio_end_ms=heard))
             return
         done = next((r for r in self._recent if r.turn == ev.turn), None)
-        if done is not None and done.audio and done.opened:
+        if done is not None and ev.continued:
+            self._continued(done)
+        elif done is not None and done.audio and done.opened:
             heard = done.truncate_ms if done.truncate_ms is not None else done.heard_ms(now)
             done.truncate_ms, done.text = heard, ev.spoken
             self.emit(rt.ItemTruncated(item_id=done.item_id, audio_end_ms=heard))
+
+    def _continued(self, resp: Response) -> None:
+        """The session answers the same turn again, all its words together: the reply and the
+        user's first words leave the conversation; the next speech item carries them all."""
+        for item_id in [i.id for i in resp.user] + ([resp.item_id] if resp.opened else []):
+            self._drop_item(item_id)
+        self._turn_floor = min(self._turn_floor, (resp.turn or 1) - 1)  # that turn number comes again
 
     def _error(self, ev: p.Error) -> None:
         kind = "server_error" if ev.code in _SERVER_CODES else "invalid_request_error"

@@ -238,3 +238,52 @@ def test_a_late_cut_of_an_old_reply_leaves_the_new_response_alone(tr):
     t.on_event(p.Metrics(turn=2, end_of_turn_ms=0, total_ms=100))
     done = out(t)[-1]
     assert done["type"] == "response.done" and done["response"]["status"] == "completed"
+
+
+def test_talking_on_before_the_reply_is_heard_continues_the_same_item(tr):
+    t, _ = tr
+    for ev in (
+        p.VadEvent(speaking=True),
+        p.VadEvent(speaking=False),
+        p.StateChanged(state=p.State.THINKING, previous=p.State.LISTENING),
+        p.TranscriptEvent(turn=1, text="what is", final=True),
+        p.Reply(turn=1, delta="It is"),
+    ):
+        t.on_event(ev)
+    first = out(t)
+    user = first[0]["item_id"]
+    assistant = next(e for e in first if e["type"] == "response.output_item.added")["item"]["id"]
+    t.on_event(p.VadEvent(speaking=True))  # the user goes on: the same turn continues
+    t.on_event(p.Interrupted(turn=1, continued=True))
+    t.on_event(p.StateChanged(state=p.State.LISTENING, previous=p.State.THINKING))
+    t.on_event(p.VadEvent(speaking=False))
+    t.on_event(p.StateChanged(state=p.State.THINKING, previous=p.State.LISTENING))
+    t.on_event(p.TranscriptEvent(turn=1, text="what is the time", final=True))
+    evs = out(t)
+    done = next(e for e in evs if e["type"] == "response.done")["response"]
+    assert done["status"] == "cancelled"
+    assert {e["item_id"] for e in evs if e["type"] == "conversation.item.deleted"} == {user, assistant}
+    second = next(e for e in evs if e["type"] == "input_audio_buffer.committed")
+    assert second["item_id"] != user and "previous_item_id" not in second  # the deleted ones are gone
+    completed = next(e for e in evs if e["type"] == "conversation.item.input_audio_transcription.completed")
+    assert completed["item_id"] == second["item_id"] and completed["transcript"] == "what is the time"
+    assert types(evs).count("response.created") == 1
+
+
+def test_words_found_over_a_reply_begin_the_next_turn_when_it_starts(tr):
+    t, _ = tr
+    spoken_turn(t, 1, "hi", "Hello there, how are you.", 3.0)
+    t.on_event(p.VadEvent(speaking=True))
+    t.on_event(p.Playback(turn=1, action="pause"))
+    t.on_event(p.VadEvent(speaking=False))  # short: STT is asked whether it held words
+    words = out(t)[0]["item_id"]
+    t.on_event(p.Interrupted(turn=1, spoken="Hello there,"))  # it did
+    t.on_event(p.StateChanged(state=p.State.LISTENING, previous=p.State.SPEAKING))
+    t.on_event(p.StateChanged(state=p.State.THINKING, previous=p.State.LISTENING))
+    evs = out(t)
+    assert types(evs)[:3] == [
+        "conversation.item.truncated",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+    ]
+    assert evs[1]["item_id"] == words and types(evs)[-1] == "response.created"
