@@ -20,6 +20,7 @@ from services.orchestrator.config import TurnSettings
 from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
+from services.orchestrator.reply import ReplyAudio
 from services.orchestrator.turn import Turn
 from services.orchestrator.vad import WINDOW
 from shared import protocol as p
@@ -106,7 +107,8 @@ class SessionRunner:
         self.client_vad = bool(conf.get("client_vad", False))
         self.voice: str | None = conf.get("options", {}).get("voice")
         self.speak: bool | None = conf.get("speak")  # `output`: None = as the pipeline does
-        self.recent: deque[Turn] = deque(maxlen=4)  # the latest turns, for a `truncate` after they played
+        # the latest turns' reply audio (not their input audio), for a `truncate` after they played
+        self.recent: deque[tuple[int, ReplyAudio]] = deque(maxlen=4)
         self.ctx = PipelineContext(sample_rate=conf.get("sample_rate", 16000))
         self.vad_stream = vad_stream
         self.detector = EndpointDetector(self.endpoint)
@@ -523,21 +525,22 @@ class SessionRunner:
         self.host.spawn(self.host.save(self))
 
     async def _truncate(self, msg: p.Truncate) -> None:
-        turn = next((t for t in self.recent if t.n == msg.turn), None)
-        if turn is None:
+        audio = next((a for n, a in reversed(self.recent) if n == msg.turn), None)
+        if audio is None:
             self.error(p.ErrorCode.INVALID, f"turn {msg.turn} is not a recent reply: it can't be truncated")
             return
-        heard = turn.audio.heard_after(msg.audio_end_ms / 1000)
-        if (self.turn or self.last) is turn:
+        heard = audio.heard_after(msg.audio_end_ms / 1000)
+        playing = self.turn or self.last
+        if playing is not None and playing.audio is audio:
             await self.interrupt(reason="truncate", heard=heard)
             return
-        rec = next((r for r in self.session.history if r.turn == turn.n), None)
+        rec = next((r for r in self.session.history if r.turn == msg.turn), None)
         if rec is None:
             self.error(p.ErrorCode.INVALID, f"turn {msg.turn} has no reply to truncate")
             return
         rec.assistant, rec.interrupted = heard, True
         rec.metrics["interrupted"] = True
-        self.event(p.Interrupted(turn=turn.n, spoken=heard))
+        self.event(p.Interrupted(turn=msg.turn, spoken=heard))
         self.host.spawn(self.host.save(self))
 
     # ---- the turn -----------------------------------------------------------------------
@@ -546,7 +549,7 @@ class SessionRunner:
         turn = Turn(n=self.next_turn, epoch=self.epoch, speak=speak, t0=t0, decided_ts=decided_ts)
         turn.audio.worker_sends_first = speak
         self.turn = turn
-        self.recent.append(turn)
+        self.recent.append((turn.n, turn.audio))
         self.last = None
         self.set_state(p.State.THINKING)
         return turn
