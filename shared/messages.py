@@ -158,9 +158,10 @@ class LlmJob:
 
 
 def llm_job(sid: str, turn: int, epoch: int, plan: LlmPlan, text: str) -> tuple[str, LlmJob]:
-    """The LLM job for the user's words `text` and a plan, and its stream."""
+    """The LLM job for the user's words `text` and a plan, and its stream (no words: the
+    model replies to the conversation as it stands)."""
     content: Any = [{"type": "text", "text": text}, *plan.parts] if plan.parts else text
-    messages = [*plan.messages, {"role": "user", "content": content}]
+    messages = [*plan.messages, {"role": "user", "content": content}] if text else list(plan.messages)
     job = LlmJob(sid, turn, epoch, messages, plan.context, time.time(), plan.speak)
     return jobs_stream(plan.kind), job
 

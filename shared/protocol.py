@@ -99,12 +99,59 @@ class Turn(_Msg):
     action: Literal["begin", "end"]
 
 
-ClientMessage = Annotated[Start | Stop | Config | Text | Vad | Interrupt | Turn, Field(discriminator="type")]
+# the conversation as the OpenAI Realtime API edits it (services/gateway/realtime), for any client
+
+
+class Instructions(_Msg):
+    """The session's system prompt, kept with the session; empty: the deployment's own."""
+
+    type: Literal["instructions"] = "instructions"
+    text: str = Field(default="", max_length=32000)
+
+
+class Respond(_Msg):
+    """Reply now without new words from the user (to speak first, or to go on); interrupts a
+    reply in progress."""
+
+    type: Literal["respond"] = "respond"
+    speak: bool | None = None  # None: as the session's replies are (see `Output`)
+
+
+class Forget(_Msg):
+    """Take one side of a past turn out of the history the model sees; answered by `forgotten`."""
+
+    type: Literal["forget"] = "forget"
+    turn: int = Field(ge=1)
+    role: Literal["user", "assistant"]
+
+
+class Truncate(_Msg):
+    """The client played `audio_end_ms` of turn `turn`'s reply and no more: the reply stops
+    there and history keeps the words heard by then; answered by `interrupted`. Works on the
+    reply in progress or still playing, and on the latest one after it played."""
+
+    type: Literal["truncate"] = "truncate"
+    turn: int = Field(ge=1)
+    audio_end_ms: int = Field(ge=0)
+
+
+class Output(_Msg):
+    """Whether replies are spoken; None: as the pipeline does. Text-only replies skip TTS."""
+
+    type: Literal["output"] = "output"
+    speak: bool | None = None
+
+
+_Relayed = Stop | Config | Text | Vad | Interrupt | Turn | Instructions | Respond | Forget | Truncate | Output
+ClientMessage = Annotated[Start | _Relayed, Field(discriminator="type")]
 client_message = TypeAdapter(ClientMessage)
-CLIENT_TYPES = frozenset({"start", "stop", "config", "text", "vad", "interrupt", "turn"})
+CLIENT_TYPES = frozenset(
+    {"start", "stop", "config", "text", "vad", "interrupt", "turn", "instructions", "respond", "forget",
+     "truncate", "output"}
+)
 # what the gateway relays to the session's owner (a `start` goes to the orchestrators instead)
-RelayedMessage = Annotated[Stop | Config | Text | Vad | Interrupt | Turn, Field(discriminator="type")]
-relayed_message: TypeAdapter[Stop | Config | Text | Vad | Interrupt | Turn] = TypeAdapter(RelayedMessage)
+RelayedMessage = Annotated[_Relayed, Field(discriminator="type")]
+relayed_message: TypeAdapter[_Relayed] = TypeAdapter(RelayedMessage)
 
 
 # ---- server -> client -------------------------------------------------------------
@@ -214,9 +261,17 @@ class Error(_Event):
     fatal: bool = False  # the session (not the connection) ended
 
 
+class Forgotten(_Event):
+    """A `forget` was applied: that side of the turn no longer reaches the model."""
+
+    type: Literal["forgotten"] = "forgotten"
+    turn: int
+    role: Literal["user", "assistant"]
+
+
 ServerEvent = Annotated[
     Ready | StateChanged | VadEvent | TranscriptEvent | Reply | AudioStart | AudioEnd | Interrupted | Playback
-    | Loading | Metrics | Error,
+    | Loading | Metrics | Error | Forgotten,
     Field(discriminator="type"),
 ]
 server_event = TypeAdapter(ServerEvent)
@@ -229,7 +284,7 @@ class ProtocolError(ValueError):
         self.message = message
 
 
-def parse_client_text(raw: str | bytes) -> Start | Stop | Config | Text | Vad | Interrupt | Turn:
+def parse_client_text(raw: str | bytes) -> Start | _Relayed:
     """Parse a text frame into a typed message, or raise ProtocolError with a clear reason."""
     import json
 

@@ -51,6 +51,7 @@ class Session(BaseModel):
     history: list[TurnRecord] = Field(default_factory=list)
     context: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)  # trigger, client_vad, sample_rate, options
+    instructions: str | None = None  # the session's own system prompt (`instructions`)
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
 
@@ -93,10 +94,12 @@ class Session(BaseModel):
         return target
 
     def messages(self, window: int) -> list[dict[str, str]]:
-        """The last `window` chat messages of the history, oldest first."""
+        """The last `window` chat messages of the history, oldest first (a side a `forget`
+        emptied, or a reply the user did not ask for, has no message)."""
         msgs: list[dict[str, str]] = []
         for t in self.history:
-            msgs.append({"role": "user", "content": t.user})
+            if t.user:
+                msgs.append({"role": "user", "content": t.user})
             if t.assistant:
                 msgs.append({"role": "assistant", "content": t.assistant})
         return msgs[-window:] if window > 0 else []

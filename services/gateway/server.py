@@ -12,16 +12,18 @@ closes another session or crashes the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from http import HTTPStatus
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
@@ -29,15 +31,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from services.gateway.auth import allowed, token_of
+from services.gateway.conn import Conn
 from services.gateway.publisher import Publisher
+from services.gateway.realtime import PATH as REALTIME_PATH
+from services.gateway.realtime.handler import serve_realtime
 from shared import protocol as p
 from shared.bus import Bus
 from shared.config import Settings
 from shared.messages import (
     CTL,
     Audio,
-    AudioOut,
-    ClientEvent,
     Command,
     Detached,
     Image,
@@ -52,11 +55,9 @@ from shared.sessions import BadSessionId, new_id, validate_id
 log = logging.getLogger("jarvis.gateway")
 
 FRAMES_IN = Counter("jarvis_gateway_frames_in_total", "Frames from clients", ["kind"])
-FRAMES_OUT = Counter("jarvis_gateway_frames_out_total", "Frames to clients", ["kind"])
 ERRORS = Counter("jarvis_gateway_errors_total", "Error events sent to clients", ["code"])
 CONNECTIONS = Gauge("jarvis_gateway_connections", "Open client connections")
 _IN_TEXT, _IN_BINARY = FRAMES_IN.labels("text"), FRAMES_IN.labels("binary")  # bound once: per-frame path
-_OUT_EVENT, _OUT_AUDIO = FRAMES_OUT.labels("event"), FRAMES_OUT.labels("audio")
 OUT_LAG = Histogram(
     "jarvis_gateway_out_lag_seconds", "Redis entry written -> handed to the socket",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
@@ -65,15 +66,6 @@ OUT_LAG = Histogram(
 WEB_DIR = Path(__file__).parent / "web"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 _IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png"}
-SEND_QUEUE = 2000  # events + audio chunks buffered for a slow client before it is dropped
-
-
-@dataclass(eq=False)
-class Conn:
-    ws: ServerConnection
-    sid: str | None = None
-    last_id: bytes | str = "0-0"
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
 
 
 class Gateway:
@@ -134,11 +126,11 @@ class Gateway:
     # ---- one connection ---------------------------------------------------------
 
     async def handler(self, ws: ServerConnection) -> None:
+        if ws.request is not None and ws.request.path.split("?", 1)[0] == REALTIME_PATH:
+            await serve_realtime(self, ws)
+            return
         conn = Conn(ws)
-        CONNECTIONS.inc()
-        self.publisher.senders += 1
-        writer = asyncio.create_task(self._write(conn))
-        try:
+        async with self.connection(conn):
             async for frame in ws:
                 try:
                     if type(frame) is bytes:
@@ -152,6 +144,16 @@ class Gateway:
                 except Exception:
                     log.exception("failed handling a client frame", extra={"session": conn.sid})
                     self._error(conn, p.ErrorCode.INTERNAL, "internal error handling that message")
+
+    @contextlib.asynccontextmanager
+    async def connection(self, conn: Conn) -> AsyncIterator[Conn]:
+        """A connection's lifetime, whatever its protocol: its writer runs, and when the socket
+        closes its session is told the client is gone (it stays resumable)."""
+        CONNECTIONS.inc()
+        self.publisher.senders += 1
+        writer = asyncio.create_task(conn.write())
+        try:
+            yield conn
         except ConnectionClosed:
             pass
         finally:
@@ -162,38 +164,33 @@ class Gateway:
                 del self.conns[conn.sid]
                 self.publisher.put(in_stream(conn.sid), Detached(time.time()), self.settings.in_maxlen)
 
+    def command(self, sid: str, msg: BaseModel, ts: float | None = None) -> None:
+        """A validated client command into the session's input."""
+        body = msg.model_dump(mode="json")
+        self.publisher.put(in_stream(sid), Command(body, ts or time.time()), self.settings.in_maxlen)
+
+    def audio(self, sid: str, pcm: bytes, ts: float | None = None) -> None:
+        """PCM16 at the session's rate into the session's input."""
+        self.publisher.put(in_stream(sid), Audio(pcm, ts or time.time()), self.settings.in_maxlen)
+
     def _error(self, conn: Conn, code: p.ErrorCode, message: str) -> None:
         ERRORS.labels(code.value).inc()
-        self._send(conn, p.dump(p.Error(code=code, message=message)))
-
-    def _send(self, conn: Conn, item: str | bytes) -> None:
-        try:
-            conn.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            log.warning("client too slow; closing so it can resume", extra={"session": conn.sid})
-            asyncio.ensure_future(conn.ws.close(4008, "client too slow; reconnect and resume"))
-
-    async def _write(self, conn: Conn) -> None:
-        try:
-            while True:
-                await conn.ws.send(await conn.queue.get())
-        except ConnectionClosed:
-            pass
+        conn.send(p.dump(p.Error(code=code, message=message)))
 
     async def _on_text(self, conn: Conn, raw: str) -> None:
         msg = p.parse_client_text(raw)
         if isinstance(msg, p.Start):
-            await self._start(conn, msg)
+            await self.start_session(conn, msg)
             return
         if conn.sid is None:
             raise p.ProtocolError(p.ErrorCode.NO_SESSION, f"send 'start' before '{msg.type}'")
-        body = msg.model_dump(mode="json")
-        self.publisher.put(in_stream(conn.sid), Command(body, time.time()), self.settings.in_maxlen)
+        self.command(conn.sid, msg)
         if isinstance(msg, p.Stop):
             self.conns.pop(conn.sid, None)
             conn.sid = None
 
-    async def _start(self, conn: Conn, msg: p.Start) -> None:
+    async def start_session(self, conn: Conn, msg: p.Start) -> None:
+        """Open or resume the session `msg` names on `conn` (an orchestrator takes it from `ctl`)."""
         if conn.sid is not None:
             raise p.ProtocolError(p.ErrorCode.SESSION_ACTIVE, "this connection already has a session; send 'stop' first")
         if msg.sample_rate != self.settings.sample_rate:
@@ -246,7 +243,7 @@ class Gateway:
         if kind == p.AUDIO:
             if len(payload) % 2:
                 raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "audio must be whole PCM16 samples (even byte count)")
-            self.publisher.put(in_stream(conn.sid), Audio(payload, now), self.settings.in_maxlen)
+            self.audio(conn.sid, payload, now)
         elif kind == p.IMAGE:
             mime = next((m for magic, m in _IMAGE_MAGIC.items() if payload.startswith(magic)), None)
             if mime is None:
@@ -281,13 +278,7 @@ class Gateway:
                 if conn is None:
                     continue
                 conn.last_id = eid
-                if isinstance(msg, ClientEvent):
-                    # the stream id is the event's resume cursor
-                    _OUT_EVENT.inc()
-                    self._send(conn, '{"id":"' + eid.decode() + '",' + msg.json[1:])
-                elif isinstance(msg, AudioOut):
-                    _OUT_AUDIO.inc()
-                    self._send(conn, bytes((p.AUDIO,)) + msg.pcm)
+                conn.deliver(eid, msg)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

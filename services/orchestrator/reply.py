@@ -126,7 +126,10 @@ class ReplyAudio:
         """The reply text the user has heard by `now`: audio sent and played so far."""
         if not self.first_audio_ts:
             return ""
-        played = self.played(now)
+        return self.heard_after(self.played(now))
+
+    def heard_after(self, played: float) -> str:
+        """The reply text in its first `played` seconds of audio."""
         heard: list[str] = []
         for s in self.sentences:
             if not s.samples:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -20,6 +21,7 @@ from services.orchestrator.config import TurnSettings
 from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
+from services.orchestrator.reply import ReplyAudio
 from services.orchestrator.turn import Turn
 from services.orchestrator.vad import WINDOW
 from shared import protocol as p
@@ -105,6 +107,9 @@ class SessionRunner:
         self.trigger = p.Trigger(conf.get("trigger") or self.pipeline.trigger)
         self.client_vad = bool(conf.get("client_vad", False))
         self.voice: str | None = conf.get("options", {}).get("voice")
+        self.speak: bool | None = conf.get("speak")  # `output`: None = as the pipeline does
+        # the latest turns' reply audio (not their input audio), for a `truncate` after they played
+        self.recent: deque[tuple[int, ReplyAudio]] = deque(maxlen=4)
         self.ctx = PipelineContext(sample_rate=conf.get("sample_rate", 16000))
         self.vad_stream = vad_stream
         self.detector = EndpointDetector(self.endpoint)
@@ -423,7 +428,7 @@ class SessionRunner:
             case p.Text():
                 if (self.turn or self.last) is not None:
                     await self.interrupt(reason="text")
-                self.start_text_turn(msg.text, ts, self.pipeline.speak if msg.speak is None else msg.speak)
+                self.start_text_turn(msg.text, ts, self.speaks if msg.speak is None else msg.speak)
             case p.Interrupt():
                 await self.interrupt(reason="client")
             case p.Vad():
@@ -441,6 +446,8 @@ class SessionRunner:
                 self.on_config(msg)
             case p.Stop():  # off the input loop: other sessions don't wait for the save
                 self.host.spawn(self.host.end_session(self))
+            case p.Instructions() | p.Respond() | p.Forget() | p.Truncate() | p.Output():
+                await self.on_conversation_edit(msg, ts)
 
     def _recording(self, on: bool, ts: float) -> None:
         ctx = self.ctx
@@ -478,18 +485,78 @@ class SessionRunner:
         self.session.config.setdefault("options", {}).update(options)
         self.ready(resumed=True)
 
+    # ---- the conversation as a client edits it (the Realtime API's features) -------------
+
+    @property
+    def speaks(self) -> bool:
+        """Whether a reply is spoken unless its message says otherwise."""
+        return self.pipeline.speak if self.speak is None else self.speak
+
+    async def on_conversation_edit(
+        self, msg: p.Instructions | p.Respond | p.Forget | p.Truncate | p.Output, ts: float
+    ) -> None:
+        match msg:
+            case p.Instructions():
+                self.session.instructions = msg.text or None
+                self.host.spawn(self.host.save(self))
+            case p.Output():
+                self.speak = msg.speak
+                self.session.config["speak"] = msg.speak
+            case p.Respond():
+                if (self.turn or self.last) is not None:
+                    await self.interrupt(reason="respond")
+                turn = self._new_turn(ts, ts, speak=self.speaks if msg.speak is None else msg.speak)
+                turn.transcript_ts = ts  # no words to wait for: the model answers the conversation
+                self.host.spawn(self._dispatch_llm(turn))
+            case p.Forget():
+                self._forget(msg)
+            case p.Truncate():
+                await self._truncate(msg)
+
+    def _forget(self, msg: p.Forget) -> None:
+        rec = next((r for r in self.session.history if r.turn == msg.turn), None)
+        if rec is None:
+            self.error(p.ErrorCode.INVALID, f"no turn {msg.turn} in this session's history")
+            return
+        if msg.role == "user":
+            rec.user = ""
+        else:
+            rec.assistant = ""
+        self.event(p.Forgotten(turn=msg.turn, role=msg.role))
+        self.host.spawn(self.host.save(self))
+
+    async def _truncate(self, msg: p.Truncate) -> None:
+        audio = next((a for n, a in reversed(self.recent) if n == msg.turn), None)
+        if audio is None:
+            self.error(p.ErrorCode.INVALID, f"turn {msg.turn} is not a recent reply: it can't be truncated")
+            return
+        heard = audio.heard_after(msg.audio_end_ms / 1000)
+        playing = self.turn or self.last
+        if playing is not None and playing.audio is audio:
+            await self.interrupt(reason="truncate", heard=heard)
+            return
+        rec = next((r for r in self.session.history if r.turn == msg.turn), None)
+        if rec is None:
+            self.error(p.ErrorCode.INVALID, f"turn {msg.turn} has no reply to truncate")
+            return
+        rec.assistant, rec.interrupted = heard, True
+        rec.metrics["interrupted"] = True
+        self.event(p.Interrupted(turn=msg.turn, spoken=heard))
+        self.host.spawn(self.host.save(self))
+
     # ---- the turn -----------------------------------------------------------------------
 
     def _new_turn(self, t0: float, decided_ts: float, speak: bool) -> Turn:
         turn = Turn(n=self.next_turn, epoch=self.epoch, speak=speak, t0=t0, decided_ts=decided_ts)
         turn.audio.worker_sends_first = speak
         self.turn = turn
+        self.recent.append((turn.n, turn.audio))
         self.last = None
         self.set_state(p.State.THINKING)
         return turn
 
     def start_audio_turn(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
-        turn = self._new_turn(t_eos, decided_ts, speak=self.pipeline.speak)
+        turn = self._new_turn(t_eos, decided_ts, speak=self.speaks)
         turn.pcm = pcm
         self.partial_out = False
         if not self.host.may_load():
@@ -523,9 +590,12 @@ class SessionRunner:
         if self.pipeline.vision and self.ctx.image:
             turn.image = True
             parts = [image_part(self.ctx.image, self.ctx.image_mime)]
+        messages = self.session.messages(self.settings.history_window)
+        if self.session.instructions:  # replaces the LLM worker's configured system prompt
+            messages = [{"role": "system", "content": self.session.instructions}, *messages]
         return LlmPlan(
             kind=self._llm_kind,
-            messages=self.session.messages(self.settings.history_window),
+            messages=messages,
             context=dict(self.session.context),
             parts=parts,
             speak=SpokenReply(self.voice) if turn.speak else None,
@@ -647,7 +717,7 @@ class SessionRunner:
         self.event(p.Metrics(**metrics))
         observe(metrics)
         TURNS.labels("completed").inc()
-        if turn.user:
+        if turn.user or turn.reply:
             self.session.history.append(
                 TurnRecord(
                     turn=turn.n, user=turn.user, assistant=turn.reply, pipeline=self.pipeline.name,
@@ -708,14 +778,15 @@ class SessionRunner:
 
     # ---- barge-in -----------------------------------------------------------------------
 
-    async def interrupt(self, reason: str) -> None:
+    async def interrupt(self, reason: str, heard: str | None = None) -> None:
         """Cancel the reply: bump the epoch (workers drop the turn's jobs and results), tell
-        the client to flush playback, keep in history only what the user heard."""
+        the client to flush playback, keep in history only what the user heard (`heard`, when
+        the client said how much it played)."""
         turn = self.turn or self.last
         if turn is None:
             return
         now = time.time()
-        spoken = turn.audio.heard(now)
+        spoken = turn.audio.heard(now) if heard is None else heard
         self.turn = None
         self.last = None
         self.held.clear()
@@ -732,7 +803,7 @@ class SessionRunner:
             rec = self.session.history[-1]
             rec.assistant, rec.interrupted = spoken, True
             rec.metrics["interrupted"] = True
-        elif turn.user:
+        elif turn.user or spoken:
             self.session.history.append(
                 TurnRecord(
                     turn=turn.n, user=turn.user, assistant=spoken, interrupted=True, pipeline=self.pipeline.name,

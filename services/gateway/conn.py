@@ -1,0 +1,55 @@
+"""One client connection's link to its session: the send queue, and how the session's
+`out:{sid}` entries reach the socket (`Conn.deliver`; the Jarvis protocol's framing here,
+the Realtime endpoint's translation in `services.gateway.realtime`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from shared import protocol as p
+from shared.messages import AudioOut, ClientEvent
+
+log = logging.getLogger("jarvis.gateway")
+
+FRAMES_OUT = Counter("jarvis_gateway_frames_out_total", "Frames to clients", ["kind"])
+_OUT_EVENT, _OUT_AUDIO = FRAMES_OUT.labels("event"), FRAMES_OUT.labels("audio")  # bound once: per-frame path
+SEND_QUEUE = 2000  # events + audio chunks buffered for a slow client before it is dropped
+
+
+@dataclass(eq=False)
+class Conn:
+    ws: ServerConnection
+    sid: str | None = None
+    last_id: bytes | str = "0-0"
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
+
+    def send(self, item: str | bytes) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("client too slow; closing so it can resume", extra={"session": self.sid})
+            asyncio.ensure_future(self.ws.close(4008, "client too slow; reconnect and resume"))
+
+    async def write(self) -> None:
+        """Hand queued frames to the socket, in order, until it closes."""
+        try:
+            while True:
+                await self.ws.send(await self.queue.get())
+        except ConnectionClosed:
+            pass
+
+    def deliver(self, eid: bytes, msg: object) -> None:
+        """An entry of the session's `out:{sid}` stream, read at stream id `eid`."""
+        if isinstance(msg, ClientEvent):
+            # the stream id is the event's resume cursor
+            _OUT_EVENT.inc()
+            self.send('{"id":"' + eid.decode() + '",' + msg.json[1:])
+        elif isinstance(msg, AudioOut):
+            _OUT_AUDIO.inc()
+            self.send(bytes((p.AUDIO,)) + msg.pcm)
