@@ -23,6 +23,8 @@ from services.resource import messages as m
 from services.resource.calibration import Calibration, footprints
 from services.resource.config import Registry, ResourceSettings
 from services.resource.gpu import Gpu, SimulatedGpu, open_gpu
+from services.resource.host import HostMemory, SimulatedHostMemory
+from services.resource.housekeeping import Housekeeper
 from services.resource.planner import PlanError, Planner, error_code
 from services.resource.progress import Progress
 from services.resource.runtimes import RuntimeSet
@@ -44,11 +46,22 @@ def build_runtimes(settings: ResourceSettings, gpu: Gpu, footprint_of: dict[str,
         "process": ProcessRuntime(
             settings.log_dir, state_dir / f"processes-{settings.service_id}.json", settings.health_request_timeout_s
         ),
-        "docker": DockerRuntime(settings.service_id, health_request_timeout_s=settings.health_request_timeout_s),
+        "docker": DockerRuntime(settings.service_id, health_request_timeout_s=settings.health_request_timeout_s,
+                                network=settings.docker_network),
     }
     if isinstance(gpu, SimulatedGpu):
-        rts["simulated"] = SimulatedRuntime(gpu, lambda model: footprint_of.get(model, 0))
+        rts["simulated"] = SimulatedRuntime(gpu, lambda model: footprint_of.get(model, 0),
+                                            settings.simulated_host_mib)
     return RuntimeSet(rts)
+
+
+def simulated_host(runtimes: RuntimeSet) -> HostMemory | None:
+    """With a simulated GPU, host RAM is the simulated runtime's (sleeps move weights there)."""
+    try:
+        rt = runtimes.for_kind("simulated")
+    except Exception:  # noqa: BLE001 -- no simulated runtime: the real host
+        return None
+    return SimulatedHostMemory(lambda: rt.host_free_mib)  # type: ignore[attr-defined]
 
 
 async def build_planner(settings: ResourceSettings, gpu: Gpu | None = None,
@@ -57,7 +70,8 @@ async def build_planner(settings: ResourceSettings, gpu: Gpu | None = None,
     calib = await asyncio.to_thread(Calibration.read, settings.calibration_file)
     fps = footprints(registry, calib, settings.calibration_margin_pct)
     gpu = gpu or await open_gpu(settings.gpu_backend, settings.simulated_gpu_mib, settings.simulated_foreign_mib)
-    return Planner(registry, fps, gpu, build_runtimes(settings, gpu, fps), settings)
+    runtimes = build_runtimes(settings, gpu, fps)
+    return Planner(registry, fps, gpu, runtimes, settings, host=simulated_host(runtimes))
 
 
 class ResourceService:
@@ -67,6 +81,7 @@ class ResourceService:
         self.planner = planner
         self.block_ms = block_ms
         self.planner.on_event = self._publish_event
+        self.housekeeper = Housekeeper(planner)
         self._tasks: set[asyncio.Task] = set()
         self.started = asyncio.Event()
         self._started_at = time.time()
@@ -179,14 +194,14 @@ class ResourceService:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.ensure_group(m.REQUESTS, m.GROUP, start="$")
-        adopted = await self.planner.adopt_existing()
+        adopted = await self.housekeeper.adopt_existing()
         if adopted:
             log.info("adopted %s", ", ".join(adopted))
         loops = [
             asyncio.create_task(self._heartbeat(stop), name="resource-heartbeat"),
-            asyncio.create_task(self.planner.run_housekeeping(stop), name="resource-housekeeping"),
+            asyncio.create_task(self.housekeeper.run(stop), name="resource-housekeeping"),
         ]
-        self._spawn(self.planner.preload())
+        self._spawn(self.housekeeper.preload())
         await self._beat()  # clients see the service from now on
         self.started.set()
         log.info("resource service %s up (GPU backend %s)", self.settings.service_id,

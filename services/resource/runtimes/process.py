@@ -17,11 +17,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from services.resource.config import ProcessSpec
-from services.resource.runtimes.base import Handle, ProgressFn, StartFailed
+from services.resource.runtimes.base import Handle, ProgressFn, StartFailed, render
 from services.resource.runtimes.health import http_ok, wait_until
+from services.resource.runtimes.sleep import HttpSleep
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-class ProcessRuntime:
+class ProcessRuntime(HttpSleep):
     kind = "process"
 
     def __init__(self, log_dir: Path, state_file: Path | None = None, health_request_timeout_s: float = 3.0):
@@ -102,8 +105,15 @@ class ProcessRuntime:
 
     # ---- runtime interface --------------------------------------------------------
 
-    async def start(self, model: str, spec: ProcessSpec, device: int) -> Handle:
+    async def base_url(self, handle: Handle, spec: ProcessSpec) -> str | None:
+        if not spec.health_url:
+            return None
+        parts = urlsplit(spec.health_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    async def start(self, model: str, spec: ProcessSpec, device: int, values: Mapping[str, str] | None = None) -> Handle:
         env = {**os.environ, **spec.env}
+        argv = list(render(spec.argv, values) or spec.argv)
         if "CUDA_VISIBLE_DEVICES" not in spec.env:
             env["CUDA_VISIBLE_DEVICES"] = str(device)  # the NVML index the planner chose,
             env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # numbered as NVML numbers them
@@ -115,7 +125,7 @@ class ProcessRuntime:
         fd = await asyncio.to_thread(open_log)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *spec.argv,
+                *argv,
                 env=env,
                 cwd=spec.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -127,8 +137,8 @@ class ProcessRuntime:
             raise StartFailed(f"{model}: cannot run {spec.argv[0]!r}: {exc}") from exc
         finally:
             os.close(fd)
-        log.info("started %s: pid %d: %s", model, proc.pid, " ".join(spec.argv))
-        self._state[model] = {"pid": proc.pid, "argv": list(spec.argv), "started_at": time.time(), "device": device}
+        log.info("started %s: pid %d: %s", model, proc.pid, " ".join(argv))
+        self._state[model] = {"pid": proc.pid, "argv": argv, "started_at": time.time(), "device": device}
         await self._save()
         return Handle(model, self.kind, str(proc.pid), device, info={"pid": proc.pid}, obj=proc)
 

@@ -20,6 +20,7 @@ import pytest
 
 from services.resource.config import ProcessSpec, Registry, ResourceSettings
 from services.resource.gpu import SimulatedGpu
+from services.resource.housekeeping import Housekeeper
 from services.resource.planner import ModelFailed, Planner
 from services.resource.runtimes import HealthTimeout, RuntimeSet, StartFailed
 from services.resource.runtimes.process import ProcessRuntime, group_pids, pid_alive
@@ -174,8 +175,8 @@ async def test_planner_with_real_processes(tmp_path, started_pids):
         started_pids.append(first)
         os.kill(first, signal.SIGKILL)
         assert await wait_for(lambda: _async(not pid_alive(first)))
-        assert await planner.check_health() == ["web"]
-        await asyncio.gather(*planner._tasks)
+        assert await Housekeeper(planner).check_health() == ["web"]
+        await asyncio.gather(*planner.tasks)
         second = int(planner.residents["web"].handle.ref)
         started_pids.append(second)
         assert second != first and pid_alive(second)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 import types
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from services.resource import messages as m
 from services.resource.config import DockerSpec
+from services.resource.config import ResourceSettings
 from services.resource.gpu import MIB, NvmlGpu, SimulatedGpu, SimulatedOOM, open_gpu
 from services.resource.holds import HoldTable
 from services.resource.locks import HOUSEKEEPING, PREWARM, TURN, PriorityLock
@@ -161,17 +163,43 @@ async def test_nvml_gpu_reads_memory_and_processes(monkeypatch):
     assert info.uuid == "GPU-1234" and info.driver == "550.54"
     assert await gpu.process_usage(0) == {10: 520}
     await gpu.close()
-    assert (await open_gpu("auto")).backend == "nvml"
+    assert (await open_gpu("nvml")).backend == "nvml"
 
 
-async def test_open_gpu_falls_back_to_simulated(monkeypatch):
+async def test_no_gpu_is_a_clear_error_never_a_silent_simulation(monkeypatch):
+    """Problem 3: without NVML the service used to plan against a pretend 24 GiB GPU."""
     fake_pynvml(monkeypatch, fail=True)
-    gpu = await open_gpu("auto", simulated_mib=4096)
-    assert isinstance(gpu, SimulatedGpu) and (await gpu.info(0)).total_mib == 4096
     from services.resource.gpu import GpuUnavailable
 
-    with pytest.raises(GpuUnavailable, match="Driver Not Loaded"):
+    with pytest.raises(GpuUnavailable, match="Driver Not Loaded.*NVIDIA GPU.*JARVIS_RESOURCE_GPU_BACKEND=simulated"):
         await open_gpu("nvml")
+    assert ResourceSettings().gpu_backend == "nvml"  # the default: the real GPU
+    with pytest.raises(ValueError):
+        await open_gpu("auto")
+    gpu = await open_gpu("simulated", simulated_mib=4096)  # only when asked for
+    assert isinstance(gpu, SimulatedGpu) and (await gpu.info(0)).total_mib == 4096
+
+
+def test_the_service_refuses_to_start_without_a_gpu(tmp_path):
+    """`python -m services.resource` on a machine without NVML: a message and exit status 2."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JARVIS_")}
+    env.update(JARVIS_RESOURCE_GPU_BACKEND="nvml", JARVIS_REDIS_URL="redis://127.0.0.1:1/0",
+               PYTHONPATH=str(root), JARVIS_RESOURCE_STATE_DIR=str(tmp_path))
+    code = ("import sys, types\n"
+            "m = types.ModuleType('pynvml')\n"
+            "class NVMLError(Exception): pass\n"
+            "def init(): raise NVMLError('Driver Not Loaded')\n"
+            "m.NVMLError = NVMLError; m.nvmlInit = init\n"
+            "sys.modules['pynvml'] = m\n"
+            "import runpy; runpy.run_module('services.resource', run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "no usable GPU" in out.stderr and "Driver Not Loaded" in out.stderr
 
 
 # ---- Docker arguments (a fake client: no engine needed) ----------------------------

@@ -139,14 +139,14 @@ async def test_keep_alive_expiry_and_sticky():
                     "n": sim_model(100, keep_alive_s=-1)})
     await sim.planner.ensure(["a", "s", "n"], "turn", "h")
     sim.clock.advance(50)
-    assert await sim.planner.expire_idle() == []  # held (the hold lives 60 s)
+    assert await sim.housekeeper.expire_idle() == []  # held (the hold lives 60 s)
     sim.planner.release("h")
     sim.clock.advance(9)
-    assert await sim.planner.expire_idle() == []
+    assert await sim.housekeeper.expire_idle() == []
     sim.clock.advance(2)
-    assert await sim.planner.expire_idle() == ["a"]
+    assert await sim.housekeeper.expire_idle() == ["a"]
     sim.clock.advance(10_000)
-    assert await sim.planner.expire_idle() == []
+    assert await sim.housekeeper.expire_idle() == []
     assert set(sim.planner.residents) == {"s", "n"}
 
 
@@ -154,7 +154,7 @@ async def test_holds_expire_so_a_dead_orchestrator_cannot_pin_forever():
     sim = make_sim({"a": sim_model(6000), "b": sim_model(6000)}, total_mib=10000, hold_ttl_s=30)
     await sim.planner.ensure(["a"], "turn", "dead-orchestrator")
     sim.clock.advance(31)
-    assert sim.planner.expire_holders() == ["dead-orchestrator"]
+    assert sim.housekeeper.expire_holders() == ["dead-orchestrator"]
     res = await sim.planner.ensure(["b"])
     assert res.evicted == ["a"]
 
@@ -165,7 +165,7 @@ async def test_renew_keeps_the_hold():
     sim.clock.advance(20)
     assert sim.planner.renew("h")
     sim.clock.advance(20)
-    assert sim.planner.expire_holders() == [] and sim.planner.holds.is_held("a")
+    assert sim.housekeeper.expire_holders() == [] and sim.planner.holds.is_held("a")
 
 
 async def test_dead_held_model_is_restarted_idle_one_reported():
@@ -174,9 +174,9 @@ async def test_dead_held_model_is_restarted_idle_one_reported():
     await sim.planner.ensure(["idle"])
     sim.runtime.kill("held")
     sim.runtime.kill("idle")
-    dead = await sim.planner.check_health()
+    dead = await sim.housekeeper.check_health()
     assert sorted(dead) == ["held", "idle"]
-    await asyncio.gather(*sim.planner._tasks)
+    await asyncio.gather(*sim.planner.tasks)
     assert set(sim.planner.residents) == {"held"}
     assert sim.runtime.starts.count("held") == 2
     assert any(m == "idle" and s == "failed" and "not restarted" in msg for m, s, msg in sim.events)
@@ -188,8 +188,8 @@ async def test_restarts_are_bounded():
     await sim.planner.ensure(["a"])
     for _ in range(3):
         sim.runtime.kill("a")
-        await sim.planner.check_health()
-        await asyncio.gather(*sim.planner._tasks)
+        await sim.housekeeper.check_health()
+        await asyncio.gather(*sim.planner.tasks)
     assert sim.runtime.starts.count("a") == 3
     assert "a" not in sim.planner.residents
     assert any("gave up" in msg for _, _, msg in sim.events)
@@ -255,7 +255,7 @@ async def test_adopts_healthy_leftovers_and_removes_unknown_ones():
     left_a = await sim.runtime.start("a", SimulatedSpec(), 0)
     left_x = await sim.runtime.start("gone", SimulatedSpec(), 0)
     sim.runtime.leftovers = [left_a, left_x]
-    assert await sim.planner.adopt_existing() == ["a"]
+    assert await sim.housekeeper.adopt_existing() == ["a"]
     assert sim.planner.residents["a"].state == "ready" and sim.planner.residents["a"].pending_mib == 0
     assert sim.runtime.running() == ["a"]
     res = await sim.planner.ensure(["a"])
@@ -264,5 +264,5 @@ async def test_adopts_healthy_leftovers_and_removes_unknown_ones():
 
 async def test_preload_starts_preload_models():
     sim = make_sim({"p": sim_model(100, preload=True), "q": sim_model(100)})
-    await sim.planner.preload()
+    await sim.housekeeper.preload()
     assert set(sim.planner.residents) == {"p"}

@@ -111,7 +111,7 @@ def instrument(sim: Sim) -> None:
 async def settle(sim: Sim) -> None:
     """Let background restarts and delayed memory releases finish."""
     for _ in range(100):
-        tasks = list(sim.planner._tasks) + list(sim.runtime._release_tasks)
+        tasks = list(sim.planner.tasks) + list(sim.runtime._release_tasks)
         if not tasks:
             return
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -202,12 +202,12 @@ async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
                 sim.gpu.set_foreign(min(op[1], sim.gpu.foreign() + max(0, room)))
             elif kind == "tick":
                 sim.clock.advance(op[1])
-                for h in sim.planner.expire_holders():
+                for h in sim.housekeeper.expire_holders():
                     held_ok.pop(h, None)
-                await sim.planner.expire_idle()
+                await sim.housekeeper.expire_idle()
             elif kind == "kill":
                 sim.runtime.kill(op[1])
-                await sim.planner.check_health()
+                await sim.housekeeper.check_health()
             elif kind == "grow":
                 try:
                     sim.runtime.grow(op[1])
