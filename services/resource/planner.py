@@ -439,7 +439,7 @@ class Planner:
         delay = 0.02
         last_free = None
         stable = 0
-        while True:
+        while expect_mib > 0:
             info = await self.gpu.info(device)
             pending = sum(r.pending_mib for r in self.residents.values() if r.device == device)
             if info.free_mib - pending - self.settings.reserve_mib >= need_mib:
@@ -545,12 +545,11 @@ class Planner:
             log.warning("%s: sleep failed (%s): stopping it", r.model, exc)
             await self.stop(r, f"{why} (sleep failed: {exc})")
             return None
-        measured = await self._measure(r)
-        if not measured:
-            after = (await self.gpu.info(r.device)).used_mib
-            dropped = before - after
-            measured = awake - dropped if 0 < dropped < awake else self.held_estimate(r.model)
-        held = max(1, measured)
+        measured = await self._measure(r)  # per process: what it really holds now
+        if measured is None:  # cannot tell per process: the drop in used memory, else the estimate
+            dropped = before - (await self.gpu.info(r.device)).used_mib
+            measured = max(0, awake - dropped) if dropped > 0 else self.held_estimate(r.model)
+        held = measured
         r.observed_mib = held
         self.sleep_held[r.model] = held
         r.state = "sleeping"

@@ -98,7 +98,7 @@ class SimulatedRuntime:
         if srv.dead or srv.stopped:
             raise StartFailed(f"{handle.model} is gone: cannot sleep")
         srv.awake_mib = self.gpu.allocated(self._key(handle), srv.device)
-        held = min(spec.sleep_held_mib, srv.awake_mib) if srv.awake_mib else spec.sleep_held_mib
+        held = min(spec.sleep_held_mib, srv.awake_mib)  # it never holds more asleep than awake
         if level == 1:
             self.host_free_mib -= max(0, srv.awake_mib - held)
         self.gpu.allocate(self._key(handle), held, srv.device)
