@@ -83,6 +83,14 @@ class Runtime(Protocol):
         """Where the server's HTTP API is reached from here ("http://host:port"; None: none)."""
         ...
 
+    async def warm_up(self, handle: Handle, spec: Any) -> None:
+        """One request of a realistic size (calibration: KV cache, CUDA graphs, allocator growth)."""
+        ...
+
+    async def sleep(self, handle: Handle, spec: Any, level: int) -> None: ...
+
+    async def wake(self, handle: Handle, spec: Any, warmup: bool = True) -> None: ...
+
     async def wait_healthy(
         self, handle: Handle, spec: Any, timeout_s: float, progress: ProgressFn | None, expected_s: float
     ) -> None:

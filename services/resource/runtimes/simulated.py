@@ -93,6 +93,12 @@ class SimulatedRuntime:
     async def base_url(self, handle: Handle, spec: SimulatedSpec) -> str | None:
         return None
 
+    async def warm_up(self, handle: Handle, spec: SimulatedSpec) -> None:
+        """A first real request: the server takes its full usage."""
+        srv = self._servers.get(self._key(handle))
+        if srv is not None and not srv.dead and not srv.stopped and not srv.sleeping:
+            self.gpu.allocate(self._key(handle), srv.usage_mib, srv.device)
+
     async def sleep(self, handle: Handle, spec: SimulatedSpec, level: int) -> None:
         srv = self._servers[self._key(handle)]
         if srv.dead or srv.stopped:

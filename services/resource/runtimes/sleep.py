@@ -1,4 +1,5 @@
-"""Sleep, wake and warm-up of a model server over its HTTP API (vLLM's sleep mode).
+"""Sleep, wake and warm-up of a model server over its HTTP API (vLLM's sleep mode), and the
+realistic request `jarvis calibrate` measures a server's peak with.
 
 vLLM started with `--enable-sleep-mode` and `VLLM_SERVER_DEV_MODE=1` serves
 `POST /sleep?level=N` (1: weights to host RAM, KV cache dropped; 2: both dropped),
@@ -51,8 +52,31 @@ async def warm_up(base: str) -> None:
     await _call("POST", f"{base}/v1/chat/completions", json.dumps(body).encode())
 
 
+def realistic_chat(model: str, turns: int = 20, words: int = 60, max_tokens: int = 256) -> dict[str, Any]:
+    """A chat request the size of a long conversation (the LLM worker's history window)."""
+    filler = " ".join(["the quick brown fox jumps over the lazy dog"] * (words // 9 + 1))
+    messages = [{"role": "system", "content": "You are Jarvis, a helpful voice assistant."}]
+    for i in range(turns):
+        messages.append({"role": "user" if i % 2 == 0 else "assistant", "content": filler})
+    messages.append({"role": "user", "content": "Tell me a long story about a lighthouse keeper."})
+    return {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.7}
+
+
+async def realistic_request(base: str) -> None:
+    models = json.loads(await _call("GET", f"{base}/v1/models", timeout_s=10.0)).get("data") or []
+    if not models:
+        raise SleepFailed(f"{base} serves no model")
+    await _call("POST", f"{base}/v1/chat/completions", json.dumps(realistic_chat(models[0]["id"])).encode(),
+                timeout_s=300.0)
+
+
 class HttpSleep:
-    """Sleep / wake for runtimes whose servers speak vLLM's API; needs `base_url()`."""
+    """Sleep / wake / warm-up for runtimes whose servers speak vLLM's API; needs `base_url()`."""
+
+    async def warm_up(self, handle: Handle, spec: Any) -> None:
+        base = await self.base_url(handle, spec)
+        if base is not None:  # no HTTP API (a worker process): nothing to send
+            await realistic_request(base)
 
     async def base_url(self, handle: Handle, spec: Any) -> str | None:  # pragma: no cover - overridden
         return None
