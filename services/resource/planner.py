@@ -546,9 +546,9 @@ class Planner:
             await self.stop(r, f"{why} (sleep failed: {exc})")
             return None
         measured = await self._measure(r)  # per process: what it really holds now
-        if measured is None:  # cannot tell per process: the drop in used memory, else the estimate
+        if not measured:  # per process unknown (or no pid visible): the drop in used memory
             dropped = before - (await self.gpu.info(r.device)).used_mib
-            measured = max(0, awake - dropped) if dropped > 0 else self.held_estimate(r.model)
+            measured = max(0, awake - dropped) if dropped >= 0 else self.held_estimate(r.model)
         held = measured
         r.observed_mib = held
         self.sleep_held[r.model] = held
