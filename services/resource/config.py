@@ -241,6 +241,39 @@ DEFAULT_REGISTRY: dict[str, Any] = {
 }
 
 
+def compose_gpu_registry(tag: str = "latest", project: str = "jarvis") -> dict[str, Any]:
+    """The gpu profile under compose: every GPU model server is a container the resource service
+    starts on the stack's network (jarvis/gpu for Whisper and Chatterbox, vLLM's image), so all
+    of them are arbitrated; the workers reach Redis as `redis`, the LLM worker vLLM as `jarvis-llm`."""
+    worker_env = {"JARVIS_REDIS_URL": "redis://redis:6379/0", "JARVIS_PROFILE": "gpu"}
+    return {
+        "models": {
+            "whisper": {
+                "runtime": {"kind": "docker", "image": f"jarvis/gpu:{tag}", "command": ["python", "-m", "services.stt"],
+                            "env": {**worker_env, "JARVIS_STT_DEVICE": "cuda", "JARVIS_STT_COMPUTE_TYPE": "float16"},
+                            "volumes": [f"{project}_models:/models"]},
+                **{k: DEFAULT_REGISTRY["models"]["whisper"][k] for k in ("footprint_mib", "group", "reload_cost_s")},
+            },
+            "chatterbox": {
+                "runtime": {"kind": "docker", "image": f"jarvis/gpu:{tag}", "command": ["python", "-m", "services.tts"],
+                            "env": {**worker_env, "JARVIS_TTS_ENGINE": "chatterbox", "HF_HOME": "/hf"},
+                            "volumes": [f"{project}_hf-cache:/hf"]},
+                **{k: DEFAULT_REGISTRY["models"]["chatterbox"][k] for k in ("footprint_mib", "group", "reload_cost_s")},
+            },
+            "llm": {
+                "runtime": {**DEFAULT_REGISTRY["models"]["llm"]["runtime"], "name": LLM_SERVED_NAME, "ports": {},
+                            "volumes": [f"{project}_hf-cache:/root/.cache/huggingface"]},
+                **{k: DEFAULT_REGISTRY["models"]["llm"][k]
+                   for k in ("footprint_mib", "group", "reload_cost_s", "sleep")},
+            },
+        },
+        "groups": DEFAULT_REGISTRY["groups"],
+    }
+
+
+REGISTRY_PRESETS = {"host-gpu": lambda: DEFAULT_REGISTRY, "compose-gpu": compose_gpu_registry}
+
+
 def default_calibration_file() -> Path:
     return Path("~/.cache/jarvis/calibration.json").expanduser()
 
@@ -264,6 +297,9 @@ class ResourceSettings(BaseSettings):
     calibration_margin_pct: float = Field(default=10.0, ge=0.0)
     registry_file: Path | None = None
     registry: Registry | None = None  # inline JSON; wins over registry_file
+    # without a registry or a file: host-gpu (DEFAULT_REGISTRY: local processes + vLLM's
+    # container, for `jarvis up`), or compose-gpu (every server a container on the stack's network)
+    registry_preset: Literal["host-gpu", "compose-gpu"] = "host-gpu"
     reserve_mib: int = Field(default=512, ge=0)  # never handed out: CUDA contexts, fragmentation
     keep_alive_s: float = 300.0  # default for models without their own
     hold_ttl_s: float = Field(default=120.0, gt=0)  # a holder's pin expires unless renewed
@@ -294,4 +330,4 @@ class ResourceSettings(BaseSettings):
             return self.registry
         if self.registry_file is not None:
             return Registry.load(Path(self.registry_file).expanduser())
-        return Registry.model_validate(DEFAULT_REGISTRY)
+        return Registry.model_validate(REGISTRY_PRESETS[self.registry_preset]())
