@@ -1,7 +1,8 @@
 """`jarvis models status|load|unload <model>`: the GPU and its models, through the resource service.
 
 `status` prints the GPU as NVML sees it on this machine (name, memory) and, when a resource
-service is running, what it has resident, who holds what and when idle models expire;
+service is running, what it has resident (awake, or asleep with the memory a sleeping server
+still holds on the GPU), who holds what and when idle models expire;
 without one it prints the configured registry with the footprints it would use.
 `load` / `unload` ask the running resource service (a turn in progress keeps its models:
 unload refuses a held model unless `--force`).
@@ -117,13 +118,16 @@ async def status(args: argparse.Namespace) -> int:
             print(f"  GPU {g['index']}: {g['error']}")
             continue
         print(f"  GPU {g['index']} ({g['backend']}): {g['name']}  available to models {_mib(g['available_mib'])} "
-              f"(free {_mib(g['free_mib'])}, reserve {_mib(g['reserve_mib'])}), {g['queued']} request(s) queued")
+              f"(free {_mib(g['free_mib'])}, reserve {_mib(g['reserve_mib'])}), {g['queued']} request(s) queued"
+              + (f"; sleeping models hold {_mib(g['sleeping_held_mib'])}" if g.get("sleeping_held_mib") else ""))
     if reply.residents:
-        rows = [[r["model"], r["state"], _mib(r["footprint_mib"]), _mib(r["observed_mib"]), r["group"],
+        rows = [[r["model"], r["state"], _mib(r["footprint_mib"]), _mib(r["observed_mib"]),
+                 _mib(r["held_mib"]) if r.get("sleeping") else "-", r["group"],
                  "sticky" if r["sticky"] else "", ", ".join(r["held_by"]) or "-",
                  "-" if r["expires_in_s"] is None else f"{r['expires_in_s']:.0f}s"]
                 for r in reply.residents]
-        _print_table(rows, ["MODEL", "STATE", "FOOTPRINT", "OBSERVED", "GROUP", "", "HELD BY", "EXPIRES"])
+        _print_table(rows, ["MODEL", "STATE", "FOOTPRINT", "OBSERVED", "ASLEEP HOLDS", "GROUP", "", "HELD BY",
+                            "EXPIRES"])
     else:
         print("  no model resident")
     idle = sorted(set(reply.models) - {r["model"] for r in reply.residents})

@@ -12,6 +12,7 @@ from services.resource.config import Registry, ResourceSettings
 from services.resource.gpu import SimulatedGpu
 from services.resource.planner import Planner
 from services.resource.runtimes import RuntimeSet
+from services.resource.host import SimulatedHostMemory
 from services.resource.runtimes.simulated import SimulatedRuntime
 from services.resource.service import ResourceService
 from shared.bus import Bus
@@ -25,6 +26,8 @@ MODELS: dict[str, Any] = {
     "vlm": {"runtime": {"kind": "simulated"}, "footprint_mib": 6000},
     "huge": {"runtime": {"kind": "simulated"}, "footprint_mib": 20000},
     "slow": {"runtime": {"kind": "simulated", "start_s": 30}, "footprint_mib": 10},
+    "nap": {"runtime": {"kind": "simulated", "sleep_held_mib": 700}, "footprint_mib": 5000,
+            "sleep": {"held_mib": 1024, "host_mib": 5000}},
 }
 
 
@@ -51,7 +54,8 @@ async def service(redis_url: str, bus: Bus, tmp_path):
     gpu = SimulatedGpu(10000)
     fps = {k: v["footprint_mib"] for k, v in MODELS.items()}
     runtime = SimulatedRuntime(gpu, lambda model: fps[model])
-    planner = Planner(registry, fps, gpu, RuntimeSet({"simulated": runtime}), settings)
+    planner = Planner(registry, fps, gpu, RuntimeSet({"simulated": runtime}), settings,
+                      host=SimulatedHostMemory(lambda: runtime.host_free_mib))
     service_bus = Bus(redis_url, socket_timeout=10)
     svc = ResourceService(settings, service_bus, planner, block_ms=100)
     stop = asyncio.Event()

@@ -284,3 +284,16 @@ def test_messages_round_trip_through_the_codec():
     ]
     for msg in msgs:
         assert codec.from_entry(codec.entry(msg)) == msg
+
+
+def test_container_health_url_is_the_containers_address_not_our_own_loopback():
+    """Problem 3: in compose the resource service probed 127.0.0.1, its own container's loopback."""
+    from services.resource.runtimes.docker import container_url
+
+    attrs = {"NetworkSettings": {"Networks": {"jarvis_default": {"IPAddress": "172.18.0.5"}},
+                                 "Ports": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8100"}]}}}
+    url = "http://container:8000/health"
+    assert container_url(url, attrs, "jarvis_default") == "http://172.18.0.5:8000/health"  # same network
+    assert container_url(url, attrs, None) == "http://127.0.0.1:8100/health"  # on a host: the published port
+    assert container_url(url, {"NetworkSettings": {}}, None) is None  # not reachable (yet)
+    assert container_url("http://10.0.0.2:9000/h", attrs, None) == "http://10.0.0.2:9000/h"  # explicit: as is
