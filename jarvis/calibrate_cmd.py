@@ -52,8 +52,9 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-async def settled_used(gpu: Any, device: int, settle_s: float, max_wait_s: float = 120.0,
-                       tolerance_mib: int = 16) -> tuple[int, int]:
+async def settled_used(
+    gpu: Any, device: int, settle_s: float, max_wait_s: float = 120.0, tolerance_mib: int = 16
+) -> tuple[int, int]:
     """NVML used memory once it has changed by at most `tolerance_mib` for `settle_s`; (used, peak)."""
     start = time.monotonic()
     info = await gpu.info(device)
@@ -112,10 +113,17 @@ def _env_for(spec: Any, device: int) -> dict[str, str]:
 async def _measure_adapter(model: str, spec: Any, device: int, gpu: Any, args: argparse.Namespace) -> dict:
     before, _ = await settled_used(gpu, device, args.settle)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "jarvis.calibrate_cmd", "--hold-adapter", spec.adapter,
-        env=_env_for(spec, device), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "jarvis.calibrate_cmd",
+        "--hold-adapter",
+        spec.adapter,
+        env=_env_for(spec, device),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    assert proc.stdout is not None and proc.stdin is not None
     try:
         async with PeakSampler(gpu, device) as sampler:
             async with asyncio.timeout(args.timeout):
@@ -138,12 +146,26 @@ async def _measure_adapter(model: str, spec: Any, device: int, gpu: Any, args: a
                 proc.kill()
                 await proc.wait()
     peak = max(peak, sampler.peak_used)
-    return {"footprint_mib": max(0, peak - before), "settled_mib": max(0, after - before),
-            "peak_mib": max(0, peak - before), "method": "adapter+inference"}
+    return {
+        "footprint_mib": max(0, peak - before),
+        "settled_mib": max(0, after - before),
+        "peak_mib": max(0, peak - before),
+        "method": "adapter+inference",
+    }
 
 
-async def measure_runtime(model: str, spec: Any, device: int, gpu: Any, runtimes: Any, *, settle_s: float,
-                          timeout_s: float, stop_grace_s: float, footprint_mib: int) -> dict:
+async def measure_runtime(
+    model: str,
+    spec: Any,
+    device: int,
+    gpu: Any,
+    runtimes: Any,
+    *,
+    settle_s: float,
+    timeout_s: float,
+    stop_grace_s: float,
+    footprint_mib: int,
+) -> dict:
     """Start `model` through its runtime, send one realistic request, measure the peak, stop it."""
     from services.resource.runtimes.base import start_values
 
@@ -163,14 +185,29 @@ async def measure_runtime(model: str, spec: Any, device: int, gpu: Any, runtimes
     # per process where NVML tells (other processes' changes do not count), else the device
     own = sampler.peak_own
     footprint = own if own else max(0, peak - before)
-    return {"footprint_mib": footprint, "loaded_mib": max(0, loaded - before), "settled_mib": max(0, after - before),
-            "peak_mib": max(0, peak - before), "method": f"runtime:{spec.runtime.kind}+inference"}
+    return {
+        "footprint_mib": footprint,
+        "loaded_mib": max(0, loaded - before),
+        "settled_mib": max(0, after - before),
+        "peak_mib": max(0, peak - before),
+        "method": f"runtime:{spec.runtime.kind}+inference",
+    }
 
 
-async def _measure_runtime(model: str, spec: Any, device: int, gpu: Any, args: argparse.Namespace,
-                           runtimes: Any, settings: Any) -> dict:
-    return await measure_runtime(model, spec, device, gpu, runtimes, settle_s=args.settle, timeout_s=args.timeout,
-                                 stop_grace_s=settings.stop_grace_s, footprint_mib=spec.footprint_mib)
+async def _measure_runtime(
+    model: str, spec: Any, device: int, gpu: Any, args: argparse.Namespace, runtimes: Any, settings: Any
+) -> dict:
+    return await measure_runtime(
+        model,
+        spec,
+        device,
+        gpu,
+        runtimes,
+        settle_s=args.settle,
+        timeout_s=args.timeout,
+        stop_grace_s=settings.stop_grace_s,
+        footprint_mib=spec.footprint_mib,
+    )
 
 
 async def _service_running(settings_redis_url: str) -> bool:
@@ -198,17 +235,22 @@ async def run(args: argparse.Namespace) -> int:
     try:
         gpu = await NvmlGpu().open()
     except GpuUnavailable as exc:
-        print(f"jarvis calibrate: no NVIDIA GPU here ({exc}); footprints can only be measured on a GPU "
-              "host. Until then the resource service uses the registry's declared footprint_mib.",
-              file=sys.stderr)
+        print(
+            f"jarvis calibrate: no NVIDIA GPU here ({exc}); footprints can only be measured on a GPU "
+            "host. Until then the resource service uses the registry's declared footprint_mib.",
+            file=sys.stderr,
+        )
         return EXIT_NO_GPU
     settings = ResourceSettings()
     device = settings.device if args.device is None else args.device
-    output = Path(args.output or settings.calibration_file).expanduser()
+    output = await asyncio.to_thread(lambda: Path(args.output or settings.calibration_file).expanduser())
     try:
         if not args.force and await _service_running(get_settings().redis_url):
-            print("jarvis calibrate: a resource service is running; its models would skew the numbers. "
-                  "Stop it first (or pass --force).", file=sys.stderr)
+            print(
+                "jarvis calibrate: a resource service is running; its models would skew the numbers. "
+                "Stop it first (or pass --force).",
+                file=sys.stderr,
+            )
             return 1
         registry = settings.load_registry()
         names = args.models or list(registry.models)
@@ -217,11 +259,16 @@ async def run(args: argparse.Namespace) -> int:
             print(f"jarvis calibrate: unknown model(s): {', '.join(unknown)}", file=sys.stderr)
             return 1
         info = await gpu.info(device)
-        print(f"GPU {device}: {info.name}, {info.total_mib} MiB total, {info.used_mib} MiB in use before calibrating")
-        runtimes = RuntimeSet({
-            "process": ProcessRuntime(settings.log_dir, None, settings.health_request_timeout_s),
-            "docker": DockerRuntime(f"{settings.service_id}-calibrate"),
-        })
+        print(
+            f"GPU {device}: {info.name}, {info.total_mib} MiB total, "
+            f"{info.used_mib} MiB in use before calibrating"
+        )
+        runtimes = RuntimeSet(
+            {
+                "process": ProcessRuntime(settings.log_dir, None, settings.health_request_timeout_s),
+                "docker": DockerRuntime(f"{settings.service_id}-calibrate"),
+            }
+        )
         calib = Calibration.read(output)
         calib.gpu = GpuRecord(name=info.name, total_mib=info.total_mib, driver=info.driver)
         failed = 0
@@ -238,11 +285,15 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"{name}: FAILED: {exc}", file=sys.stderr)
                 continue
             calib.models[name] = Measurement(
-                footprint_mib=got["footprint_mib"], method=got["method"], device=device,
+                footprint_mib=got["footprint_mib"],
+                method=got["method"],
+                device=device,
                 measured_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             )
-            print(f"{name}: {got['footprint_mib']} MiB at its peak with a request (settled "
-                  f"{got.get('settled_mib', '-')} MiB; declared {spec.footprint_mib} MiB)")
+            print(
+                f"{name}: {got['footprint_mib']} MiB at its peak with a request (settled "
+                f"{got.get('settled_mib', '-')} MiB; declared {spec.footprint_mib} MiB)"
+            )
         await runtimes.close()
         calib.write(output)
         print(f"calibration written to {output}")
@@ -265,7 +316,9 @@ def warmup_request(module_name: str) -> Any:
         pcm = (rng.normal(0, 300, 16000 * 5)).astype("<i2").tobytes()
         return SttRequest(pcm=pcm, sample_rate=16000)
     if module_name.startswith("services.tts"):
-        return TtsRequest(text="Good evening. The weather tomorrow looks clear, with a light breeze from the west.")
+        return TtsRequest(
+            text="Good evening. The weather tomorrow looks clear, with a light breeze from the west."
+        )
     return None
 
 

@@ -78,8 +78,12 @@ def real_gpu_available() -> str:
         pynvml.nvmlShutdown()
     except Exception as exc:  # noqa: BLE001 -- any reason means: no GPU to check
         return f"NVML: {exc}"
-    probe = subprocess.run([sys.executable, "-c", "import torch; assert torch.cuda.is_available()"],
-                           capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; assert torch.cuda.is_available()"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return "" if probe.returncode == 0 else f"torch with CUDA: {probe.stderr.strip().splitlines()[-1:]}"
 
 
@@ -124,33 +128,75 @@ class Check:
         # each server takes 40% of what is free: two fit, a third needs an eviction
         self.unit = int(0.4 * (info.free_mib - self.reserve))
         self.ctx = 0 if self.simulated else 600  # a torch process's own CUDA context, roughly
-        return {"name": info.name, "total_mib": info.total_mib, "free_mib": info.free_mib, "driver": info.driver,
-                "backend": self.gpu.backend}
+        return {
+            "name": info.name,
+            "total_mib": info.total_mib,
+            "free_mib": info.free_mib,
+            "driver": info.driver,
+            "backend": self.gpu.backend,
+        }
 
-    def model(self, base: int, grow: int = 0, held: int = 0, start_s: float = 0.0, sleep: bool = False,
-              reload_cost_s: float = 5.0) -> dict[str, Any]:
+    def model(
+        self,
+        base: int,
+        grow: int = 0,
+        held: int = 0,
+        start_s: float = 0.0,
+        sleep: bool = False,
+        reload_cost_s: float = 5.0,
+    ) -> dict[str, Any]:
         footprint = base + grow + self.ctx
         spec: dict[str, Any] = {"footprint_mib": footprint, "reload_cost_s": reload_cost_s}
         if self.simulated:
-            spec["runtime"] = {"kind": "simulated", "ready_fraction": base / footprint, "start_s": start_s,
-                               "sleep_held_mib": max(1, held + self.ctx // 2) if sleep else 1024,
-                               "wake_s": 0.3}
+            spec["runtime"] = {
+                "kind": "simulated",
+                "ready_fraction": base / footprint,
+                "start_s": start_s,
+                "sleep_held_mib": max(1, held + self.ctx // 2) if sleep else 1024,
+                "wake_s": 0.3,
+            }
         else:
             port = free_port()
-            spec["runtime"] = {"kind": "process", "argv": [
-                sys.executable, str(ROOT / "scripts" / "gpu_standin.py"), "--port", str(port), "--base-mib",
-                str(base), "--grow-mib", str(grow), "--held-mib", str(held), "--start-s", str(start_s)],
-                "health_url": f"http://127.0.0.1:{port}/health"}
+            spec["runtime"] = {
+                "kind": "process",
+                "argv": [
+                    sys.executable,
+                    str(ROOT / "scripts" / "gpu_standin.py"),
+                    "--port",
+                    str(port),
+                    "--base-mib",
+                    str(base),
+                    "--grow-mib",
+                    str(grow),
+                    "--held-mib",
+                    str(held),
+                    "--start-s",
+                    str(start_s),
+                ],
+                "health_url": f"http://127.0.0.1:{port}/health",
+            }
         if sleep:
-            spec["sleep"] = {"level": 1, "held_mib": held + self.ctx + 512, "host_mib": base + grow, "wake_s": 1.0}
+            spec["sleep"] = {
+                "level": 1,
+                "held_mib": held + self.ctx + 512,
+                "host_mib": base + grow,
+                "wake_s": 1.0,
+            }
         return spec
 
     def planner(self, models: dict[str, dict[str, Any]]) -> tuple[Planner, Housekeeper]:
         registry = Registry.model_validate({"models": models})
         settings = ResourceSettings(
-            registry=registry, gpu_backend="simulated" if self.simulated else "nvml", reserve_mib=self.reserve,
-            busy_wait_s=0.0, release_wait_s=20.0, health_timeout_s=120.0, stop_grace_s=5.0,
-            keep_alive_s=3600.0, log_dir=self.workdir / "logs", host_reserve_mib=2048,
+            registry=registry,
+            gpu_backend="simulated" if self.simulated else "nvml",
+            reserve_mib=self.reserve,
+            busy_wait_s=0.0,
+            release_wait_s=20.0,
+            health_timeout_s=120.0,
+            stop_grace_s=5.0,
+            keep_alive_s=3600.0,
+            log_dir=self.workdir / "logs",
+            host_reserve_mib=2048,
         )
         fps = {m: s.footprint_mib for m, s in registry.models.items()}
         host = None
@@ -174,8 +220,9 @@ class Check:
     async def eviction(self) -> Step:
         step = Step("never overcommit; evict the least recently used; never a held model")
         u = self.unit
-        p, _ = self.planner({"a": self.model(u), "b": self.model(int(u * 0.6), int(u * 0.4) - self.ctx),
-                             "c": self.model(u)})
+        p, _ = self.planner(
+            {"a": self.model(u), "b": self.model(int(u * 0.6), int(u * 0.4) - self.ctx), "c": self.model(u)}
+        )
         sampler = Sampler(self.gpu)
         sampler.start()
         try:
@@ -189,10 +236,19 @@ class Check:
             p.acquire("h2", ["b"])  # a turn holds b
             p.release("h3")
             second = await p.ensure(["a"], "turn", "h4")
-            step.details = {"unit_mib": u, "first_evicted": first.evicted, "second_evicted": second.evicted,
-                            "peak_used_mib": sampler.peak, "total_mib": sampler.total}
-            step.ok = (first.evicted == ["a"] and second.evicted == ["c"] and sampler.peak <= sampler.total
-                       and "b" in p.residents)
+            step.details = {
+                "unit_mib": u,
+                "first_evicted": first.evicted,
+                "second_evicted": second.evicted,
+                "peak_used_mib": sampler.peak,
+                "total_mib": sampler.total,
+            }
+            step.ok = (
+                first.evicted == ["a"]
+                and second.evicted == ["c"]
+                and sampler.peak <= sampler.total
+                and "b" in p.residents
+            )
             if self.simulated:
                 step.details["overcommits"] = list(self.gpu.overcommits)  # type: ignore[attr-defined]
                 step.ok = step.ok and not self.gpu.overcommits  # type: ignore[attr-defined]
@@ -205,7 +261,9 @@ class Check:
         step = Step("sleep instead of stop; held memory counted; swap within 1.5 s of the wake")
         u = self.unit
         held = 256
-        p, _ = self.planner({"s": self.model(u, sleep=True, held=held), "a": self.model(u), "b": self.model(u)})
+        p, _ = self.planner(
+            {"s": self.model(u, sleep=True, held=held), "a": self.model(u), "b": self.model(u)}
+        )
         try:
             await p.ensure(["s"], "turn", "t1")
             await self.request(p, "s")
@@ -214,7 +272,7 @@ class Check:
             asleep = p.residents.get("s")
             held_measured = asleep.observed_mib if asleep else -1
             st = await p.status()
-            row = next((r for r in st["residents"] if r["model"] == "s"), {})
+            row: dict[str, Any] = next((r for r in st["residents"] if r["model"] == "s"), {})
             p.release("t2")
             t0 = time.perf_counter()
             swap = await p.ensure(["s"], "turn", "t3")  # evicts a or b, wakes s, warms it up
@@ -229,19 +287,35 @@ class Check:
                 await p.runtimes.for_kind(r.handle.kind).wake(r.handle, p.spec("s").runtime, True)
                 wake_s = time.perf_counter() - t1
                 r.state = "ready"
-            step.details = {"slept": made_room.slept, "held_mib_measured": held_measured,
-                            "status_shows_sleeping": bool(row.get("sleeping")), "status_held_mib": row.get("held_mib"),
-                            "woken": swap.woken, "swap_evicted": swap.evicted, "swap_s": round(swap_s, 3),
-                            "wake_s": round(wake_s, 3)}
-            step.ok = (made_room.slept == ["s"] and 0 < held_measured < u and bool(row.get("sleeping"))
-                       and swap.woken == ["s"] and swap.started == [] and swap_s <= wake_s + SWAP_MARGIN_S)
+            step.details = {
+                "slept": made_room.slept,
+                "held_mib_measured": held_measured,
+                "status_shows_sleeping": bool(row.get("sleeping")),
+                "status_held_mib": row.get("held_mib"),
+                "woken": swap.woken,
+                "swap_evicted": swap.evicted,
+                "swap_s": round(swap_s, 3),
+                "wake_s": round(wake_s, 3),
+            }
+            step.ok = (
+                made_room.slept == ["s"]
+                and 0 < held_measured < u
+                and bool(row.get("sleeping"))
+                and swap.woken == ["s"]
+                and swap.started == []
+                and swap_s <= wake_s + SWAP_MARGIN_S
+            )
         finally:
             await p.stop_all()
         return step
 
     async def stage_timeout(self) -> Step:
-        step = Step(f"a cold load longer than a {STAGE_TIMEOUT_S:.0f} s stage timeout reports progress more often")
-        p, _ = self.planner({"slow": self.model(512, start_s=3 * STAGE_TIMEOUT_S, reload_cost_s=3 * STAGE_TIMEOUT_S)})
+        step = Step(
+            f"a cold load longer than a {STAGE_TIMEOUT_S:.0f} s stage timeout reports progress more often"
+        )
+        p, _ = self.planner(
+            {"slow": self.model(512, start_s=3 * STAGE_TIMEOUT_S, reload_cost_s=3 * STAGE_TIMEOUT_S)}
+        )
         times: list[float] = []
         etas: list[float] = []
 
@@ -255,8 +329,12 @@ class Check:
             await p.ensure(["slow"], "turn", "t", progress=sink)
             load_s = time.monotonic() - t0
             gaps = [b - a for a, b in zip([t0, *times], times, strict=False)]
-            step.details = {"load_s": round(load_s, 2), "reports": len(times), "max_gap_s": round(max(gaps), 3),
-                            "first_eta_s": etas[0] if etas else None}
+            step.details = {
+                "load_s": round(load_s, 2),
+                "reports": len(times),
+                "max_gap_s": round(max(gaps), 3),
+                "first_eta_s": etas[0] if etas else None,
+            }
             step.ok = load_s > STAGE_TIMEOUT_S and max(gaps) < STAGE_TIMEOUT_S and bool(etas) and etas[0] > 0
         finally:
             await p.stop_all()
@@ -267,8 +345,17 @@ class Check:
         base, grow = self.unit // 4, self.unit // 4
         p, _ = self.planner({"g": self.model(base, grow)})
         spec = p.spec("g")
-        got = await measure_runtime("g", spec, 0, self.gpu, p.runtimes, settle_s=1.0, timeout_s=120,
-                                    stop_grace_s=5.0, footprint_mib=spec.footprint_mib)
+        got = await measure_runtime(
+            "g",
+            spec,
+            0,
+            self.gpu,
+            p.runtimes,
+            settle_s=1.0,
+            timeout_s=120,
+            stop_grace_s=5.0,
+            footprint_mib=spec.footprint_mib,
+        )
         step.details = {"base_mib": base, "grow_mib": grow, **got}
         step.ok = got["footprint_mib"] >= base + grow and got["footprint_mib"] > got["loaded_mib"]
         return step
@@ -279,12 +366,17 @@ async def run(simulated: bool, out: Path) -> dict[str, Any]:
     if why:
         print(f"gpu-check: no usable GPU here ({why}): running on the simulated GPU", flush=True)
         simulated = True
-    out.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
     check = Check(simulated, out)
     t0 = time.monotonic()
-    report: dict[str, Any] = {"mode": "simulated" if simulated else "nvml", "no_gpu_reason": why,
-                              "host": platform.node(), "python": platform.python_version(),
-                              "commit": _commit(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report: dict[str, Any] = {
+        "mode": "simulated" if simulated else "nvml",
+        "no_gpu_reason": why,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "commit": _commit(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     report["gpu"] = await check.open()
     steps = []
     for fn in (check.eviction, check.sleep_wake, check.stage_timeout, check.calibrate):
@@ -295,7 +387,10 @@ async def run(simulated: bool, out: Path) -> dict[str, Any]:
             step = Step(fn.__name__, False, error=f"{type(exc).__name__}: {exc}")
         step.details["elapsed_s"] = round(time.monotonic() - t, 2)
         steps.append(step)
-        print(f"{'PASS' if step.ok else 'FAIL'}  {step.name}  {json.dumps(step.details)} {step.error}", flush=True)
+        print(
+            f"{'PASS' if step.ok else 'FAIL'}  {step.name}  {json.dumps(step.details)} {step.error}",
+            flush=True,
+        )
     await check.gpu.close()
     report["steps"] = [asdict(s) for s in steps]
     report["ok"] = all(s.ok for s in steps)
@@ -307,8 +402,13 @@ async def run(simulated: bool, out: Path) -> dict[str, Any]:
 
 def table(report: dict[str, Any]) -> str:
     g = report["gpu"]
-    lines = [f"GPU check, {report['mode']} ({g['name']}, {g['total_mib']} MiB), commit {report['commit']}, "
-             f"{report['started_at']}, `scripts/gpu-check.sh`", "", "| step | result | figures |", "|---|---|---|"]
+    lines = [
+        f"GPU check, {report['mode']} ({g['name']}, {g['total_mib']} MiB), commit {report['commit']}, "
+        f"{report['started_at']}, `scripts/gpu-check.sh`",
+        "",
+        "| step | result | figures |",
+        "|---|---|---|",
+    ]
     for s in report["steps"]:
         figures = ", ".join(f"{k} {v}" for k, v in s["details"].items())
         lines.append(f"| {s['name']} | {'pass' if s['ok'] else 'FAIL ' + s['error']} | {figures} |")
@@ -317,8 +417,12 @@ def table(report: dict[str, Any]) -> str:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "unknown"
+        )
     except OSError:
         return "unknown"
 
@@ -334,8 +438,11 @@ def main() -> int:
     except GpuUnavailable as exc:
         print(f"gpu-check: {exc}", file=sys.stderr)
         return 2
-    print(f"gpu-check: {'all steps passed' if report['ok'] else 'FAILED'} in {report['elapsed_s']} s; "
-          f"report in {args.out}/gpu-check.json", flush=True)
+    print(
+        f"gpu-check: {'all steps passed' if report['ok'] else 'FAILED'} in {report['elapsed_s']} s; "
+        f"report in {args.out}/gpu-check.json",
+        flush=True,
+    )
     return 0 if report["ok"] else 1
 
 

@@ -108,7 +108,9 @@ def handler(s: Standin) -> type[BaseHTTPRequestHandler]:
             elif path == "/is_sleeping":
                 self._send(200, {"is_sleeping": bool(s.sleeping)})
             else:
-                self._send(404, {"error": {"message": f"no route {path}", "type": "NotFoundError", "code": 404}})
+                self._send(
+                    404, {"error": {"message": f"no route {path}", "type": "NotFoundError", "code": 404}}
+                )
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -124,12 +126,29 @@ def handler(s: Standin) -> type[BaseHTTPRequestHandler]:
                 try:
                     s.complete()
                 except RuntimeError as exc:
-                    self._send(500, {"error": {"message": str(exc), "type": "InternalServerError", "code": 500}})
+                    self._send(
+                        500, {"error": {"message": str(exc), "type": "InternalServerError", "code": 500}}
+                    )
                     return
-                self._send(200, {"id": "standin", "object": "chat.completion", "model": "standin", "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]})
+                self._send(
+                    200,
+                    {
+                        "id": "standin",
+                        "object": "chat.completion",
+                        "model": "standin",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": "ok"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                    },
+                )
             else:
-                self._send(404, {"error": {"message": f"no route {path}", "type": "NotFoundError", "code": 404}})
+                self._send(
+                    404, {"error": {"message": f"no route {path}", "type": "NotFoundError", "code": 404}}
+                )
 
     return H
 

@@ -176,16 +176,28 @@ LLM_HOST_PORT = 8100
 LLM_CONTAINER_PORT = 8000
 
 
-def vllm_command(model: str = VLLM_MODEL, served_name: str = LLM_SERVED_NAME, max_model_len: int = 8192,
-                 tool_parser: str | None = "hermes") -> list[str]:
+def vllm_command(
+    model: str = VLLM_MODEL,
+    served_name: str = LLM_SERVED_NAME,
+    max_model_len: int = 8192,
+    tool_parser: str | None = "hermes",
+) -> list[str]:
     """`vllm serve` arguments for one registry model: its share of the GPU filled in at start,
     tool calling on (the LLM client offers tools by default, and vLLM answers HTTP 400 to
     tools without these flags), sleep mode on."""
     argv = [
-        "--model", model, "--served-model-name", served_name,
-        "--host", "0.0.0.0", "--port", str(LLM_CONTAINER_PORT),
-        "--gpu-memory-utilization", "{gpu_memory_utilization}",
-        "--max-model-len", str(max_model_len),
+        "--model",
+        model,
+        "--served-model-name",
+        served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(LLM_CONTAINER_PORT),
+        "--gpu-memory-utilization",
+        "{gpu_memory_utilization}",
+        "--max-model-len",
+        str(max_model_len),
         "--enable-sleep-mode",
     ]
     if tool_parser:
@@ -249,22 +261,42 @@ def compose_gpu_registry(tag: str = "latest", project: str = "jarvis") -> dict[s
     return {
         "models": {
             "whisper": {
-                "runtime": {"kind": "docker", "image": f"jarvis/gpu:{tag}", "command": ["python", "-m", "services.stt"],
-                            "env": {**worker_env, "JARVIS_STT_DEVICE": "cuda", "JARVIS_STT_COMPUTE_TYPE": "float16"},
-                            "volumes": [f"{project}_models:/models"]},
-                **{k: DEFAULT_REGISTRY["models"]["whisper"][k] for k in ("footprint_mib", "group", "reload_cost_s")},
+                "runtime": {
+                    "kind": "docker",
+                    "image": f"jarvis/gpu:{tag}",
+                    "command": ["python", "-m", "services.stt"],
+                    "env": {**worker_env, "JARVIS_STT_DEVICE": "cuda", "JARVIS_STT_COMPUTE_TYPE": "float16"},
+                    "volumes": [f"{project}_models:/models"],
+                },
+                **{
+                    k: DEFAULT_REGISTRY["models"]["whisper"][k]
+                    for k in ("footprint_mib", "group", "reload_cost_s")
+                },
             },
             "chatterbox": {
-                "runtime": {"kind": "docker", "image": f"jarvis/gpu:{tag}", "command": ["python", "-m", "services.tts"],
-                            "env": {**worker_env, "JARVIS_TTS_ENGINE": "chatterbox", "HF_HOME": "/hf"},
-                            "volumes": [f"{project}_hf-cache:/hf"]},
-                **{k: DEFAULT_REGISTRY["models"]["chatterbox"][k] for k in ("footprint_mib", "group", "reload_cost_s")},
+                "runtime": {
+                    "kind": "docker",
+                    "image": f"jarvis/gpu:{tag}",
+                    "command": ["python", "-m", "services.tts"],
+                    "env": {**worker_env, "JARVIS_TTS_ENGINE": "chatterbox", "HF_HOME": "/hf"},
+                    "volumes": [f"{project}_hf-cache:/hf"],
+                },
+                **{
+                    k: DEFAULT_REGISTRY["models"]["chatterbox"][k]
+                    for k in ("footprint_mib", "group", "reload_cost_s")
+                },
             },
             "llm": {
-                "runtime": {**DEFAULT_REGISTRY["models"]["llm"]["runtime"], "name": LLM_SERVED_NAME, "ports": {},
-                            "volumes": [f"{project}_hf-cache:/root/.cache/huggingface"]},
-                **{k: DEFAULT_REGISTRY["models"]["llm"][k]
-                   for k in ("footprint_mib", "group", "reload_cost_s", "sleep")},
+                "runtime": {
+                    **DEFAULT_REGISTRY["models"]["llm"]["runtime"],
+                    "name": LLM_SERVED_NAME,
+                    "ports": {},
+                    "volumes": [f"{project}_hf-cache:/root/.cache/huggingface"],
+                },
+                **{
+                    k: DEFAULT_REGISTRY["models"]["llm"][k]
+                    for k in ("footprint_mib", "group", "reload_cost_s", "sleep")
+                },
             },
         },
         "groups": DEFAULT_REGISTRY["groups"],

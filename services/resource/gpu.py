@@ -137,10 +137,8 @@ class NvmlGpu:
 
         if self._initialised:
             self._initialised = False
-            try:
+            with contextlib.suppress(pynvml.NVMLError):
                 await asyncio.to_thread(pynvml.nvmlShutdown)
-            except pynvml.NVMLError:
-                pass
 
 
 class SimulatedOOM(MemoryError):

@@ -38,10 +38,15 @@ class Housekeeper:
 
     def _idle_expired(self, r: Resident, now: float) -> bool:
         spec = self.planner.registry.models.get(r.model)
-        return r.state in ("ready", "sleeping") and spec is not None and not spec.sticky and self.planner.expired(r, now)
+        return (
+            r.state in ("ready", "sleeping")
+            and spec is not None
+            and not spec.sticky
+            and self.planner.expired(r, now)
+        )
 
     async def expire_idle(self) -> list[str]:
-        """Idle, non-sticky models past their keep-alive: sleep (if they can) or stop. Returns those stopped."""
+        """Idle, non-sticky models past their keep-alive: sleep (if they can) or stop; returns the stopped."""
         p = self.planner
         stopped: list[str] = []
         for device in sorted({r.device for r in p.residents.values()}):
@@ -153,7 +158,12 @@ class Housekeeper:
                 continue
             for h in handles:
                 spec = p.registry.models.get(h.model)
-                ok = p.settings.adopt and spec is not None and spec.runtime.kind == h.kind and h.model not in p.residents
+                ok = (
+                    p.settings.adopt
+                    and spec is not None
+                    and spec.runtime.kind == h.kind
+                    and h.model not in p.residents
+                )
                 if ok and spec is not None:
                     try:
                         ok = await rt.probe(h, spec.runtime)
@@ -167,8 +177,15 @@ class Housekeeper:
                 fp = p.footprints[h.model]
                 now = p.clock()
                 p.residents[h.model] = Resident(
-                    h.model, h.device, fp, "ready", h, observed_mib=fp, started_at=h.started_at,
-                    last_used=now, idle_since=now,
+                    h.model,
+                    h.device,
+                    fp,
+                    "ready",
+                    h,
+                    observed_mib=fp,
+                    started_at=h.started_at,
+                    last_used=now,
+                    idle_since=now,
                 )
                 adopted.append(h.model)
                 await p.event(h.model, "ready", "adopted from a previous run")

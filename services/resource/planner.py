@@ -158,7 +158,9 @@ class Planner:
         try:
             return self.registry.models[model]
         except KeyError:
-            raise UnknownModel(f"unknown model {model!r} (known: {', '.join(sorted(self.registry.models))})") from None
+            raise UnknownModel(
+                f"unknown model {model!r} (known: {', '.join(sorted(self.registry.models))})"
+            ) from None
 
     def device_of(self, model: str) -> int:
         d = self.spec(model).device
@@ -333,7 +335,9 @@ class Planner:
             by_device.setdefault(self.device_of(m), []).append(m)
         emit = Emitter(progress, {m: self._expected_s(m) for m in models})
         emit.order = [m for m in models if not self._is_ready(m)]
-        emit.wait_s = lambda: max((self._busy_until.get(d, 0.0) - time.monotonic() for d in by_device), default=0.0)
+        emit.wait_s = lambda: max(
+            (self._busy_until.get(d, 0.0) - time.monotonic() for d in by_device), default=0.0
+        )
         for m in emit.order:
             await emit(m, "queued", 0.0, "waiting for the GPU")
         pin = holder or f"ensure:{uuid.uuid4().hex}"
@@ -353,8 +357,14 @@ class Planner:
         return result
 
     async def _ensure_device(
-        self, device: int, models: list[str], prio: int, pin: str, ttl_s: float | None,
-        emit: Emitter, result: EnsureResult,
+        self,
+        device: int,
+        models: list[str],
+        prio: int,
+        pin: str,
+        ttl_s: float | None,
+        emit: Emitter,
+        result: EnsureResult,
     ) -> None:
         deadline = time.monotonic() + self.settings.busy_wait_s
         lock = self.lock(device)
@@ -362,7 +372,8 @@ class Planner:
             released = self._released
             async with lock.hold(prio):
                 self._busy_until[device] = time.monotonic() + sum(
-                    self._expected_s(m) for m in models if not self._is_ready(m))
+                    self._expected_s(m) for m in models if not self._is_ready(m)
+                )
                 try:
                     blocked = await self._steps(device, models, emit, result)
                 finally:
@@ -387,7 +398,9 @@ class Planner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(released.wait(), min(remaining, 1.0))
 
-    async def _steps(self, device: int, models: list[str], emit: Emitter, result: EnsureResult) -> list[str] | None:
+    async def _steps(
+        self, device: int, models: list[str], emit: Emitter, result: EnsureResult
+    ) -> list[str] | None:
         """Evict / start until done (None) or blocked (the blocking models). Runs under the lock."""
         for _ in range(6 * len(models) + 12):
             plan = await self.plan(models, device)
@@ -453,7 +466,10 @@ class Planner:
                 return  # recovered as far as it will
             if time.monotonic() >= deadline:
                 log.warning(
-                    "GPU %d: only %d of %d MiB released after %.0fs", device, freed, expect_mib,
+                    "GPU %d: only %d of %d MiB released after %.0fs",
+                    device,
+                    freed,
+                    expect_mib,
                     self.settings.release_wait_s,
                 )
                 return
@@ -474,11 +490,13 @@ class Planner:
             await emit(model, "loading", frac, msg)
 
         try:
-            res.handle = await rt.start(model, spec.runtime, device, start_values(res.footprint_mib, info.total_mib,
-                                                                                   device))
+            res.handle = await rt.start(
+                model, spec.runtime, device, start_values(res.footprint_mib, info.total_mib, device)
+            )
             await emit(model, "loading", 0.0, "waiting for health check")
-            await rt.wait_healthy(res.handle, spec.runtime, self.settings.health_timeout_s, on_progress,
-                                  spec.reload_cost_s)
+            await rt.wait_healthy(
+                res.handle, spec.runtime, self.settings.health_timeout_s, on_progress, spec.reload_cost_s
+            )
         except BaseException as exc:
             await self._cleanup_failed_start(res)
             if isinstance(exc, (RuntimeFailure, OSError)):
@@ -580,7 +598,7 @@ class Planner:
         return await self.ensure([model], "prewarm", None, progress=progress)
 
     async def unload(self, model: str, force: bool = False) -> bool:
-        """Stop `model` if resident (asleep or awake); refuses (InUse) while a holder pins it unless forced."""
+        """Stop `model` if resident (asleep or awake); InUse while a holder pins it, unless forced."""
         device = self.device_of(model)
         async with self.lock(device).hold(TURN):
             r = self.residents.get(model)

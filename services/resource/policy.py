@@ -51,7 +51,9 @@ class UnknownModel(PlanError):
 class WontFit(PlanError):
     """The request can never fit on the device, whatever is evicted."""
 
-    def __init__(self, models: Sequence[str], need_mib: int, max_free_mib: int, device: int, detail: str = ""):
+    def __init__(
+        self, models: Sequence[str], need_mib: int, max_free_mib: int, device: int, detail: str = ""
+    ):
         self.models = list(models)
         self.need_mib = need_mib
         self.max_free_mib = max_free_mib
@@ -157,14 +159,18 @@ def make_plan(
         return plan
 
     own_groups = {groups_of[m] for m in req}
-    gspec = lambda g: group_specs.get(g, GroupView())
+
+    def gspec(g: str) -> GroupView:
+        return group_specs.get(g, GroupView())
 
     # Two members of one swap group can never be resident together.
     for g in own_groups:
         if gspec(g).swap:
             members = [m for m in req if groups_of[m] == g]
             if len(members) > 1:
-                raise Conflict(f"{', '.join(members)} are in swap group {g!r}: only one may be resident at a time")
+                raise Conflict(
+                    f"{', '.join(members)} are in swap group {g!r}: only one may be resident at a time"
+                )
 
     def protected(r: ResidentView) -> bool:
         """Never evictable by this request."""
@@ -183,7 +189,9 @@ def make_plan(
         exclusive_out = any(gspec(g).exclusive for g in start_groups) and r.group not in own_groups
         if swap_out:
             if r.sticky:
-                raise Conflict(f"{r.model} is sticky and in swap group {r.group!r} with {', '.join(to_start)}")
+                raise Conflict(
+                    f"{r.model} is sticky and in swap group {r.group!r} with {', '.join(to_start)}"
+                )
             if r.held or r.busy:
                 forced_blocked.append(r.model)
             else:
@@ -194,7 +202,8 @@ def make_plan(
     # What can ever be free: everything but protected models (and foreign usage).
     never = [r for r in others if protected(r)]
     max_free = (
-        device.free_mib + sum(r.footprint_mib - r.pending_mib for r in others if not protected(r))
+        device.free_mib
+        + sum(r.footprint_mib - r.pending_mib for r in others if not protected(r))
         - sum(r.pending_mib for r in residents if r.model in req_set or protected(r))
         - device.reserve_mib
     )

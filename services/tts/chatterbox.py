@@ -29,8 +29,8 @@ import logging
 import queue
 import re
 import time
-from dataclasses import dataclass
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,24 @@ from shared.model import AudioChunk, Model, TtsRequest, stream_in_thread
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_RATE = 24000
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "a.m", "p.m"}
+_ABBREVIATIONS = {
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "no",
+    "approx",
+    "a.m",
+    "p.m",
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -57,7 +74,7 @@ def split_sentences(text: str) -> list[str]:
     out: list[str] = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
-        piece = text[start:m.start()].strip()
+        piece = text[start : m.start()].strip()
         if not piece:
             start = m.end()
             continue
@@ -65,7 +82,7 @@ def split_sentences(text: str) -> list[str]:
             last = piece.rsplit(None, 1)[-1].rstrip(".").lower()
             if piece.endswith(".") and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
                 continue  # not a sentence end: keep `start`, look at the next boundary
-        out.append(text[start:m.end()].strip())
+        out.append(text[start : m.end()].strip())
         start = m.end()
     tail = text[start:].strip()
     if tail:
@@ -151,8 +168,13 @@ class ChatterboxTts(Model[TtsRequest, AudioChunk]):
         t1 = time.perf_counter()
         await asyncio.to_thread(self._warm_up_blocking)
         self.warmup_seconds = time.perf_counter() - t1
-        log.info("Chatterbox: %d replica(s) loaded on %s in %.2f s, warmed up in %.2f s", len(self._replicas),
-                 self.settings.chatterbox_device, self.load_seconds, self.warmup_seconds)
+        log.info(
+            "Chatterbox: %d replica(s) loaded on %s in %.2f s, warmed up in %.2f s",
+            len(self._replicas),
+            self.settings.chatterbox_device,
+            self.load_seconds,
+            self.warmup_seconds,
+        )
         await super().load()
 
     async def unload(self) -> None:
@@ -206,7 +228,7 @@ class ChatterboxTts(Model[TtsRequest, AudioChunk]):
                 self._free.put(r)
             samples = to_pcm16(wav)
             for i in range(0, samples.size, step):
-                yield AudioChunk(pcm=samples[i:i + step].tobytes(), sample_rate=self.sample_rate)
+                yield AudioChunk(pcm=samples[i : i + step].tobytes(), sample_rate=self.sample_rate)
 
     async def infer(self, request: TtsRequest) -> AsyncIterator[AudioChunk]:
         if not self._replicas:

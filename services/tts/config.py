@@ -62,7 +62,10 @@ class TtsSettings(BaseSettings):
         return {"stub": "stub", "gpu": "chatterbox"}.get(profile, "piper")
 
     @field_validator(
-        "cache_dir", "piper_model_path", "piper_config_path", "chatterbox_voice_prompt",
+        "cache_dir",
+        "piper_model_path",
+        "piper_config_path",
+        "chatterbox_voice_prompt",
         "chatterbox_voices_dir",
     )
     @classmethod

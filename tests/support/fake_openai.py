@@ -128,7 +128,9 @@ class FakeOpenAI:
 
     # ---- what tests look at -----------------------------------------------------------
 
-    def wait_for_request(self, index: int = -1, *, count: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_for_request(
+        self, index: int = -1, *, count: int | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         """The recorded body at `index`, once `count` requests (default: enough for `index`) arrived."""
         need = count if count is not None else (index + 1 if index >= 0 else 1)
         with self._cond:
@@ -163,7 +165,8 @@ def refusal(api: FakeOpenAI, body: dict[str, Any]) -> tuple[int, dict[str, Any]]
     choice = body.get("tool_choice", "auto" if body.get("tools") else "none")
     if body.get("tools") and choice == "auto" and not api.auto_tool_choice:
         return 400, vllm_error(
-            400, "BadRequestError",
+            400,
+            "BadRequestError",
             '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
         )
     if api.max_model_len is not None:
@@ -173,7 +176,8 @@ def refusal(api: FakeOpenAI, body: dict[str, Any]) -> tuple[int, dict[str, Any]]
             max_tokens = api.max_model_len - prompt
         if prompt + max_tokens > api.max_model_len:
             return 400, vllm_error(
-                400, "BadRequestError",
+                400,
+                "BadRequestError",
                 f"This model's maximum context length is {api.max_model_len} tokens. However, you requested "
                 f"{prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the completion). "
                 "Please reduce the length of the messages or completion.",
@@ -209,9 +213,22 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0].rstrip("/")
             api._record("GET", path, None)
             if path in ("/v1/models", "/models"):
-                self._json(200, {"object": "list", "data": [
-                    {"id": name, "object": "model", "created": 0, "owned_by": "fake-openai",
-                     "max_model_len": api.max_model_len} for name in api.served_models]})
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": name,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "fake-openai",
+                                "max_model_len": api.max_model_len,
+                            }
+                            for name in api.served_models
+                        ],
+                    },
+                )
             elif path == "/health":
                 self._empty(200)
             elif path == "/is_sleeping" and api.sleep_mode:
@@ -257,11 +274,23 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             created = int(time.time())
             model = body.get("model") or api.model
             if not body.get("stream"):
-                self._json(200, {
-                    "id": cid, "object": "chat.completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
+                self._json(
+                    200,
+                    {
+                        "id": cid,
+                        "object": "chat.completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
                 return
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -270,8 +299,13 @@ def _handler(api: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
             def event(delta: dict[str, Any], finish: str | None = None) -> None:
-                chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                chunk = {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                }
                 self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
 
             try:

@@ -74,7 +74,9 @@ def start_values(footprint_mib: int, total_mib: int, device: int) -> dict[str, s
 class Runtime(Protocol):
     kind: str
 
-    async def start(self, model: str, spec: Any, device: int, values: Mapping[str, str] | None = None) -> Handle:
+    async def start(
+        self, model: str, spec: Any, device: int, values: Mapping[str, str] | None = None
+    ) -> Handle:
         """Launch the server (its command's placeholders filled from `values`); returns at
         once (before it is healthy)."""
         ...

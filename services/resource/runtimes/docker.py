@@ -16,6 +16,7 @@ reached at the port they publish on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -99,8 +100,13 @@ def _volumes(vols: list[str]) -> list[str]:
 class DockerRuntime(HttpSleep):
     kind = "docker"
 
-    def __init__(self, owner: str, client_factory: Callable[[], Any] | None = None,
-                 health_request_timeout_s: float = 3.0, network: str = "auto"):
+    def __init__(
+        self,
+        owner: str,
+        client_factory: Callable[[], Any] | None = None,
+        health_request_timeout_s: float = 3.0,
+        network: str = "auto",
+    ):
         self.owner = owner
         self._factory = client_factory or (lambda: _docker().from_env())
         self._client: Any = None
@@ -140,7 +146,9 @@ class DockerRuntime(HttpSleep):
     def container_name(self, model: str, spec: DockerSpec) -> str:
         return spec.name or f"jarvis-{model}"
 
-    async def start(self, model: str, spec: DockerSpec, device: int, values: Mapping[str, str] | None = None) -> Handle:
+    async def start(
+        self, model: str, spec: DockerSpec, device: int, values: Mapping[str, str] | None = None
+    ) -> Handle:
         docker = _docker()
         client = await self.client()
         name = self.container_name(model, spec)
@@ -162,7 +170,9 @@ class DockerRuntime(HttpSleep):
                 old = None
             if old is not None:
                 if old.labels.get(OWNER_LABEL) != self.owner:
-                    raise StartFailed(f"{model}: container name {name!r} is taken by a container we do not own")
+                    raise StartFailed(
+                        f"{model}: container name {name!r} is taken by a container we do not own"
+                    )
                 old.remove(force=True)
             return client.containers.run(
                 spec.image,
@@ -233,12 +243,19 @@ class DockerRuntime(HttpSleep):
         return True
 
     async def wait_healthy(
-        self, handle: Handle, spec: DockerSpec, timeout_s: float, progress: ProgressFn | None = None,
+        self,
+        handle: Handle,
+        spec: DockerSpec,
+        timeout_s: float,
+        progress: ProgressFn | None = None,
         expected_s: float = 10.0,
     ) -> None:
         await wait_until(
-            lambda: self.probe(handle, spec), timeout_s=timeout_s, expected_s=expected_s,
-            alive=lambda: self.alive(handle), progress=progress,
+            lambda: self.probe(handle, spec),
+            timeout_s=timeout_s,
+            expected_s=expected_s,
+            alive=lambda: self.alive(handle),
+            progress=progress,
             what=f"{handle.model} (container {handle.ref[:12]})",
         )
 
@@ -275,10 +292,8 @@ class DockerRuntime(HttpSleep):
                 c.stop(timeout=max(0, round(grace_s)))
             except docker.errors.APIError as exc:
                 log.warning("stopping %s: %s", handle.model, exc)
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True)
-            except docker.errors.NotFound:
-                pass
 
         await asyncio.to_thread(stop)
 
@@ -293,8 +308,18 @@ class DockerRuntime(HttpSleep):
                 model = c.labels.get(MODEL_LABEL, "")
                 if c.status == "running" and model:
                     device = int(c.labels.get(DEVICE_LABEL, "0") or 0)
-                    out.append(Handle(model, self.kind, c.id, device, started_at=time.time(), adopted=True,
-                                      info={"container": c.name}, obj=c))
+                    out.append(
+                        Handle(
+                            model,
+                            self.kind,
+                            c.id,
+                            device,
+                            started_at=time.time(),
+                            adopted=True,
+                            info={"container": c.name},
+                            obj=c,
+                        )
+                    )
                 else:
                     try:
                         c.remove(force=True)

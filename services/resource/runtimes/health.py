@@ -9,6 +9,7 @@ a container port), so they never block the loop and need no HTTP client library;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import urllib.error
@@ -45,23 +46,28 @@ async def http_ok(url: str, timeout_s: float = 3.0) -> bool:
     finally:
         if writer is not None:
             writer.close()
-            try:
+            with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError):
-                pass
     fields = status_line.decode("latin-1").split()
     return len(fields) >= 2 and fields[0].startswith("HTTP/") and fields[1].startswith("2")
 
 
-async def http_request(method: str, url: str, body: bytes | None = None, timeout_s: float = 30.0,
-                       content_type: str = "application/json") -> tuple[int, bytes]:
+async def http_request(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout_s: float = 30.0,
+    content_type: str = "application/json",
+) -> tuple[int, bytes]:
     """One plain-HTTP request (`Connection: close`); (status, body). Raises OSError / TimeoutError."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise ValueError(f"unsupported URL {url!r}")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    head = (f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
-            f"User-Agent: jarvis-resource\r\nContent-Length: {len(body or b'')}\r\n")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        f"User-Agent: jarvis-resource\r\nContent-Length: {len(body or b'')}\r\n"
+    )
     if body:
         head += f"Content-Type: {content_type}\r\n"
     async with asyncio.timeout(timeout_s):
@@ -90,7 +96,7 @@ def _dechunk(data: bytes) -> bytes:
         if size == 0:
             break
         out += data[:size]
-        data = data[size + 2:]
+        data = data[size + 2 :]
     return bytes(out)
 
 

@@ -111,7 +111,9 @@ class ProcessRuntime(HttpSleep):
         parts = urlsplit(spec.health_url)
         return f"{parts.scheme}://{parts.netloc}"
 
-    async def start(self, model: str, spec: ProcessSpec, device: int, values: Mapping[str, str] | None = None) -> Handle:
+    async def start(
+        self, model: str, spec: ProcessSpec, device: int, values: Mapping[str, str] | None = None
+    ) -> Handle:
         env = {**os.environ, **spec.env}
         argv = list(render(spec.argv, values) or spec.argv)
         if "CUDA_VISIBLE_DEVICES" not in spec.env:
@@ -149,7 +151,11 @@ class ProcessRuntime(HttpSleep):
         return pid_alive(int(handle.ref))
 
     async def wait_healthy(
-        self, handle: Handle, spec: ProcessSpec, timeout_s: float, progress: ProgressFn | None = None,
+        self,
+        handle: Handle,
+        spec: ProcessSpec,
+        timeout_s: float,
+        progress: ProgressFn | None = None,
         expected_s: float = 10.0,
     ) -> None:
         async def probe() -> bool:
@@ -158,8 +164,12 @@ class ProcessRuntime(HttpSleep):
             return await http_ok(spec.health_url, self.health_request_timeout_s)
 
         await wait_until(
-            probe, timeout_s=timeout_s, expected_s=expected_s, alive=lambda: self.alive(handle),
-            progress=progress, what=f"{handle.model} (pid {handle.ref})",
+            probe,
+            timeout_s=timeout_s,
+            expected_s=expected_s,
+            alive=lambda: self.alive(handle),
+            progress=progress,
+            what=f"{handle.model} (pid {handle.ref})",
         )
 
     async def probe(self, handle: Handle, spec: ProcessSpec) -> bool:
@@ -218,9 +228,17 @@ class ProcessRuntime(HttpSleep):
         for model, rec in state.items():
             pid = int(rec.get("pid", 0))
             if pid > 0 and pid_alive(pid) and _cmdline(pid) == rec.get("argv"):
-                out.append(Handle(model, self.kind, str(pid), int(rec.get("device", 0)),
-                                  started_at=rec.get("started_at", time.time()),
-                                  adopted=True, info={"pid": pid}))
+                out.append(
+                    Handle(
+                        model,
+                        self.kind,
+                        str(pid),
+                        int(rec.get("device", 0)),
+                        started_at=rec.get("started_at", time.time()),
+                        adopted=True,
+                        info={"pid": pid},
+                    )
+                )
                 self._state[model] = rec
         await self._save()
         return out

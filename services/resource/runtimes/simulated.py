@@ -53,7 +53,9 @@ class SimulatedRuntime:
     def _key(self, handle: Handle) -> str:
         return handle.ref
 
-    async def start(self, model: str, spec: SimulatedSpec, device: int, values: Mapping[str, str] | None = None) -> Handle:
+    async def start(
+        self, model: str, spec: SimulatedSpec, device: int, values: Mapping[str, str] | None = None
+    ) -> Handle:
         key = f"{model}#{next(self._ids)}"
         usage = self.usage_of(model)
         try:
@@ -66,7 +68,11 @@ class SimulatedRuntime:
         return Handle(model, self.kind, key, device)
 
     async def wait_healthy(
-        self, handle: Handle, spec: SimulatedSpec, timeout_s: float, progress: ProgressFn | None = None,
+        self,
+        handle: Handle,
+        spec: SimulatedSpec,
+        timeout_s: float,
+        progress: ProgressFn | None = None,
         expected_s: float = 10.0,
     ) -> None:
         srv = self._servers[self._key(handle)]

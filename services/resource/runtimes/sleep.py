@@ -66,8 +66,12 @@ async def realistic_request(base: str) -> None:
     models = json.loads(await _call("GET", f"{base}/v1/models", timeout_s=10.0)).get("data") or []
     if not models:
         raise SleepFailed(f"{base} serves no model")
-    await _call("POST", f"{base}/v1/chat/completions", json.dumps(realistic_chat(models[0]["id"])).encode(),
-                timeout_s=300.0)
+    await _call(
+        "POST",
+        f"{base}/v1/chat/completions",
+        json.dumps(realistic_chat(models[0]["id"])).encode(),
+        timeout_s=300.0,
+    )
 
 
 class HttpSleep:

@@ -90,7 +90,9 @@ def test_cpu_profile_wiring(compose_cli: list[str]) -> None:
     assert s["stt"]["build"]["target"] == "cpu"
 
 
-def test_gpu_profile_runs_the_models_under_the_resource_service_with_the_gpu_reserved(compose_cli: list[str]) -> None:
+def test_gpu_profile_runs_the_models_under_the_resource_service_with_the_gpu_reserved(
+    compose_cli: list[str],
+) -> None:
     """Problem 3: the resource service reserved no GPU, so NVML failed and it planned against a
     simulated one; now it has the GPU, plans with NVML, and starts every GPU model server."""
     from services.resource.config import LLM_SERVED_NAME, compose_gpu_registry
@@ -113,8 +115,14 @@ def test_gpu_profile_runs_the_models_under_the_resource_service_with_the_gpu_res
 def test_a_bare_up_runs_a_stack_that_answers(compose_cli: list[str]) -> None:
     """Problem 8: `docker compose up` with no profile started only redis, gateway and orchestrator.
     The checked-in .env sets COMPOSE_PROFILES=cpu."""
-    out = subprocess.run([*compose_cli, "config", "--format", "json"], check=False, capture_output=True,
-                         text=True, timeout=60, env=_env())
+    out = subprocess.run(
+        [*compose_cli, "config", "--format", "json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
     assert out.returncode == 0, out.stderr
     assert set(json.loads(out.stdout)["services"]) == PROFILES["cpu"]
 

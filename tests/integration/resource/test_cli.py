@@ -41,7 +41,9 @@ async def test_models_without_a_service(redis_url: str, bus, capsys):
     assert "resource service: not running" in out and "configured models:" in out
 
 
-async def test_models_status_shows_sleeping_models_and_what_they_hold(service: Running, redis_url: str, capsys):
+async def test_models_status_shows_sleeping_models_and_what_they_hold(
+    service: Running, redis_url: str, capsys
+):
     assert await models_cmd.load(ns(redis_url, model="nap")) == 0
     assert await models_cmd.load(ns(redis_url, model="vlm")) == 0  # 5000 + 6000 > 10000: nap sleeps
     capsys.readouterr()

@@ -16,8 +16,14 @@ ROOT = Path(__file__).resolve().parents[3]
 def test_gpu_check_passes_on_the_simulated_gpu(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("JARVIS_")}
     env["PYTHON"] = sys.executable
-    out = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), "--simulated", "--out", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "gpu-check.sh"), "--simulated", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads((tmp_path / "gpu-check.json").read_text())
     assert report["ok"] and report["mode"] == "simulated" and report["gpu"]["backend"] == "simulated"

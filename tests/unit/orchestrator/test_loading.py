@@ -59,7 +59,9 @@ class FakeClient:
     async def available(self) -> bool:
         return True
 
-    async def ensure(self, models: list[str], priority: str, holder: str | None = None) -> AsyncIterator[m.ModelProgress]:
+    async def ensure(
+        self, models: list[str], priority: str, holder: str | None = None
+    ) -> AsyncIterator[m.ModelProgress]:
         self.calls.append((list(models), priority, holder))
         for prog in self.progress:
             yield prog
@@ -79,8 +81,11 @@ def loading(model: str, frac: float, eta: float, state: str = "loading") -> m.Mo
 
 
 async def test_every_progress_report_marks_the_turn_alive_and_shows_loading_with_its_eta():
-    reports = [loading("llm", 0.0, 60.0, "queued"), *(loading("llm", i / 10, 60.0 - 6 * i) for i in range(10)),
-               loading("llm", 1.0, 0.0, "ready")]
+    reports = [
+        loading("llm", 0.0, 60.0, "queued"),
+        *(loading("llm", i / 10, 60.0 - 6 * i) for i in range(10)),
+        loading("llm", 1.0, 0.0, "ready"),
+    ]
     b, client = bridge(reports)
     runner, orch = FakeRunner(), FakeOrch()
     await b.prepare(orch, runner, ("llm",), "turn", quiet=False)  # type: ignore[arg-type]

@@ -53,8 +53,14 @@ def make_sim(
 ) -> Sim:
     registry = Registry.model_validate({"models": models, "groups": groups or {}})
     defaults: dict[str, Any] = {
-        "gpu_backend": "simulated", "reserve_mib": 0, "busy_wait_s": 0.0, "release_wait_s": 2.0,
-        "keep_alive_s": 300.0, "hold_ttl_s": 60.0, "stop_grace_s": 0.0, "health_timeout_s": 5.0,
+        "gpu_backend": "simulated",
+        "reserve_mib": 0,
+        "busy_wait_s": 0.0,
+        "release_wait_s": 2.0,
+        "keep_alive_s": 300.0,
+        "hold_ttl_s": 60.0,
+        "stop_grace_s": 0.0,
+        "health_timeout_s": 5.0,
     }
     rs = ResourceSettings(registry=registry, **{**defaults, **settings})
     gpu = SimulatedGpu(total_mib, foreign_mib)
@@ -66,6 +72,14 @@ def make_sim(
     async def on_event(model: str, state: str, message: str) -> None:
         events.append((model, state, message))
 
-    planner = Planner(registry, fps, gpu, RuntimeSet({"simulated": runtime}), rs, clock=clock, on_event=on_event,
-                      host=SimulatedHostMemory(lambda: runtime.host_free_mib))
+    planner = Planner(
+        registry,
+        fps,
+        gpu,
+        RuntimeSet({"simulated": runtime}),
+        rs,
+        clock=clock,
+        on_event=on_event,
+        host=SimulatedHostMemory(lambda: runtime.host_free_mib),
+    )
     return Sim(planner, gpu, runtime, clock, events, Housekeeper(planner))

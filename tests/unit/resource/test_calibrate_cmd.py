@@ -41,12 +41,22 @@ async def test_calibration_measures_the_peak_of_a_realistic_request_not_the_memo
     from services.resource.runtimes import RuntimeSet
     from services.resource.runtimes.simulated import SimulatedRuntime
 
-    registry = Registry.model_validate({"models": {"llm": {
-        "runtime": {"kind": "simulated", "ready_fraction": 0.4}, "footprint_mib": 5000}}})
+    registry = Registry.model_validate(
+        {"models": {"llm": {"runtime": {"kind": "simulated", "ready_fraction": 0.4}, "footprint_mib": 5000}}}
+    )
     gpu = SimulatedGpu(24576, foreign_mib=700)
     rts = RuntimeSet({"simulated": SimulatedRuntime(gpu, lambda m: 5000)})
-    got = await calibrate_cmd.measure_runtime("llm", registry.models["llm"], 0, gpu, rts, settle_s=0.3,
-                                              timeout_s=10, stop_grace_s=0, footprint_mib=5000)
+    got = await calibrate_cmd.measure_runtime(
+        "llm",
+        registry.models["llm"],
+        0,
+        gpu,
+        rts,
+        settle_s=0.3,
+        timeout_s=10,
+        stop_grace_s=0,
+        footprint_mib=5000,
+    )
     assert got["loaded_mib"] == 2000  # what the old calibration stored
     assert got["footprint_mib"] == 5000 and got["peak_mib"] == 5000
     assert gpu.info_now().used_mib == 700  # stopped afterwards
@@ -79,11 +89,22 @@ def test_the_adapter_child_runs_its_request_before_it_reports(tmp_path):
         "    async def infer(self, req):\n"
         "        print('infer', req.text[:4], flush=True)\n"
         "        yield b''\n"
-        "    async def unload(self): print('unloaded', flush=True)\n")
-    out = subprocess.run([sys.executable, "-m", "jarvis.calibrate_cmd", "--hold-adapter", "services.tts.fake:Fake"],
-                         input="", capture_output=True, text=True, timeout=60, cwd=root,
-                         env={"PYTHONPATH": f"{tmp_path}:{root}", "PATH": "/usr/bin:/bin"})
+        "    async def unload(self): print('unloaded', flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "jarvis.calibrate_cmd", "--hold-adapter", "services.tts.fake:Fake"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={"PYTHONPATH": f"{tmp_path}:{root}", "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.split()
-    assert lines.index(calibrate_cmd.READY_LINE) < lines.index("infer") < lines.index(calibrate_cmd.INFERRED_LINE)
+    assert (
+        lines.index(calibrate_cmd.READY_LINE)
+        < lines.index("infer")
+        < lines.index(calibrate_cmd.INFERRED_LINE)
+    )
     assert lines[-1] == "unloaded"

@@ -50,8 +50,11 @@ async def reply(api: FakeOpenAI, **settings: object) -> str:
     chat = OpenAIChat(LlmSettings(base_url=api.url, **settings))
     await chat.load()
     try:
-        out = [d.text async for d in chat.infer(LlmRequest(messages=[{"role": "user", "content": "Hi"}]))
-               if isinstance(d, LlmDelta)]
+        out = [
+            d.text
+            async for d in chat.infer(LlmRequest(messages=[{"role": "user", "content": "Hi"}]))
+            if isinstance(d, LlmDelta)
+        ]
     finally:
         await chat.unload()
     return "".join(out)
@@ -79,12 +82,16 @@ async def test_the_gpu_profile_llm_client_gets_a_reply_from_the_registry_vllm():
 
 async def test_without_the_tool_flags_vllm_refuses_every_turn():
     """What the shipped registry did: the double answers as vLLM does."""
-    argv = [a for a in registry_llm()[0] if a not in ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")]
+    argv = [
+        a for a in registry_llm()[0] if a not in ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+    ]
     with FakeOpenAI.like_vllm(argv) as api:
         with pytest.raises(LlmUnavailable) as err:
             await reply(api)
         assert err.value.status == 400
-        assert '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser' in str(err.value)
+        assert '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser' in str(
+            err.value
+        )
         assert await reply(api, tools_enabled=False) == api.reply  # without tools it answers
 
 
@@ -102,7 +109,7 @@ async def test_an_unknown_model_name_is_a_404_with_vllms_body():
 
 def test_the_readme_names_no_model_the_registry_does_not_serve():
     readme = (ROOT / "README.md").read_text()
-    gpu = readme[readme.index("## GPU profile"):]
+    gpu = readme[readme.index("## GPU profile") :]
     gpu = gpu[: gpu.index("\n## ", 3)]
     for name in re.findall(r"JARVIS_LLM_MODEL=(\S+)", gpu):
         assert name == LLM_SERVED_NAME, f"README's GPU profile sets JARVIS_LLM_MODEL={name}"

@@ -13,8 +13,12 @@ from tests.unit.resource.helpers import make_sim, sim_model
 
 
 async def test_ensure_starts_in_order_and_reports_progress():
-    sim = make_sim({"stt": sim_model(1000, start_s=0.05, reload_cost_s=2),
-                    "llm": sim_model(4000, start_s=0.05, reload_cost_s=8)})
+    sim = make_sim(
+        {
+            "stt": sim_model(1000, start_s=0.05, reload_cost_s=2),
+            "llm": sim_model(4000, start_s=0.05, reload_cost_s=8),
+        }
+    )
     seen: list[Progress] = []
 
     async def sink(p: Progress) -> None:
@@ -79,8 +83,12 @@ async def test_held_model_is_never_evicted_busy_then_proceeds_after_release():
 
 
 async def test_wont_fit_is_raised_before_anything_is_touched():
-    sim = make_sim({"s": sim_model(3000, sticky=True), "big": sim_model(8000), "x": sim_model(500)},
-                   total_mib=10000, foreign_mib=500, reserve_mib=256)
+    sim = make_sim(
+        {"s": sim_model(3000, sticky=True), "big": sim_model(8000), "x": sim_model(500)},
+        total_mib=10000,
+        foreign_mib=500,
+        reserve_mib=256,
+    )
     await sim.planner.ensure(["s", "x"])
     with pytest.raises(WontFit) as ei:
         await sim.planner.ensure(["big"])
@@ -135,8 +143,13 @@ async def test_turn_goes_before_queued_prewarm():
 
 
 async def test_keep_alive_expiry_and_sticky():
-    sim = make_sim({"a": sim_model(100, keep_alive_s=10), "s": sim_model(100, sticky=True, keep_alive_s=0),
-                    "n": sim_model(100, keep_alive_s=-1)})
+    sim = make_sim(
+        {
+            "a": sim_model(100, keep_alive_s=10),
+            "s": sim_model(100, sticky=True, keep_alive_s=0),
+            "n": sim_model(100, keep_alive_s=-1),
+        }
+    )
     await sim.planner.ensure(["a", "s", "n"], "turn", "h")
     sim.clock.advance(50)
     assert await sim.housekeeper.expire_idle() == []  # held (the hold lives 60 s)
@@ -214,8 +227,10 @@ async def test_status_reports_gpu_residents_and_holders():
 
 
 async def test_swap_group_in_execution():
-    sim = make_sim({"v1": sim_model(100, group="voices"), "v2": sim_model(100, group="voices")},
-                   groups={"voices": {"swap": True}})
+    sim = make_sim(
+        {"v1": sim_model(100, group="voices"), "v2": sim_model(100, group="voices")},
+        groups={"voices": {"swap": True}},
+    )
     await sim.planner.ensure(["v1"])
     res = await sim.planner.ensure(["v2"])
     assert res.evicted == ["v1"] and set(sim.planner.residents) == {"v2"}
@@ -233,7 +248,9 @@ async def test_cancelled_ensure_leaves_no_half_started_server():
 
 
 async def test_queued_eta_includes_the_request_ahead():
-    sim = make_sim({"slow": sim_model(100, start_s=0.3, reload_cost_s=5), "t": sim_model(100, reload_cost_s=1)})
+    sim = make_sim(
+        {"slow": sim_model(100, start_s=0.3, reload_cost_s=5), "t": sim_model(100, reload_cost_s=1)}
+    )
     seen: list[Progress] = []
 
     async def sink(p: Progress) -> None:

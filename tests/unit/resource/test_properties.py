@@ -37,7 +37,8 @@ def model_sets(draw: Any, lazy: bool) -> tuple[int, int, dict[str, dict[str, Any
     for i in range(n):
         models[f"m{i}"] = sim_model(
             # a share of the device (sampled, so that most sets need evictions), now and then more
-            total * draw(st.sampled_from([15, 25, 35, 45, 55, 70, 5, 0, 110])) // 100 + draw(st.integers(0, 50)),
+            total * draw(st.sampled_from([15, 25, 35, 45, 55, 70, 5, 0, 110])) // 100
+            + draw(st.integers(0, 50)),
             sticky=draw(st.integers(0, 4)) == 0,
             group=draw(st.sampled_from(["g1", "g2", "g3"])),
             reload_cost_s=draw(st.sampled_from([5.0, 1.0, 30.0, 60.0])),
@@ -54,15 +55,22 @@ def sleep_fields(draw: Any, total: int) -> dict[str, Any]:
     if draw(st.booleans()):
         return {}
     return {
-        "sleep": {"held_mib": max(1, total * draw(st.sampled_from([2, 5, 10])) // 100),
-                  "host_mib": draw(st.sampled_from([0, 500, 5000]))},
+        "sleep": {
+            "held_mib": max(1, total * draw(st.sampled_from([2, 5, 10])) // 100),
+            "host_mib": draw(st.sampled_from([0, 500, 5000])),
+        },
         "sleep_held_mib": max(1, total * draw(st.sampled_from([1, 5, 12])) // 100),
     }
 
 
 def ops(names: list[str], total: int, lazy: bool) -> st.SearchStrategy:
     req = st.lists(st.sampled_from(names), min_size=1, max_size=min(3, len(names)), unique=True)
-    ensure = st.tuples(st.just("ensure"), req, st.sampled_from([None, None, *HOLDERS[1:]]), st.sampled_from(["turn", "prewarm"]))
+    ensure = st.tuples(
+        st.just("ensure"),
+        req,
+        st.sampled_from([None, None, *HOLDERS[1:]]),
+        st.sampled_from(["turn", "prewarm"]),
+    )
     choices = [
         *[ensure] * 6,  # mostly requests; the rest moves the world between them
         st.tuples(st.just("release"), st.sampled_from(HOLDERS[1:])),
@@ -141,14 +149,20 @@ async def settle(sim: Sim) -> None:
 
 def future_growth(sim: Sim) -> int:
     """What live, awake servers will still take (a sleeping one grows only once woken)."""
-    return sum(s.usage_mib - sim.gpu.allocated(k) for k, s in sim.runtime._servers.items()
-               if not s.dead and not s.stopped and not s.sleeping)
+    return sum(
+        s.usage_mib - sim.gpu.allocated(k)
+        for k, s in sim.runtime._servers.items()
+        if not s.dead and not s.stopped and not s.sleeping
+    )
 
 
 def holds_now(sim: Sim, model: str) -> int:
     """What a sleeping model's server really holds (ground truth)."""
-    return sum(sim.gpu.allocated(k) for k, s in sim.runtime._servers.items()
-               if s.model == model and s.sleeping and not s.dead and not s.stopped)
+    return sum(
+        sim.gpu.allocated(k)
+        for k, s in sim.runtime._servers.items()
+        if s.model == model and s.sleeping and not s.dead and not s.stopped
+    )
 
 
 def oracle(sim: Sim, req: list[str]) -> tuple[str, int]:
@@ -192,8 +206,14 @@ async def run_ensure(sim: Sim, req: list[str], holder: str | None, prio: str) ->
 
 async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
     total, reserve, models = data.draw(model_sets(lazy))
-    sim = make_sim(models, total_mib=total, reserve_mib=reserve, busy_wait_s=0.0,
-                   release_wait_s=1.0, max_restarts=1_000_000)  # bounded restarts: test_planner
+    sim = make_sim(
+        models,
+        total_mib=total,
+        reserve_mib=reserve,
+        busy_wait_s=0.0,
+        release_wait_s=1.0,
+        max_restarts=1_000_000,
+    )  # bounded restarts: test_planner
     instrument(sim)
     names = list(models)
     held_ok: dict[str, set[str]] = {}  # holder -> models its successful ensures pinned
@@ -220,8 +240,9 @@ async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
                 if got == "ok" and holder:
                     held_ok.setdefault(holder, set()).update(req)
             elif kind == "concurrent":
-                outs = await asyncio.gather(*(run_ensure(sim, r, h, pr) for _, r, h, pr in op[1]),
-                                            return_exceptions=True)
+                outs = await asyncio.gather(
+                    *(run_ensure(sim, r, h, pr) for _, r, h, pr in op[1]), return_exceptions=True
+                )
                 for (_, r, h, _), out in zip(op[1], outs, strict=True):
                     if isinstance(out, BaseException):
                         raise out

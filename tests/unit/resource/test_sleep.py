@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import pytest
 
-from services.resource.runtimes.process import ProcessRuntime
-from services.resource.runtimes.base import Handle
 from services.resource.config import ProcessSpec
+from services.resource.runtimes.base import Handle
+from services.resource.runtimes.process import ProcessRuntime
 from tests.support.fake_openai import FakeOpenAI
 from tests.unit.resource.helpers import make_sim, sim_model
 
 
 def sleepy(footprint: int, held_est: int = 1000, held_real: int = 1000, host: int = 0, **kw) -> dict:
-    return sim_model(footprint, sleep={"held_mib": held_est, "host_mib": host, "wake_s": 0.5},
-                     sleep_held_mib=held_real, **kw)
+    return sim_model(
+        footprint,
+        sleep={"held_mib": held_est, "host_mib": host, "wake_s": 0.5},
+        sleep_held_mib=held_real,
+        **kw,
+    )
 
 
 async def test_eviction_puts_a_sleepable_model_to_sleep_and_counts_what_it_holds():
@@ -47,15 +51,21 @@ async def test_a_request_wakes_the_sleeper_instead_of_a_cold_start():
 
 
 async def test_without_host_ram_for_the_weights_it_stops_instead():
-    sim = make_sim({"llm": sleepy(6000, host=5000), "vlm": sim_model(6000)}, total_mib=10000,
-                   host_mib=5000, host_reserve_mib=1024)
+    sim = make_sim(
+        {"llm": sleepy(6000, host=5000), "vlm": sim_model(6000)},
+        total_mib=10000,
+        host_mib=5000,
+        host_reserve_mib=1024,
+    )
     await sim.planner.ensure(["llm"])
     res = await sim.planner.ensure(["vlm"])
     assert res.evicted == ["llm"] and res.slept == [] and "llm" not in sim.planner.residents
 
 
 async def test_held_memory_is_never_assumed_zero_and_a_sleeper_is_stopped_when_its_held_memory_is_needed():
-    sim = make_sim({"llm": sleepy(6000, held_est=500, held_real=3000), "big": sim_model(8000)}, total_mib=10000)
+    sim = make_sim(
+        {"llm": sleepy(6000, held_est=500, held_real=3000), "big": sim_model(8000)}, total_mib=10000
+    )
     await sim.planner.ensure(["llm"])
     res = await sim.planner.ensure(["big"])
     # sleeping would leave 3000 held: 7000 free < 8000, so the planner stops it after measuring

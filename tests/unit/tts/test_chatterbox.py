@@ -87,9 +87,19 @@ class FakeChatterboxTTS:
         if audio_prompt_path:
             self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
         else:
-            assert self.conds is not None, "Please `prepare_conditionals` first or specify `audio_prompt_path`"
-        self.calls.append({"text": text, "audio_prompt_path": audio_prompt_path, "exaggeration": exaggeration,
-                           "cfg_weight": cfg_weight, "temperature": temperature, "conds": self.conds})
+            assert self.conds is not None, (
+                "Please `prepare_conditionals` first or specify `audio_prompt_path`"
+            )
+        self.calls.append(
+            {
+                "text": text,
+                "audio_prompt_path": audio_prompt_path,
+                "exaggeration": exaggeration,
+                "cfg_weight": cfg_weight,
+                "temperature": temperature,
+                "conds": self.conds,
+            }
+        )
         self.threads.add(threading.current_thread().name)
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -194,8 +204,12 @@ def test_to_pcm16_accepts_tensor_like_and_arrays():
 async def test_reference_clip_from_settings_reaches_the_model(fake_chatterbox, tmp_path):
     clip = tmp_path / "me.wav"
     clip.write_bytes(b"RIFF")
-    model = await loaded(chatterbox_voice_prompt=clip, chatterbox_exaggeration=0.7,
-                         chatterbox_cfg_weight=0.3, chatterbox_temperature=0.6)
+    model = await loaded(
+        chatterbox_voice_prompt=clip,
+        chatterbox_exaggeration=0.7,
+        chatterbox_cfg_weight=0.3,
+        chatterbox_temperature=0.6,
+    )
     await collect(model, "First sentence. Second sentence.")
     fake = fake_chatterbox.instances[0]
     calls = fake.calls
