@@ -7,7 +7,7 @@
 #   scripts/gpu-check.sh [--simulated] [--out DIR]
 #
 # Python: $PYTHON, else the project's .venv, else python3. The project's own dependencies
-# (pydantic, pydantic-settings, msgpack, numpy, redis, nvidia-ml-py) must import; on a host
+# the check needs (pydantic, pydantic-settings; nvidia-ml-py and torch from the host) must import; on a host
 # where they do not and nothing can be downloaded, wheels brought along in $JARVIS_WHEELS
 # (default scripts/wheels) are installed into a throwaway venv that also sees the system's
 # packages (torch, nvidia-ml-py, onnxruntime).
@@ -18,7 +18,7 @@ py="${PYTHON:-}"
 if [ -z "$py" ]; then
     if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
 fi
-need='import pydantic, pydantic_settings, msgpack, numpy'
+need='import pydantic, pydantic_settings'
 if ! "$py" -c "$need" 2>/dev/null; then
     wheels="${JARVIS_WHEELS:-scripts/wheels}"
     if [ ! -d "$wheels" ]; then
@@ -28,7 +28,7 @@ if ! "$py" -c "$need" 2>/dev/null; then
     venv="$(mktemp -d)/venv"
     trap 'rm -rf "$(dirname "$venv")"' EXIT
     "$py" -m venv --system-site-packages "$venv"
-    "$venv/bin/pip" install -q --no-index --find-links "$wheels" pydantic pydantic-settings msgpack numpy
+    "$venv/bin/pip" install -q --no-index --find-links "$wheels" pydantic pydantic-settings
     py="$venv/bin/python"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
