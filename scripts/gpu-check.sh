@@ -6,8 +6,8 @@
 #
 #   scripts/gpu-check.sh [--simulated] [--out DIR]
 #
-# Python: $PYTHON, else the project's .venv, else python3. The project's own dependencies
-# the check needs (pydantic, pydantic-settings; nvidia-ml-py and torch from the host) must import; on a host
+# Python: $PYTHON, else the project's .venv, else python3. It must import pydantic and
+# pydantic-settings (torch and nvidia-ml-py come from the host); on a host
 # where they do not and nothing can be downloaded, wheels brought along in $JARVIS_WHEELS
 # (default scripts/wheels) are installed into a throwaway venv that also sees the system's
 # packages (torch, nvidia-ml-py, onnxruntime).
