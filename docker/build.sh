@@ -115,8 +115,8 @@ if has cpu; then
 fi
 
 # ---- build -----------------------------------------------------------------------------
-declare -A service=([redis]=redis [core]=gateway [cpu]=stt [gpu]=stt-gpu)
-declare -A profile=([redis]="" [core]="" [cpu]=cpu [gpu]=gpu)
+declare -A service=([redis]=redis [core]=gateway [cpu]=stt [gpu]=gpu-image)
+declare -A profile=([redis]="" [core]="" [cpu]=cpu [gpu]=gpu-image)
 ordered=()
 for t in redis core cpu gpu; do has "$t" && ordered+=("$t"); done
 log "building ${ordered[*]} (tag $TAG; python base $JARVIS_PYTHON_IMAGE, debian base $JARVIS_DEBIAN_IMAGE)"

@@ -1,7 +1,8 @@
 """`jarvis models status|load|unload <model>`: the GPU and its models, through the resource service.
 
 `status` prints the GPU as NVML sees it on this machine (name, memory) and, when a resource
-service is running, what it has resident, who holds what and when idle models expire;
+service is running, what it has resident (awake, or asleep with the memory a sleeping server
+still holds on the GPU), who holds what and when idle models expire;
 without one it prints the configured registry with the footprints it would use.
 `load` / `unload` ask the running resource service (a turn in progress keeps its models:
 unload refuses a held model unless `--force`).
@@ -77,8 +78,10 @@ def _print_gpus(gpus: list[Any], why: str) -> None:
     if not gpus:
         print(f"GPU: no NVIDIA GPU visible on this machine ({why})")
     for g in gpus:
-        print(f"GPU {g.index}: {g.name}  total {_mib(g.total_mib)}  used {_mib(g.used_mib)}  "
-              f"free {_mib(g.free_mib)}  (driver {g.driver})")
+        print(
+            f"GPU {g.index}: {g.name}  total {_mib(g.total_mib)}  used {_mib(g.used_mib)}  "
+            f"free {_mib(g.free_mib)}  (driver {g.driver})"
+        )
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -102,8 +105,13 @@ async def status(args: argparse.Namespace) -> int:
     if args.json:
         out: dict[str, Any] = {"local_gpus": [_gpu_dict(g) for g in gpus], "local_gpu_error": why}
         if reply is not None:
-            out["service"] = {"service_id": reply.service_id, "gpus": reply.gpus, "residents": reply.residents,
-                              "holders": reply.holders, "models": reply.models}
+            out["service"] = {
+                "service_id": reply.service_id,
+                "gpus": reply.gpus,
+                "residents": reply.residents,
+                "holders": reply.holders,
+                "models": reply.models,
+            }
         print(json.dumps(out, indent=2, default=str))
         return 0
     _print_gpus(gpus, why)
@@ -116,14 +124,31 @@ async def status(args: argparse.Namespace) -> int:
         if "error" in g:
             print(f"  GPU {g['index']}: {g['error']}")
             continue
-        print(f"  GPU {g['index']} ({g['backend']}): {g['name']}  available to models {_mib(g['available_mib'])} "
-              f"(free {_mib(g['free_mib'])}, reserve {_mib(g['reserve_mib'])}), {g['queued']} request(s) queued")
+        print(
+            f"  GPU {g['index']} ({g['backend']}): {g['name']}  "
+            f"available to models {_mib(g['available_mib'])} "
+            f"(free {_mib(g['free_mib'])}, reserve {_mib(g['reserve_mib'])}), {g['queued']} request(s) queued"
+            + (f"; sleeping models hold {_mib(g['sleeping_held_mib'])}" if g.get("sleeping_held_mib") else "")
+        )
     if reply.residents:
-        rows = [[r["model"], r["state"], _mib(r["footprint_mib"]), _mib(r["observed_mib"]), r["group"],
-                 "sticky" if r["sticky"] else "", ", ".join(r["held_by"]) or "-",
-                 "-" if r["expires_in_s"] is None else f"{r['expires_in_s']:.0f}s"]
-                for r in reply.residents]
-        _print_table(rows, ["MODEL", "STATE", "FOOTPRINT", "OBSERVED", "GROUP", "", "HELD BY", "EXPIRES"])
+        rows = [
+            [
+                r["model"],
+                r["state"],
+                _mib(r["footprint_mib"]),
+                _mib(r["observed_mib"]),
+                _mib(r["held_mib"]) if r.get("sleeping") else "-",
+                r["group"],
+                "sticky" if r["sticky"] else "",
+                ", ".join(r["held_by"]) or "-",
+                "-" if r["expires_in_s"] is None else f"{r['expires_in_s']:.0f}s",
+            ]
+            for r in reply.residents
+        ]
+        _print_table(
+            rows,
+            ["MODEL", "STATE", "FOOTPRINT", "OBSERVED", "ASLEEP HOLDS", "GROUP", "", "HELD BY", "EXPIRES"],
+        )
     else:
         print("  no model resident")
     idle = sorted(set(reply.models) - {r["model"] for r in reply.residents})
@@ -133,7 +158,9 @@ async def status(args: argparse.Namespace) -> int:
 
 
 def _gpu_dict(g: Any) -> dict[str, Any]:
-    return {k: getattr(g, k) for k in ("index", "name", "total_mib", "used_mib", "free_mib", "uuid", "driver")}
+    return {
+        k: getattr(g, k) for k in ("index", "name", "total_mib", "used_mib", "free_mib", "uuid", "driver")
+    }
 
 
 def _print_registry() -> None:
@@ -148,8 +175,17 @@ def _print_registry() -> None:
         return
     calib = Calibration.read(settings.calibration_file)
     fps = footprints(registry, calib, settings.calibration_margin_pct)
-    rows = [[m, s.runtime.kind, _mib(fps[m]), "calibrated" if m in calib.models else "declared",
-             registry.group_of(m), "sticky" if s.sticky else ""] for m, s in registry.models.items()]
+    rows = [
+        [
+            m,
+            s.runtime.kind,
+            _mib(fps[m]),
+            "calibrated" if m in calib.models else "declared",
+            registry.group_of(m),
+            "sticky" if s.sticky else "",
+        ]
+        for m, s in registry.models.items()
+    ]
     print("configured models:")
     _print_table(rows, ["MODEL", "RUNTIME", "FOOTPRINT", "SOURCE", "GROUP", ""])
 

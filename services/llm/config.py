@@ -2,13 +2,18 @@
 
 The same client talks to vLLM, Ollama, llama.cpp's server (the CPU profile) or any other
 OpenAI-compatible endpoint: only `base_url`, `api_key` and `model` change.
+
+The default `base_url` follows the profile (`JARVIS_PROFILE`): the CPU profile's llama.cpp
+server on 8080, or on the GPU profile the vLLM server the resource service starts (the
+registry publishes it on 8100, not 8000, where a vLLM of the user's own often listens).
+`model` empty asks the server which model it serves, so it cannot name one it does not.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -22,11 +27,15 @@ DEFAULT_SYSTEM_PROMPT = (
 
 ALL_TOOLS = ["current_time", "calculator", "remember", "recall"]
 
+CPU_BASE_URL = "http://127.0.0.1:8080/v1"
+GPU_BASE_URL = "http://127.0.0.1:8100/v1"  # the registry's vLLM (services/resource/config.py LLM_HOST_PORT)
+
 
 class LlmSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JARVIS_LLM_", extra="ignore")
 
-    base_url: str = "http://127.0.0.1:8080/v1"
+    profile: str = Field(default="cpu", validation_alias=AliasChoices("JARVIS_PROFILE", "profile"))
+    base_url: str = ""  # "": the profile's default (CPU_BASE_URL / GPU_BASE_URL)
     api_key: SecretStr = SecretStr("sk-no-key-required")
     # The served model's name. Empty: ask the server (GET /models) and use the first one.
     model: str = ""
@@ -47,6 +56,12 @@ class LlmSettings(BaseSettings):
     max_tool_rounds: int = Field(default=3, ge=0)  # model calls that may return tool calls, per reply
     # Extra JSON merged into every request body (server-specific sampling knobs, e.g. {"top_k": 40}).
     extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_url(self) -> LlmSettings:
+        if not self.base_url:
+            self.base_url = GPU_BASE_URL if self.profile == "gpu" else CPU_BASE_URL
+        return self
 
     @model_validator(mode="after")
     def _check_tools(self) -> LlmSettings:

@@ -1,6 +1,11 @@
 """The orchestrator's side of the resource service: before a turn, make its models resident
 (showing LOADING with per-model progress and an ETA), pin them while the turn runs, prewarm on
-speech start. With no resource service running every call returns at once."""
+speech start. With no resource service running every call returns at once.
+
+Every progress report the resource service sends (several a second while a model loads) marks
+the runner's turn alive (`SessionRunner.note_progress`), so a cold load that takes longer than
+the stage timeout does not drop the turn as long as the load moves; a load that goes silent
+still times out."""
 
 from __future__ import annotations
 
@@ -57,8 +62,11 @@ class ResourceBridge:
         holder = runner.sid if priority == "turn" else None
         shown: dict[str, p.ModelLoad] = {}
         before = runner.state
+        alive = getattr(runner, "note_progress", None)
         try:
             async for prog in self.client.ensure(models, priority, holder=holder):
+                if alive is not None:
+                    alive()  # the resource service is working on it: not a stalled stage
                 if quiet or prog.state == "ready" and not shown:
                     continue  # already resident: nothing to show
                 shown[prog.model] = p.ModelLoad(model=prog.model, state=prog.state, progress=prog.progress)

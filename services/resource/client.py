@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from services.resource import messages as m
@@ -62,12 +62,21 @@ _BY_CODE: dict[str, type[ResourceError]] = {
 
 
 def error_for(done: m.EnsureDone) -> ResourceError:
-    return _BY_CODE.get(done.code, ResourceError)(done.error or "resource request failed", done.code or "error")
+    return _BY_CODE.get(done.code, ResourceError)(
+        done.error or "resource request failed", done.code or "error"
+    )
 
 
 class ResourceClient:
-    def __init__(self, bus: Bus, *, timeout_s: float = 900.0, block_ms: int = 1000,
-                 requests: str = m.REQUESTS, alive_key: str = m.ALIVE_KEY):
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        timeout_s: float = 900.0,
+        block_ms: int = 1000,
+        requests: str = m.REQUESTS,
+        alive_key: str = m.ALIVE_KEY,
+    ):
         self.bus = bus
         self.timeout_s = timeout_s  # an ensure that outlasts this raises ResourceTimeout
         self.block_ms = block_ms
@@ -78,14 +87,14 @@ class ResourceClient:
         """Is a resource service running (its heartbeat key present)?"""
         return bool(await self.bus.retry(lambda: self.bus.redis.exists(self.alive_key), "exists"))
 
-    async def _instance(self) -> bytes | None:
+    async def _instance(self) -> bytes | str | None:
         """The heartbeat's value: it names the running service instance (None: none runs)."""
         return await self.bus.retry(lambda: self.bus.redis.get(self.alive_key), "get")
 
     async def _send(self, msg: Any) -> None:
         await self.bus.add(self.requests, msg, maxlen=10000)
 
-    async def _replies(self, reply_to: str, timeout_s: float) -> AsyncIterator[Any]:
+    async def _replies(self, reply_to: str, timeout_s: float) -> AsyncGenerator[Any, None]:
         """Messages on `reply_to` until the caller stops; raises on timeout or a vanished service."""
         last: bytes | str = "0-0"
         deadline = time.monotonic() + timeout_s

@@ -137,10 +137,8 @@ class NvmlGpu:
 
         if self._initialised:
             self._initialised = False
-            try:
+            with contextlib.suppress(pynvml.NVMLError):
                 await asyncio.to_thread(pynvml.nvmlShutdown)
-            except pynvml.NVMLError:
-                pass
 
 
 class SimulatedOOM(MemoryError):
@@ -227,13 +225,26 @@ class SimulatedGpu:
 
 
 async def open_gpu(backend: str, simulated_mib: int = 24576, simulated_foreign_mib: int = 0) -> Gpu:
-    """`nvml`, `simulated`, or `auto` (NVML if it initialises, else simulated)."""
+    """`nvml` (the real GPU) or `simulated` (only when asked for).
+
+    There is no silent fallback: planning against a pretend device would admit loads the
+    real one cannot hold. Without a usable NVIDIA GPU, `nvml` raises GpuUnavailable with
+    what to do about it.
+    """
     if backend == "simulated":
         return SimulatedGpu(simulated_mib, simulated_foreign_mib)
+    if backend != "nvml":
+        raise ValueError(f"unknown GPU backend {backend!r} (nvml or simulated)")
     try:
         return await NvmlGpu().open()
+    except ImportError as exc:
+        raise GpuUnavailable(f"nvidia-ml-py is not installed ({exc}); {NO_GPU_HINT}") from exc
     except GpuUnavailable as exc:
-        if backend == "nvml":
-            raise
-        log.warning("no NVIDIA GPU (%s); using a simulated GPU of %d MiB", exc, simulated_mib)
-        return SimulatedGpu(simulated_mib, simulated_foreign_mib)
+        raise GpuUnavailable(f"{exc}; {NO_GPU_HINT}") from exc
+
+
+NO_GPU_HINT = (
+    "the resource service needs an NVIDIA GPU that NVML can see (driver installed; in a container, "
+    "the GPU reserved for it: compose's gpu profile does that). Without a GPU use the cpu profile, "
+    "or JARVIS_RESOURCE_GPU_BACKEND=simulated for a pretend GPU of JARVIS_RESOURCE_SIMULATED_GPU_MIB"
+)

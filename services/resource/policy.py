@@ -13,6 +13,14 @@ its start), and
     available = NVML free - sum(pending) - reserve.
 A request fits when the footprints of the models it must start are <= available.
 
+Sleep. A model whose server can sleep (vLLM's sleep mode) is put to sleep instead of being
+stopped when host RAM allows: it frees its footprint less what a sleeping server still holds
+(`sleep_held_mib`, an estimate until NVML measured it; never zero), and a later request wakes
+it (need: footprint - held) in about a second instead of a cold start. A sleeping resident is
+seen with `footprint_mib` = what it holds now and `sleeping` = True; it can be stopped to free
+that too. The greedy pass below sleeps where it can; if that is not enough it stops sleepers,
+then turns planned sleeps into stops, before it gives up.
+
 Eviction order (after Ollama's scheduler and llama-swap's groups):
  1. forced evictions: other members of a requested model's `swap` group; for a requested
     model of an `exclusive` group, every idle evictable model of other groups;
@@ -43,7 +51,9 @@ class UnknownModel(PlanError):
 class WontFit(PlanError):
     """The request can never fit on the device, whatever is evicted."""
 
-    def __init__(self, models: Sequence[str], need_mib: int, max_free_mib: int, device: int, detail: str = ""):
+    def __init__(
+        self, models: Sequence[str], need_mib: int, max_free_mib: int, device: int, detail: str = ""
+    ):
         self.models = list(models)
         self.need_mib = need_mib
         self.max_free_mib = max_free_mib
@@ -73,6 +83,11 @@ class ResidentView:
     reload_cost_s: float = 10.0
     expired: bool = False  # its keep-alive has run out
     busy: bool = False  # starting or stopping right now: not a candidate
+    sleeping: bool = False  # asleep: footprint_mib is what it still holds
+    wake_mib: int = 0  # sleeping: what a wake takes back (its awake footprint - what it holds)
+    can_sleep: bool = False  # awake and able to sleep
+    sleep_held_mib: int = 0  # what it would still hold asleep (estimate or measured)
+    sleep_host_mib: int = 0  # host RAM its level-1 sleep takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +103,17 @@ class DeviceView:
     total_mib: int
     free_mib: int  # NVML
     reserve_mib: int = 0
+    host_budget_mib: int = 0  # host RAM that level-1 sleeps may still take (after the host reserve)
 
 
 @dataclass(slots=True)
 class Plan:
     device: int
-    resident: list[str]  # requested and already resident
-    to_start: list[str]  # in request order
-    to_evict: list[str] = field(default_factory=list)
+    resident: list[str]  # requested and already resident (awake)
+    to_start: list[str]  # in request order: requested models to start, or to wake when asleep
+    to_evict: list[str] = field(default_factory=list)  # to stop
+    to_sleep: list[str] = field(default_factory=list)  # to put to sleep (idle, able to)
+    to_wake: list[str] = field(default_factory=list)  # the members of to_start that are asleep
     need_mib: int = 0
     available_mib: int = 0  # before evictions
     evict_mib: int = 0  # expected to be freed by to_evict
@@ -108,7 +126,7 @@ class Plan:
 
     @property
     def done(self) -> bool:
-        return not self.to_start and not self.to_evict and not self.blocked_by
+        return not self.to_start and not self.to_evict and not self.to_sleep and not self.blocked_by
 
 
 def _order_key(r: ResidentView, own_groups: set[str]) -> tuple:
@@ -130,24 +148,29 @@ def make_plan(
             raise UnknownModel(f"unknown model {m!r}")
     by_model = {r.model: r for r in residents}
     req_set = set(req)
-    resident_req = [m for m in req if m in by_model]
-    to_start = [m for m in req if m not in by_model]
-    need = sum(footprints[m] for m in to_start)
+    resident_req = [m for m in req if m in by_model and not by_model[m].sleeping]
+    to_start = [m for m in req if m not in by_model or by_model[m].sleeping]
+    to_wake = [m for m in to_start if m in by_model]
+    need = sum(by_model[m].wake_mib if m in by_model else footprints[m] for m in to_start)
     pending = sum(r.pending_mib for r in residents)
     available = device.free_mib - pending - device.reserve_mib
-    plan = Plan(device.index, resident_req, to_start, need_mib=need, available_mib=available)
+    plan = Plan(device.index, resident_req, to_start, need_mib=need, available_mib=available, to_wake=to_wake)
     if not to_start:
         return plan
 
     own_groups = {groups_of[m] for m in req}
-    gspec = lambda g: group_specs.get(g, GroupView())
+
+    def gspec(g: str) -> GroupView:
+        return group_specs.get(g, GroupView())
 
     # Two members of one swap group can never be resident together.
     for g in own_groups:
         if gspec(g).swap:
             members = [m for m in req if groups_of[m] == g]
             if len(members) > 1:
-                raise Conflict(f"{', '.join(members)} are in swap group {g!r}: only one may be resident at a time")
+                raise Conflict(
+                    f"{', '.join(members)} are in swap group {g!r}: only one may be resident at a time"
+                )
 
     def protected(r: ResidentView) -> bool:
         """Never evictable by this request."""
@@ -160,11 +183,15 @@ def make_plan(
     forced_blocked: list[str] = []
     start_groups = {groups_of[m] for m in to_start}
     for r in others:
+        if r.sleeping:
+            continue  # asleep already: memory decides (below), not the group's rules
         swap_out = r.group in start_groups and gspec(r.group).swap
         exclusive_out = any(gspec(g).exclusive for g in start_groups) and r.group not in own_groups
         if swap_out:
             if r.sticky:
-                raise Conflict(f"{r.model} is sticky and in swap group {r.group!r} with {', '.join(to_start)}")
+                raise Conflict(
+                    f"{r.model} is sticky and in swap group {r.group!r} with {', '.join(to_start)}"
+                )
             if r.held or r.busy:
                 forced_blocked.append(r.model)
             else:
@@ -175,7 +202,8 @@ def make_plan(
     # What can ever be free: everything but protected models (and foreign usage).
     never = [r for r in others if protected(r)]
     max_free = (
-        device.free_mib + sum(r.footprint_mib - r.pending_mib for r in others if not protected(r))
+        device.free_mib
+        + sum(r.footprint_mib - r.pending_mib for r in others if not protected(r))
         - sum(r.pending_mib for r in residents if r.model in req_set or protected(r))
         - device.reserve_mib
     )
@@ -190,31 +218,35 @@ def make_plan(
             parts.append("already resident and requested: " + ", ".join(resident_req))
         raise WontFit(to_start, need, max(0, max_free), device.index, "; ".join(parts))
 
-    freed = sum(r.footprint_mib for r in forced)
     if forced_blocked:
         plan.blocked_by = forced_blocked  # evict nothing until the holders let go
         return plan
 
-    # 2. idle candidates until it fits
-    victims = list(forced)
-    if available + freed < need:
+    # 2. idle candidates until it fits: sleep where it can, else stop
+    actions = _Actions(device.host_budget_mib)
+    for r in forced:
+        actions.take(r)
+    if available + actions.freed < need:
         cands = sorted(
             (r for r in others if r not in forced and not protected(r) and not r.held and not r.busy),
-            key=lambda r: _order_key(r, own_groups),
+            key=lambda r: (r.sleeping, *_order_key(r, own_groups)),
         )
         chosen: list[ResidentView] = []
         for r in cands:
-            if available + freed >= need:
+            if available + actions.freed >= need:
                 break
             chosen.append(r)
-            freed += r.footprint_mib
-        if available + freed >= need:
+            actions.take(r)
+        # not enough: turn planned sleeps into stops (what they would still hold is freed too)
+        for r in list(actions.sleeps):
+            if available + actions.freed >= need:
+                break
+            actions.stop_instead(r)
+        if available + actions.freed >= need:
             # spare any victim the request can do without (latest-chosen first)
-            for r in reversed(list(chosen)):
-                if available + freed - r.footprint_mib >= need:
-                    chosen.remove(r)
-                    freed -= r.footprint_mib
-            victims += chosen
+            for r in reversed(chosen):
+                if available + actions.freed - actions.frees(r) >= need:
+                    actions.drop(r)
         else:
             # 3. it would fit once holders let go
             held = sorted(
@@ -224,6 +256,44 @@ def make_plan(
             plan.blocked_by = [r.model for r in held]
             return plan
 
-    plan.to_evict = [r.model for r in victims]
-    plan.evict_mib = freed
+    plan.to_evict = [r.model for r in actions.stops]
+    plan.to_sleep = [r.model for r in actions.sleeps]
+    plan.evict_mib = actions.freed
     return plan
+
+
+class _Actions:
+    """Chosen victims: each is slept (when it can and host RAM allows) or stopped."""
+
+    def __init__(self, host_budget_mib: int):
+        self.host_left = host_budget_mib
+        self.stops: list[ResidentView] = []
+        self.sleeps: list[ResidentView] = []
+
+    def frees(self, r: ResidentView) -> int:
+        if r in self.sleeps:
+            return max(0, r.footprint_mib - r.sleep_held_mib)
+        return r.footprint_mib
+
+    @property
+    def freed(self) -> int:
+        return sum(self.frees(r) for r in self.stops + self.sleeps)
+
+    def take(self, r: ResidentView) -> None:
+        if r.can_sleep and not r.sleeping and r.sleep_host_mib <= self.host_left:
+            self.sleeps.append(r)
+            self.host_left -= r.sleep_host_mib
+        else:
+            self.stops.append(r)
+
+    def stop_instead(self, r: ResidentView) -> None:
+        self.sleeps.remove(r)
+        self.host_left += r.sleep_host_mib
+        self.stops.append(r)
+
+    def drop(self, r: ResidentView) -> None:
+        if r in self.sleeps:
+            self.sleeps.remove(r)
+            self.host_left += r.sleep_host_mib
+        else:
+            self.stops.remove(r)

@@ -61,9 +61,15 @@ class Emitter:
             return
         now = time.monotonic()
         last = self._last.get(model)
-        if last is not None and last[0] == state and now - last[1] < self.min_interval_s and state not in (
-            "ready",
-            "failed",
+        if (
+            last is not None
+            and last[0] == state
+            and now - last[1] < self.min_interval_s
+            and state
+            not in (
+                "ready",
+                "failed",
+            )
         ):
             return
         self._last[model] = (state, now)

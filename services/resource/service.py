@@ -23,6 +23,8 @@ from services.resource import messages as m
 from services.resource.calibration import Calibration, footprints
 from services.resource.config import Registry, ResourceSettings
 from services.resource.gpu import Gpu, SimulatedGpu, open_gpu
+from services.resource.host import HostMemory, SimulatedHostMemory
+from services.resource.housekeeping import Housekeeper
 from services.resource.planner import PlanError, Planner, error_code
 from services.resource.progress import Progress
 from services.resource.runtimes import RuntimeSet
@@ -42,22 +44,44 @@ def build_runtimes(settings: ResourceSettings, gpu: Gpu, footprint_of: dict[str,
     state_dir = Path(settings.state_dir).expanduser()
     rts: dict[str, Any] = {
         "process": ProcessRuntime(
-            settings.log_dir, state_dir / f"processes-{settings.service_id}.json", settings.health_request_timeout_s
+            settings.log_dir,
+            state_dir / f"processes-{settings.service_id}.json",
+            settings.health_request_timeout_s,
         ),
-        "docker": DockerRuntime(settings.service_id, health_request_timeout_s=settings.health_request_timeout_s),
+        "docker": DockerRuntime(
+            settings.service_id,
+            health_request_timeout_s=settings.health_request_timeout_s,
+            network=settings.docker_network,
+        ),
     }
     if isinstance(gpu, SimulatedGpu):
-        rts["simulated"] = SimulatedRuntime(gpu, lambda model: footprint_of.get(model, 0))
+        rts["simulated"] = SimulatedRuntime(
+            gpu, lambda model: footprint_of.get(model, 0), settings.simulated_host_mib
+        )
     return RuntimeSet(rts)
 
 
-async def build_planner(settings: ResourceSettings, gpu: Gpu | None = None,
-                        registry: Registry | None = None) -> Planner:
-    registry = registry or await asyncio.to_thread(settings.load_registry)
+def simulated_host(runtimes: RuntimeSet) -> HostMemory | None:
+    """With a simulated GPU, host RAM is the simulated runtime's (sleeps move weights there)."""
+    try:
+        rt = runtimes.for_kind("simulated")
+    except Exception:  # noqa: BLE001 -- no simulated runtime: the real host
+        return None
+    return SimulatedHostMemory(lambda: rt.host_free_mib)  # type: ignore[attr-defined]
+
+
+async def build_planner(
+    settings: ResourceSettings, gpu: Gpu | None = None, registry: Registry | None = None
+) -> Planner:
+    if registry is None:
+        registry = await asyncio.to_thread(settings.load_registry)
     calib = await asyncio.to_thread(Calibration.read, settings.calibration_file)
     fps = footprints(registry, calib, settings.calibration_margin_pct)
-    gpu = gpu or await open_gpu(settings.gpu_backend, settings.simulated_gpu_mib, settings.simulated_foreign_mib)
-    return Planner(registry, fps, gpu, build_runtimes(settings, gpu, fps), settings)
+    gpu = gpu or await open_gpu(
+        settings.gpu_backend, settings.simulated_gpu_mib, settings.simulated_foreign_mib
+    )
+    runtimes = build_runtimes(settings, gpu, fps)
+    return Planner(registry, fps, gpu, runtimes, settings, host=simulated_host(runtimes))
 
 
 class ResourceService:
@@ -67,6 +91,7 @@ class ResourceService:
         self.planner = planner
         self.block_ms = block_ms
         self.planner.on_event = self._publish_event
+        self.housekeeper = Housekeeper(planner)
         self._tasks: set[asyncio.Task] = set()
         self.started = asyncio.Event()
         self._started_at = time.time()
@@ -76,7 +101,7 @@ class ResourceService:
     async def _reply(self, stream: str, msg: Any) -> None:
         from shared import codec
 
-        fields = codec.entry(msg)
+        fields: Any = codec.entry(msg)  # redis-py's annotation wants a wider dict type
 
         async def run() -> None:
             async with self.bus.redis.pipeline(transaction=False) as pipe:
@@ -88,7 +113,9 @@ class ResourceService:
 
     async def _publish_event(self, model: str, state: str, message: str) -> None:
         await self.bus.add(
-            m.EVENTS, m.ModelEvent(model, state, message, self.settings.service_id, time.time()), EVENTS_MAXLEN
+            m.EVENTS,
+            m.ModelEvent(model, state, message, self.settings.service_id, time.time()),
+            EVENTS_MAXLEN,
         )
 
     # ---- request handling ---------------------------------------------------------
@@ -99,8 +126,9 @@ class ResourceService:
     async def handle(self, msg: Any) -> None:
         try:
             if isinstance(msg, m.EnsureModels):
-                await self._ensure(msg.request_id, msg.reply_to, msg.ts, msg.models, msg.priority, msg.holder,
-                                   msg.ttl_s)
+                await self._ensure(
+                    msg.request_id, msg.reply_to, msg.ts, msg.models, msg.priority, msg.holder, msg.ttl_s
+                )
             elif isinstance(msg, m.Load):
                 await self._ensure(msg.request_id, msg.reply_to, msg.ts, [msg.model], "prewarm", None, 0.0)
             elif isinstance(msg, m.ReleaseModels):
@@ -109,10 +137,18 @@ class ResourceService:
                 self.planner.renew(msg.holder, msg.ttl_s or None)
             elif isinstance(msg, m.Status):
                 st = await self.planner.status()
-                await self._reply(msg.reply_to, m.StatusReply(
-                    msg.request_id, self.settings.service_id, st["gpus"], st["residents"], st["holders"],
-                    st["models"], time.time(),
-                ))
+                await self._reply(
+                    msg.reply_to,
+                    m.StatusReply(
+                        msg.request_id,
+                        self.settings.service_id,
+                        st["gpus"],
+                        st["residents"],
+                        st["holders"],
+                        st["models"],
+                        time.time(),
+                    ),
+                )
             elif isinstance(msg, m.Unload):
                 await self._unload(msg)
             else:
@@ -120,39 +156,74 @@ class ResourceService:
         except Exception:
             log.exception("handling %s", type(msg).__name__)
 
-    async def _ensure(self, request_id: str, reply_to: str, ts: float, models: list[str], priority: str,
-                      holder: str | None, ttl_s: float) -> None:
+    async def _ensure(
+        self,
+        request_id: str,
+        reply_to: str,
+        ts: float,
+        models: list[str],
+        priority: str,
+        holder: str | None,
+        ttl_s: float,
+    ) -> None:
         if self._stale(ts):
-            await self._reply(reply_to, m.EnsureDone(request_id, False, "request too old (sent while the "
-                                                     "resource service was down)", "stale", ts=time.time()))
+            await self._reply(
+                reply_to,
+                m.EnsureDone(
+                    request_id,
+                    False,
+                    "request too old (sent while the resource service was down)",
+                    "stale",
+                    ts=time.time(),
+                ),
+            )
             return
 
         async def sink(p: Progress) -> None:
-            await self._reply(reply_to, m.ModelProgress(request_id, p.model, p.state, p.progress, p.eta_s,
-                                                        p.message, time.time()))
+            await self._reply(
+                reply_to,
+                m.ModelProgress(request_id, p.model, p.state, p.progress, p.eta_s, p.message, time.time()),
+            )
 
         try:
             res = await self.planner.ensure(models, priority, holder, ttl_s or None, sink)
         except PlanError as exc:
-            await self._reply(reply_to, m.EnsureDone(request_id, False, str(exc), error_code(exc), ts=time.time()))
+            await self._reply(
+                reply_to, m.EnsureDone(request_id, False, str(exc), error_code(exc), ts=time.time())
+            )
             return
         except Exception as exc:
             log.exception("ensure %s", models)
-            await self._reply(reply_to, m.EnsureDone(request_id, False, f"internal error: {exc}", "error",
-                                                     ts=time.time()))
+            await self._reply(
+                reply_to, m.EnsureDone(request_id, False, f"internal error: {exc}", "error", ts=time.time())
+            )
             return
-        await self._reply(reply_to, m.EnsureDone(request_id, True, "", "", res.started, res.evicted,
-                                                 round(res.elapsed_s, 3), time.time()))
+        await self._reply(
+            reply_to,
+            m.EnsureDone(
+                request_id, True, "", "", res.started, res.evicted, round(res.elapsed_s, 3), time.time()
+            ),
+        )
 
     async def _unload(self, msg: m.Unload) -> None:
         try:
             stopped = await self.planner.unload(msg.model, msg.force)
         except PlanError as exc:
-            await self._reply(msg.reply_to, m.EnsureDone(msg.request_id, False, str(exc), error_code(exc),
-                                                         ts=time.time()))
+            await self._reply(
+                msg.reply_to, m.EnsureDone(msg.request_id, False, str(exc), error_code(exc), ts=time.time())
+            )
             return
-        await self._reply(msg.reply_to, m.EnsureDone(msg.request_id, True, "" if stopped else "not resident", "",
-                                                     evicted=[msg.model] if stopped else [], ts=time.time()))
+        await self._reply(
+            msg.reply_to,
+            m.EnsureDone(
+                msg.request_id,
+                True,
+                "" if stopped else "not resident",
+                "",
+                evicted=[msg.model] if stopped else [],
+                ts=time.time(),
+            ),
+        )
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         t = asyncio.ensure_future(coro)
@@ -164,10 +235,15 @@ class ResourceService:
 
     async def _beat(self) -> None:
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
-        value = json.dumps({
-            "service_id": self.settings.service_id, "pid": os.getpid(), "host": os.uname().nodename,
-            "backend": getattr(self.planner.gpu, "backend", "?"), "started": self._started_at,
-        })
+        value = json.dumps(
+            {
+                "service_id": self.settings.service_id,
+                "pid": os.getpid(),
+                "host": os.uname().nodename,
+                "backend": getattr(self.planner.gpu, "backend", "?"),
+                "started": self._started_at,
+            }
+        )
         await self.bus.retry(lambda: self.bus.redis.set(m.ALIVE_KEY, value, px=ttl_ms), "heartbeat")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
@@ -179,22 +255,26 @@ class ResourceService:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.ensure_group(m.REQUESTS, m.GROUP, start="$")
-        adopted = await self.planner.adopt_existing()
+        adopted = await self.housekeeper.adopt_existing()
         if adopted:
             log.info("adopted %s", ", ".join(adopted))
         loops = [
             asyncio.create_task(self._heartbeat(stop), name="resource-heartbeat"),
-            asyncio.create_task(self.planner.run_housekeeping(stop), name="resource-housekeeping"),
+            asyncio.create_task(self.housekeeper.run(stop), name="resource-housekeeping"),
         ]
-        self._spawn(self.planner.preload())
+        self._spawn(self.housekeeper.preload())
         await self._beat()  # clients see the service from now on
         self.started.set()
-        log.info("resource service %s up (GPU backend %s)", self.settings.service_id,
-                 getattr(self.planner.gpu, "backend", "?"))
+        log.info(
+            "resource service %s up (GPU backend %s)",
+            self.settings.service_id,
+            getattr(self.planner.gpu, "backend", "?"),
+        )
         try:
             while not stop.is_set():
-                entries = await self.bus.consume(m.REQUESTS, m.GROUP, self.settings.service_id,
-                                                 block_ms=self.block_ms, count=32)
+                entries = await self.bus.consume(
+                    m.REQUESTS, m.GROUP, self.settings.service_id, block_ms=self.block_ms, count=32
+                )
                 if entries:
                     await self.bus.ack(m.REQUESTS, m.GROUP, [eid for eid, _ in entries])
                 for _, msg in entries:

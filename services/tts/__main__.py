@@ -1,4 +1,5 @@
-"""`python -m services.tts [--stub]`: run a TTS worker (Piper on the CPU profile, chatterbox on the GPU)."""
+"""`python -m services.tts [--stub]`: run a TTS worker; the engine is `JARVIS_TTS_ENGINE`
+(piper, chatterbox, stub), else the profile's (Piper on the CPU profile, chatterbox on the GPU)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ from shared.worker import worker_main
 
 
 def build_model(settings: Settings, args: argparse.Namespace):
-    if args.stub or settings.profile == "stub":
+    from services.tts.config import TtsSettings
+
+    tts = TtsSettings()
+    engine = tts.engine_for(settings.profile, args.stub)
+    if engine == "stub":
         from services.tts.stub import StubTts
 
         return StubTts()
-    if settings.profile == "gpu":
+    if engine == "chatterbox":
         from services.tts.chatterbox import ChatterboxTts
 
-        return ChatterboxTts()
+        return ChatterboxTts(tts)
     from services.tts.piper import PiperTts
 
-    return PiperTts()
+    return PiperTts(tts)
 
 
 def make_worker(*a, **kw):

@@ -7,6 +7,14 @@ named clip from a voices directory), and streaming: the request text is split in
 sentences, each sentence is generated on its own and its audio is yielded as ~100 ms
 PCM16 chunks, so the first audio leaves after the first sentence, not the whole reply.
 
+Concurrency: `chatterbox_replicas` copies of the model are loaded (the worker's job
+concurrency), each with its own voice state; a sentence takes whichever replica is free, so
+one session's synthesis never waits behind another's while a replica is idle (one model
+object cannot run two generate() calls at once: its voice conditionals and the T3 decoder's
+alignment state are per object). Warm-up: every replica generates one short sentence at
+load, so the first user's first sentence does not pay for CUDA kernel selection and the
+lazily built decoder.
+
 Chatterbox 0.1.7 API used (checked against the released wheel):
 `ChatterboxTTS.from_pretrained(device)`, `.sr` (24000),
 `.generate(text, repetition_penalty=1.2, min_p=0.05, top_p=1.0, audio_prompt_path=None,
@@ -18,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +41,24 @@ from shared.model import AudioChunk, Model, TtsRequest, stream_in_thread
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_RATE = 24000
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "a.m", "p.m"}
+_ABBREVIATIONS = {
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "no",
+    "approx",
+    "a.m",
+    "p.m",
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+|\n+")
 _VOICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -48,7 +74,7 @@ def split_sentences(text: str) -> list[str]:
     out: list[str] = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
-        piece = text[start:m.start()].strip()
+        piece = text[start : m.start()].strip()
         if not piece:
             start = m.end()
             continue
@@ -56,7 +82,7 @@ def split_sentences(text: str) -> list[str]:
             last = piece.rsplit(None, 1)[-1].rstrip(".").lower()
             if piece.endswith(".") and (last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha())):
                 continue  # not a sentence end: keep `start`, look at the next boundary
-        out.append(text[start:m.end()].strip())
+        out.append(text[start : m.end()].strip())
         start = m.end()
     tail = text[start:].strip()
     if tail:
@@ -80,6 +106,18 @@ def to_pcm16(wav: Any) -> np.ndarray:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 
+WARMUP_TEXT = "Hello, this is a warm-up."
+
+
+@dataclass(slots=True)
+class _Replica:
+    """One loaded model and the voice its conditionals were made from."""
+
+    model: Any
+    builtin_conds: Any
+    prompt: str | None = None  # the clip the model's conds were made from (None: built-in voice)
+
+
 class ChatterboxTts(Model[TtsRequest, AudioChunk]):
     """Chatterbox TTS. `ChatterboxTts(settings=None, **overrides)`; overrides are TtsSettings fields.
 
@@ -95,22 +133,31 @@ class ChatterboxTts(Model[TtsRequest, AudioChunk]):
         base = settings or TtsSettings()
         self.settings = TtsSettings.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.sample_rate: int = DEFAULT_SAMPLE_RATE
-        self._model: Any = None
-        self._builtin_conds: Any = None
-        self._current_prompt: str | None = None  # the clip the model's conds were made from
-        self._lock = threading.Lock()  # one generate() at a time: voice switching is model state
+        self._replicas: list[_Replica] = []
+        self._free: queue.Queue[_Replica] = queue.Queue()  # replicas not generating right now
         self.load_seconds: float | None = None
+        self.warmup_seconds: float | None = None
+
+    @property
+    def _model(self) -> Any:
+        return self._replicas[0].model if self._replicas else None
 
     def _load_blocking(self) -> None:
         from chatterbox.tts import ChatterboxTTS  # lazy: torch + chatterbox only in the GPU image
 
-        self._model = ChatterboxTTS.from_pretrained(device=self.settings.chatterbox_device)
-        self.sample_rate = int(getattr(self._model, "sr", DEFAULT_SAMPLE_RATE))
-        self._builtin_conds = getattr(self._model, "conds", None)
-        self._current_prompt = None
+        for _ in range(self.settings.chatterbox_replicas):
+            model = ChatterboxTTS.from_pretrained(device=self.settings.chatterbox_device)
+            self.sample_rate = int(getattr(model, "sr", DEFAULT_SAMPLE_RATE))
+            self._replicas.append(_Replica(model, getattr(model, "conds", None)))
+
+    def _warm_up_blocking(self) -> None:
+        prompt = self.voice_prompt(None)
+        for r in self._replicas:
+            self._generate_one(r, WARMUP_TEXT, prompt)
+            self._free.put(r)
 
     async def load(self) -> None:
-        if self._model is not None:
+        if self._replicas:
             return
         prompt = self.settings.chatterbox_voice_prompt
         if prompt is not None and not prompt.is_file():
@@ -118,13 +165,21 @@ class ChatterboxTts(Model[TtsRequest, AudioChunk]):
         t0 = time.perf_counter()
         await asyncio.to_thread(self._load_blocking)
         self.load_seconds = time.perf_counter() - t0
-        log.info("Chatterbox loaded on %s in %.2f s", self.settings.chatterbox_device, self.load_seconds)
+        t1 = time.perf_counter()
+        await asyncio.to_thread(self._warm_up_blocking)
+        self.warmup_seconds = time.perf_counter() - t1
+        log.info(
+            "Chatterbox: %d replica(s) loaded on %s in %.2f s, warmed up in %.2f s",
+            len(self._replicas),
+            self.settings.chatterbox_device,
+            self.load_seconds,
+            self.warmup_seconds,
+        )
         await super().load()
 
     async def unload(self) -> None:
-        self._model = None
-        self._builtin_conds = None
-        self._current_prompt = None
+        self._replicas = []
+        self._free = queue.Queue()
         await super().unload()
         try:  # give the VRAM back now rather than at the allocator's leisure
             import torch
@@ -146,30 +201,37 @@ class ChatterboxTts(Model[TtsRequest, AudioChunk]):
             return str(path)
         return str(s.chatterbox_voice_prompt) if s.chatterbox_voice_prompt else None
 
-    def _generate(self, sentences: list[str], prompt: str | None) -> Iterator[AudioChunk]:
+    def _generate_one(self, r: _Replica, sentence: str, prompt: str | None) -> Any:
+        """One sentence on one replica (the caller owns the replica)."""
         s = self.settings
-        model = self._model
-        step = max(1, self.sample_rate * s.chatterbox_chunk_ms // 1000)
+        kwargs: dict[str, Any] = {
+            "exaggeration": s.chatterbox_exaggeration,
+            "cfg_weight": s.chatterbox_cfg_weight,
+            "temperature": s.chatterbox_temperature,
+        }
+        if prompt != r.prompt:
+            if prompt is None:  # back to the built-in voice
+                r.model.conds = r.builtin_conds
+            else:  # generate() embeds the clip and keeps it as model.conds
+                kwargs["audio_prompt_path"] = prompt
+        wav = r.model.generate(sentence, **kwargs)
+        r.prompt = prompt
+        return wav
+
+    def _generate(self, sentences: list[str], prompt: str | None) -> Iterator[AudioChunk]:
+        step = max(1, self.sample_rate * self.settings.chatterbox_chunk_ms // 1000)
         for sentence in sentences:
-            kwargs: dict[str, Any] = {
-                "exaggeration": s.chatterbox_exaggeration,
-                "cfg_weight": s.chatterbox_cfg_weight,
-                "temperature": s.chatterbox_temperature,
-            }
-            with self._lock:
-                if prompt != self._current_prompt:
-                    if prompt is None:  # back to the built-in voice
-                        model.conds = self._builtin_conds
-                    else:  # generate() embeds the clip and keeps it as model.conds
-                        kwargs["audio_prompt_path"] = prompt
-                wav = model.generate(sentence, **kwargs)
-                self._current_prompt = prompt
+            r = self._free.get()  # blocks this worker thread only while every replica is busy
+            try:
+                wav = self._generate_one(r, sentence, prompt)
+            finally:
+                self._free.put(r)
             samples = to_pcm16(wav)
             for i in range(0, samples.size, step):
-                yield AudioChunk(pcm=samples[i:i + step].tobytes(), sample_rate=self.sample_rate)
+                yield AudioChunk(pcm=samples[i : i + step].tobytes(), sample_rate=self.sample_rate)
 
     async def infer(self, request: TtsRequest) -> AsyncIterator[AudioChunk]:
-        if self._model is None:
+        if not self._replicas:
             raise RuntimeError("ChatterboxTts.infer() before load()")
         sentences = split_sentences(request.text)
         if not sentences:

@@ -1,13 +1,15 @@
-"""Health checks: one HTTP GET probe, and a wait-until-healthy loop with backoff.
+"""Health checks and the few other calls made to model servers (sleep, wake, warm-up):
+one HTTP request, and a wait-until-healthy loop with backoff.
 
-The probe speaks plain HTTP/1.1 over asyncio streams (model servers listen on loopback or
-a container port), so it never blocks the loop and needs no HTTP client library; an
+Requests speak plain HTTP/1.1 over asyncio streams (model servers listen on loopback or
+a container port), so they never block the loop and need no HTTP client library; an
 `https://` URL is probed with urllib in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 import urllib.error
@@ -44,12 +46,58 @@ async def http_ok(url: str, timeout_s: float = 3.0) -> bool:
     finally:
         if writer is not None:
             writer.close()
-            try:
+            with contextlib.suppress(OSError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (OSError, TimeoutError):
-                pass
     fields = status_line.decode("latin-1").split()
     return len(fields) >= 2 and fields[0].startswith("HTTP/") and fields[1].startswith("2")
+
+
+async def http_request(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    timeout_s: float = 30.0,
+    content_type: str = "application/json",
+) -> tuple[int, bytes]:
+    """One plain-HTTP request (`Connection: close`); (status, body). Raises OSError / TimeoutError."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"unsupported URL {url!r}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        f"User-Agent: jarvis-resource\r\nContent-Length: {len(body or b'')}\r\n"
+    )
+    if body:
+        head += f"Content-Type: {content_type}\r\n"
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 80)
+        try:
+            writer.write(head.encode() + b"\r\n" + (body or b""))
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+    status_line, _, rest = raw.partition(b"\r\n")
+    fields = status_line.decode("latin-1").split()
+    if len(fields) < 2 or not fields[1].isdigit():
+        raise OSError(f"{method} {url}: not an HTTP answer")
+    headers, _, content = rest.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in headers.lower():
+        content = _dechunk(content)
+    return int(fields[1]), content
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
 
 
 def _https_ok(url: str, timeout_s: float) -> bool:

@@ -17,11 +17,14 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from services.resource.config import ProcessSpec
-from services.resource.runtimes.base import Handle, ProgressFn, StartFailed
+from services.resource.runtimes.base import Handle, ProgressFn, StartFailed, render
 from services.resource.runtimes.health import http_ok, wait_until
+from services.resource.runtimes.sleep import HttpSleep
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-class ProcessRuntime:
+class ProcessRuntime(HttpSleep):
     kind = "process"
 
     def __init__(self, log_dir: Path, state_file: Path | None = None, health_request_timeout_s: float = 3.0):
@@ -102,8 +105,17 @@ class ProcessRuntime:
 
     # ---- runtime interface --------------------------------------------------------
 
-    async def start(self, model: str, spec: ProcessSpec, device: int) -> Handle:
+    async def base_url(self, handle: Handle, spec: ProcessSpec) -> str | None:
+        if not spec.health_url:
+            return None
+        parts = urlsplit(spec.health_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    async def start(
+        self, model: str, spec: ProcessSpec, device: int, values: Mapping[str, str] | None = None
+    ) -> Handle:
         env = {**os.environ, **spec.env}
+        argv = list(render(spec.argv, values) or spec.argv)
         if "CUDA_VISIBLE_DEVICES" not in spec.env:
             env["CUDA_VISIBLE_DEVICES"] = str(device)  # the NVML index the planner chose,
             env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # numbered as NVML numbers them
@@ -115,7 +127,7 @@ class ProcessRuntime:
         fd = await asyncio.to_thread(open_log)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *spec.argv,
+                *argv,
                 env=env,
                 cwd=spec.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -127,8 +139,8 @@ class ProcessRuntime:
             raise StartFailed(f"{model}: cannot run {spec.argv[0]!r}: {exc}") from exc
         finally:
             os.close(fd)
-        log.info("started %s: pid %d: %s", model, proc.pid, " ".join(spec.argv))
-        self._state[model] = {"pid": proc.pid, "argv": list(spec.argv), "started_at": time.time(), "device": device}
+        log.info("started %s: pid %d: %s", model, proc.pid, " ".join(argv))
+        self._state[model] = {"pid": proc.pid, "argv": argv, "started_at": time.time(), "device": device}
         await self._save()
         return Handle(model, self.kind, str(proc.pid), device, info={"pid": proc.pid}, obj=proc)
 
@@ -139,7 +151,11 @@ class ProcessRuntime:
         return pid_alive(int(handle.ref))
 
     async def wait_healthy(
-        self, handle: Handle, spec: ProcessSpec, timeout_s: float, progress: ProgressFn | None = None,
+        self,
+        handle: Handle,
+        spec: ProcessSpec,
+        timeout_s: float,
+        progress: ProgressFn | None = None,
         expected_s: float = 10.0,
     ) -> None:
         async def probe() -> bool:
@@ -148,8 +164,12 @@ class ProcessRuntime:
             return await http_ok(spec.health_url, self.health_request_timeout_s)
 
         await wait_until(
-            probe, timeout_s=timeout_s, expected_s=expected_s, alive=lambda: self.alive(handle),
-            progress=progress, what=f"{handle.model} (pid {handle.ref})",
+            probe,
+            timeout_s=timeout_s,
+            expected_s=expected_s,
+            alive=lambda: self.alive(handle),
+            progress=progress,
+            what=f"{handle.model} (pid {handle.ref})",
         )
 
     async def probe(self, handle: Handle, spec: ProcessSpec) -> bool:
@@ -208,9 +228,17 @@ class ProcessRuntime:
         for model, rec in state.items():
             pid = int(rec.get("pid", 0))
             if pid > 0 and pid_alive(pid) and _cmdline(pid) == rec.get("argv"):
-                out.append(Handle(model, self.kind, str(pid), int(rec.get("device", 0)),
-                                  started_at=rec.get("started_at", time.time()),
-                                  adopted=True, info={"pid": pid}))
+                out.append(
+                    Handle(
+                        model,
+                        self.kind,
+                        str(pid),
+                        int(rec.get("device", 0)),
+                        started_at=rec.get("started_at", time.time()),
+                        adopted=True,
+                        info={"pid": pid},
+                    )
+                )
                 self._state[model] = rec
         await self._save()
         return out

@@ -10,6 +10,7 @@ import pytest
 
 from services.resource.config import Registry, ResourceSettings
 from services.resource.gpu import SimulatedGpu
+from services.resource.host import SimulatedHostMemory
 from services.resource.planner import Planner
 from services.resource.runtimes import RuntimeSet
 from services.resource.runtimes.simulated import SimulatedRuntime
@@ -17,14 +18,27 @@ from services.resource.service import ResourceService
 from shared.bus import Bus
 
 MODELS: dict[str, Any] = {
-    "stt": {"runtime": {"kind": "simulated", "start_s": 0.05}, "footprint_mib": 1000, "reload_cost_s": 1,
-            "group": "speech"},
-    "tts": {"runtime": {"kind": "simulated", "start_s": 0.05}, "footprint_mib": 2000, "reload_cost_s": 2,
-            "group": "speech"},
+    "stt": {
+        "runtime": {"kind": "simulated", "start_s": 0.05},
+        "footprint_mib": 1000,
+        "reload_cost_s": 1,
+        "group": "speech",
+    },
+    "tts": {
+        "runtime": {"kind": "simulated", "start_s": 0.05},
+        "footprint_mib": 2000,
+        "reload_cost_s": 2,
+        "group": "speech",
+    },
     "llm": {"runtime": {"kind": "simulated", "start_s": 0.1}, "footprint_mib": 5000, "reload_cost_s": 5},
     "vlm": {"runtime": {"kind": "simulated"}, "footprint_mib": 6000},
     "huge": {"runtime": {"kind": "simulated"}, "footprint_mib": 20000},
     "slow": {"runtime": {"kind": "simulated", "start_s": 30}, "footprint_mib": 10},
+    "nap": {
+        "runtime": {"kind": "simulated", "sleep_held_mib": 700},
+        "footprint_mib": 5000,
+        "sleep": {"held_mib": 1024, "host_mib": 5000},
+    },
 }
 
 
@@ -45,13 +59,27 @@ class Running:
 async def service(redis_url: str, bus: Bus, tmp_path):
     registry = Registry.model_validate({"models": MODELS})
     settings = ResourceSettings(
-        registry=registry, gpu_backend="simulated", reserve_mib=0, busy_wait_s=0.2, heartbeat_ttl_s=1.0,
-        stop_grace_s=0, service_id="test-resource", state_dir=tmp_path, log_dir=tmp_path,
+        registry=registry,
+        gpu_backend="simulated",
+        reserve_mib=0,
+        busy_wait_s=0.2,
+        heartbeat_ttl_s=1.0,
+        stop_grace_s=0,
+        service_id="test-resource",
+        state_dir=tmp_path,
+        log_dir=tmp_path,
     )
     gpu = SimulatedGpu(10000)
     fps = {k: v["footprint_mib"] for k, v in MODELS.items()}
     runtime = SimulatedRuntime(gpu, lambda model: fps[model])
-    planner = Planner(registry, fps, gpu, RuntimeSet({"simulated": runtime}), settings)
+    planner = Planner(
+        registry,
+        fps,
+        gpu,
+        RuntimeSet({"simulated": runtime}),
+        settings,
+        host=SimulatedHostMemory(lambda: runtime.host_free_mib),
+    )
     service_bus = Bus(redis_url, socket_timeout=10)
     svc = ResourceService(settings, service_bus, planner, block_ms=100)
     stop = asyncio.Event()
@@ -65,5 +93,3 @@ async def service(redis_url: str, bus: Bus, tmp_path):
             with contextlib.suppress(Exception):
                 await running.stop()
         await service_bus.close()
-
-

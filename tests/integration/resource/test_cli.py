@@ -39,3 +39,19 @@ async def test_models_without_a_service(redis_url: str, bus, capsys):
     assert await models_cmd.status(ns(redis_url, json=False)) == 0
     out = capsys.readouterr().out
     assert "resource service: not running" in out and "configured models:" in out
+
+
+async def test_models_status_shows_sleeping_models_and_what_they_hold(
+    service: Running, redis_url: str, capsys
+):
+    assert await models_cmd.load(ns(redis_url, model="nap")) == 0
+    assert await models_cmd.load(ns(redis_url, model="vlm")) == 0  # 5000 + 6000 > 10000: nap sleeps
+    capsys.readouterr()
+    assert await models_cmd.status(ns(redis_url, json=False)) == 0
+    out = capsys.readouterr().out
+    nap = next(line for line in out.splitlines() if line.startswith("nap "))
+    assert "sleeping" in nap and "700 MiB" in nap
+    assert "sleeping models hold 700 MiB" in out
+    assert await models_cmd.status(ns(redis_url, json=True)) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)["service"]["residents"]}
+    assert rows["nap"]["sleeping"] and rows["nap"]["held_mib"] == 700 and not rows["vlm"]["sleeping"]

@@ -25,8 +25,14 @@ from services.resource.runtimes.docker import DockerRuntime
 pytestmark = pytest.mark.docker
 
 BASES = [
-    "local/debian:bookworm", "local/jarvis-redis:latest", "python:3.11-slim", "python:3.12-slim",
-    "debian:bookworm-slim", "debian:bookworm", "busybox:latest", "alpine:latest",
+    "local/debian:bookworm",
+    "local/jarvis-redis:latest",
+    "python:3.11-slim",
+    "python:3.12-slim",
+    "debian:bookworm-slim",
+    "debian:bookworm",
+    "busybox:latest",
+    "alpine:latest",
 ]
 TEST_IMAGE = "jarvis-test/resource-http:latest"
 
@@ -39,7 +45,9 @@ def _engine():
         client.ping()
         return client
     except Exception as exc:  # noqa: BLE001 - any failure means: no engine here
-        pytest.skip(f"no Docker engine reachable (docker.from_env().ping() failed: {exc.__class__.__name__}: {exc})")
+        pytest.skip(
+            f"no Docker engine reachable (docker.from_env().ping() failed: {exc.__class__.__name__}: {exc})"
+        )
 
 
 def _server_cmd(client, base: str) -> list[str] | None:
@@ -102,8 +110,14 @@ def owner(engine_image):
 
 
 def spec_for(image: str, port: int, owner: str, **kw) -> DockerSpec:
-    return DockerSpec(image=image, ports={"8000/tcp": port}, gpus=None, name=f"jarvis-{owner}-web",
-                      health_url=f"http://127.0.0.1:{port}/", **kw)
+    return DockerSpec(
+        image=image,
+        ports={"8000/tcp": port},
+        gpus=None,
+        name=f"jarvis-{owner}-web",
+        health_url=f"http://127.0.0.1:{port}/",
+        **kw,
+    )
 
 
 async def test_start_health_label_stop(engine_image, owner):
@@ -138,8 +152,10 @@ async def test_external_kill_is_detected_and_adoption(engine_image, owner):
 
     await asyncio.to_thread(client.containers.get(h.ref).kill)
     deadline = time.monotonic() + 10
-    while await rt.alive(h) and time.monotonic() < deadline:
+    alive = await rt.alive(h)
+    while alive and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
+        alive = await rt.alive(h)
     assert not await rt.alive(h) and not await rt.probe(h, spec)
     assert await again.adopt() == []  # the dead one is removed, not adopted
     await rt.close()
@@ -155,14 +171,16 @@ async def test_health_cmd_and_name_taken_by_a_stranger(engine_image, owner):
         await rt.wait_healthy(h, spec, timeout_s=60, expected_s=2)
     finally:
         await rt.stop(h, 1)
-    stranger = client.containers.run(image, detach=True, name=f"jarvis-{owner}-taken",
-                                     labels={"jarvis.test": owner})
+    stranger = client.containers.run(
+        image, detach=True, name=f"jarvis-{owner}-taken", labels={"jarvis.test": owner}
+    )
     try:
         with pytest.raises(StartFailed, match="do not own"):
             await rt.start("x", DockerSpec(image=image, gpus=None, name=f"jarvis-{owner}-taken"), 0)
     finally:
         stranger.remove(force=True)
     with pytest.raises(StartFailed, match="not present locally"):
-        await rt.start("y", DockerSpec(image="jarvis-test/does-not-exist:nope", gpus=None,
-                                       name=f"jarvis-{owner}-y"), 0)
+        await rt.start(
+            "y", DockerSpec(image="jarvis-test/does-not-exist:nope", gpus=None, name=f"jarvis-{owner}-y"), 0
+        )
     await rt.close()

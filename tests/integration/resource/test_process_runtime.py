@@ -20,6 +20,7 @@ import pytest
 
 from services.resource.config import ProcessSpec, Registry, ResourceSettings
 from services.resource.gpu import SimulatedGpu
+from services.resource.housekeeping import Housekeeper
 from services.resource.planner import ModelFailed, Planner
 from services.resource.runtimes import HealthTimeout, RuntimeSet, StartFailed
 from services.resource.runtimes.process import ProcessRuntime, group_pids, pid_alive
@@ -52,11 +53,13 @@ def started_pids():
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> ProcessRuntime:
-    return ProcessRuntime(tmp_path / "logs", tmp_path / "state" / "processes.json", health_request_timeout_s=1.0)
+    return ProcessRuntime(
+        tmp_path / "logs", tmp_path / "state" / "processes.json", health_request_timeout_s=1.0
+    )
 
 
-async def wait_for(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_for(cond, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await cond():
             return True
@@ -86,11 +89,13 @@ async def test_stop_removes_the_process_and_its_group(runtime, started_pids, tmp
     port = free_port()
     # a server with a child in the same group: both must go
     script = tmp_path / "srv.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import http.server, subprocess, sys
         subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port={port}, bind="127.0.0.1")
-    """))
+    """)
+    )
     spec = ProcessSpec(argv=[sys.executable, str(script)], health_url=f"http://127.0.0.1:{port}/")
     h = await runtime.start("web", spec, 0)
     pid = int(h.ref)
@@ -108,8 +113,13 @@ async def _async(v):
 
 
 async def test_sigterm_ignored_then_sigkill(runtime, started_pids):
-    spec = ProcessSpec(argv=[sys.executable, "-c",
-                             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+    spec = ProcessSpec(
+        argv=[
+            sys.executable,
+            "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+        ]
+    )
     h = await runtime.start("stubborn", spec, 0)
     started_pids.append(int(h.ref))
     await runtime.wait_healthy(h, spec, timeout_s=5, expected_s=1)  # "running" is healthy
@@ -122,15 +132,18 @@ async def test_sigterm_ignored_then_sigkill(runtime, started_pids):
 
 async def test_health_timeout_and_early_exit(runtime, started_pids):
     port = free_port()
-    silent = ProcessSpec(argv=[sys.executable, "-c", "import time; time.sleep(600)"],
-                         health_url=f"http://127.0.0.1:{port}/")
+    silent = ProcessSpec(
+        argv=[sys.executable, "-c", "import time; time.sleep(600)"], health_url=f"http://127.0.0.1:{port}/"
+    )
     h = await runtime.start("silent", silent, 0)
     started_pids.append(int(h.ref))
     with pytest.raises(HealthTimeout):
         await runtime.wait_healthy(h, silent, timeout_s=0.5, expected_s=1)
     await runtime.stop(h, grace_s=1)
 
-    crash = ProcessSpec(argv=[sys.executable, "-c", "raise SystemExit(3)"], health_url=f"http://127.0.0.1:{port}/")
+    crash = ProcessSpec(
+        argv=[sys.executable, "-c", "raise SystemExit(3)"], health_url=f"http://127.0.0.1:{port}/"
+    )
     h = await runtime.start("crash", crash, 0)
     started_pids.append(int(h.ref))
     with pytest.raises(StartFailed, match="exited"):
@@ -160,12 +173,29 @@ async def test_restarted_service_adopts_its_processes(runtime, started_pids, tmp
 async def test_planner_with_real_processes(tmp_path, started_pids):
     """ensure -> a real server; it dies -> the held model is restarted on a new pid."""
     port = free_port()
-    registry = Registry.model_validate({"models": {"web": {
-        "runtime": {"kind": "process", "argv": [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                    "health_url": f"http://127.0.0.1:{port}/"},
-        "footprint_mib": 1000, "reload_cost_s": 1}}})
-    settings = ResourceSettings(registry=registry, gpu_backend="simulated", reserve_mib=0, stop_grace_s=2,
-                                health_timeout_s=20, release_wait_s=0.1)
+    registry = Registry.model_validate(
+        {
+            "models": {
+                "web": {
+                    "runtime": {
+                        "kind": "process",
+                        "argv": [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                        "health_url": f"http://127.0.0.1:{port}/",
+                    },
+                    "footprint_mib": 1000,
+                    "reload_cost_s": 1,
+                }
+            }
+        }
+    )
+    settings = ResourceSettings(
+        registry=registry,
+        gpu_backend="simulated",
+        reserve_mib=0,
+        stop_grace_s=2,
+        health_timeout_s=20,
+        release_wait_s=0.1,
+    )
     rt = ProcessRuntime(tmp_path / "logs", tmp_path / "state.json")
     planner = Planner(registry, {"web": 1000}, SimulatedGpu(4000), RuntimeSet({"process": rt}), settings)
     try:
@@ -174,8 +204,8 @@ async def test_planner_with_real_processes(tmp_path, started_pids):
         started_pids.append(first)
         os.kill(first, signal.SIGKILL)
         assert await wait_for(lambda: _async(not pid_alive(first)))
-        assert await planner.check_health() == ["web"]
-        await asyncio.gather(*planner._tasks)
+        assert await Housekeeper(planner).check_health() == ["web"]
+        await asyncio.gather(*planner.tasks)
         second = int(planner.residents["web"].handle.ref)
         started_pids.append(second)
         assert second != first and pid_alive(second)
@@ -186,13 +216,30 @@ async def test_planner_with_real_processes(tmp_path, started_pids):
 
 
 async def test_planner_reports_a_server_that_never_gets_healthy(tmp_path, started_pids):
-    registry = Registry.model_validate({"models": {"dud": {
-        "runtime": {"kind": "process", "argv": [sys.executable, "-c", "raise SystemExit(1)"],
-                    "health_url": f"http://127.0.0.1:{free_port()}/"},
-        "footprint_mib": 10}}})
-    settings = ResourceSettings(registry=registry, gpu_backend="simulated", health_timeout_s=20, reserve_mib=0)
-    planner = Planner(registry, {"dud": 10}, SimulatedGpu(100),
-                      RuntimeSet({"process": ProcessRuntime(tmp_path, None)}), settings)
+    registry = Registry.model_validate(
+        {
+            "models": {
+                "dud": {
+                    "runtime": {
+                        "kind": "process",
+                        "argv": [sys.executable, "-c", "raise SystemExit(1)"],
+                        "health_url": f"http://127.0.0.1:{free_port()}/",
+                    },
+                    "footprint_mib": 10,
+                }
+            }
+        }
+    )
+    settings = ResourceSettings(
+        registry=registry, gpu_backend="simulated", health_timeout_s=20, reserve_mib=0
+    )
+    planner = Planner(
+        registry,
+        {"dud": 10},
+        SimulatedGpu(100),
+        RuntimeSet({"process": ProcessRuntime(tmp_path, None)}),
+        settings,
+    )
     with pytest.raises(ModelFailed, match="exited before becoming healthy"):
         await planner.ensure(["dud"])
     assert planner.residents == {}

@@ -82,9 +82,14 @@ def test_bad_specs_are_rejected():
     with pytest.raises(ValidationError):
         ProcessSpec(argv=[])
     with pytest.raises(ValidationError):  # a group named like a model is ambiguous
-        Registry.model_validate({"models": {
-            "a": {"runtime": {"kind": "simulated"}, "footprint_mib": 1, "group": "b"},
-            "b": {"runtime": {"kind": "simulated"}, "footprint_mib": 1}}})
+        Registry.model_validate(
+            {
+                "models": {
+                    "a": {"runtime": {"kind": "simulated"}, "footprint_mib": 1, "group": "b"},
+                    "b": {"runtime": {"kind": "simulated"}, "footprint_mib": 1},
+                }
+            }
+        )
 
 
 def test_calibration_round_trip_and_footprints(tmp_path):

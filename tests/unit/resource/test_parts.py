@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.resource import messages as m
-from services.resource.config import DockerSpec
+from services.resource.config import DockerSpec, ResourceSettings
 from services.resource.gpu import MIB, NvmlGpu, SimulatedGpu, SimulatedOOM, open_gpu
 from services.resource.holds import HoldTable
 from services.resource.locks import HOUSEKEEPING, PREWARM, TURN, PriorityLock
@@ -142,14 +143,19 @@ def fake_pynvml(monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
     mod.nvmlShutdown = lambda: None
     mod.nvmlDeviceGetCount = lambda: 1
     mod.nvmlDeviceGetHandleByIndex = lambda i: ("h", i)
-    mod.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 * 1024 * MIB, used=1000 * MIB,
-                                                                   free=(80 * 1024 - 1000) * MIB)
+    mod.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(
+        total=80 * 1024 * MIB, used=1000 * MIB, free=(80 * 1024 - 1000) * MIB
+    )
     mod.nvmlDeviceGetName = lambda h: b"NVIDIA H100 80GB HBM3"
     mod.nvmlDeviceGetUUID = lambda h: "GPU-1234"
     mod.nvmlSystemGetDriverVersion = lambda: "550.54"
     mod.nvmlDeviceGetComputeRunningProcesses = lambda h: [
-        types.SimpleNamespace(pid=10, usedGpuMemory=500 * MIB), types.SimpleNamespace(pid=11, usedGpuMemory=None)]
-    mod.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [types.SimpleNamespace(pid=10, usedGpuMemory=20 * MIB)]
+        types.SimpleNamespace(pid=10, usedGpuMemory=500 * MIB),
+        types.SimpleNamespace(pid=11, usedGpuMemory=None),
+    ]
+    mod.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [
+        types.SimpleNamespace(pid=10, usedGpuMemory=20 * MIB)
+    ]
     monkeypatch.setitem(sys.modules, "pynvml", mod)
 
 
@@ -157,21 +163,61 @@ async def test_nvml_gpu_reads_memory_and_processes(monkeypatch):
     fake_pynvml(monkeypatch)
     gpu = await NvmlGpu().open()
     info = await gpu.info(0)
-    assert (info.name, info.total_mib, info.used_mib, info.free_mib) == ("NVIDIA H100 80GB HBM3", 81920, 1000, 80920)
+    assert (info.name, info.total_mib, info.used_mib, info.free_mib) == (
+        "NVIDIA H100 80GB HBM3",
+        81920,
+        1000,
+        80920,
+    )
     assert info.uuid == "GPU-1234" and info.driver == "550.54"
     assert await gpu.process_usage(0) == {10: 520}
     await gpu.close()
-    assert (await open_gpu("auto")).backend == "nvml"
+    assert (await open_gpu("nvml")).backend == "nvml"
 
 
-async def test_open_gpu_falls_back_to_simulated(monkeypatch):
+async def test_no_gpu_is_a_clear_error_never_a_silent_simulation(monkeypatch):
+    """Problem 3: without NVML the service used to plan against a pretend 24 GiB GPU."""
     fake_pynvml(monkeypatch, fail=True)
-    gpu = await open_gpu("auto", simulated_mib=4096)
-    assert isinstance(gpu, SimulatedGpu) and (await gpu.info(0)).total_mib == 4096
     from services.resource.gpu import GpuUnavailable
 
-    with pytest.raises(GpuUnavailable, match="Driver Not Loaded"):
+    with pytest.raises(
+        GpuUnavailable, match="Driver Not Loaded.*NVIDIA GPU.*JARVIS_RESOURCE_GPU_BACKEND=simulated"
+    ):
         await open_gpu("nvml")
+    assert ResourceSettings().gpu_backend == "nvml"  # the default: the real GPU
+    with pytest.raises(ValueError):
+        await open_gpu("auto")
+    gpu = await open_gpu("simulated", simulated_mib=4096)  # only when asked for
+    assert isinstance(gpu, SimulatedGpu) and (await gpu.info(0)).total_mib == 4096
+
+
+def test_the_service_refuses_to_start_without_a_gpu(tmp_path):
+    """`python -m services.resource` on a machine without NVML: a message and exit status 2."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JARVIS_")}
+    env.update(
+        JARVIS_RESOURCE_GPU_BACKEND="nvml",
+        JARVIS_REDIS_URL="redis://127.0.0.1:1/0",
+        PYTHONPATH=str(root),
+        JARVIS_RESOURCE_STATE_DIR=str(tmp_path),
+    )
+    code = (
+        "import sys, types\n"
+        "m = types.ModuleType('pynvml')\n"
+        "class NVMLError(Exception): pass\n"
+        "def init(): raise NVMLError('Driver Not Loaded')\n"
+        "m.NVMLError = NVMLError; m.nvmlInit = init\n"
+        "sys.modules['pynvml'] = m\n"
+        "import runpy; runpy.run_module('services.resource', run_name='__main__')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2, out.stderr
+    assert "no usable GPU" in out.stderr and "Driver Not Loaded" in out.stderr
 
 
 # ---- Docker arguments (a fake client: no engine needed) ----------------------------
@@ -221,8 +267,14 @@ async def test_docker_start_arguments_and_ownership():
     containers = _FakeContainers()
     client = types.SimpleNamespace(containers=containers, images=_FakeImages(), close=lambda: None)
     rt = DockerRuntime("resource-host1", client_factory=lambda: client)
-    spec = DockerSpec(image="vllm/vllm-openai:latest", command=["--model", "x"], ports={"8000/tcp": 8000},
-                      env={"A": "1"}, volumes=["~/hf:/root/.cache/huggingface"], shm_size="2g")
+    spec = DockerSpec(
+        image="vllm/vllm-openai:latest",
+        command=["--model", "x"],
+        ports={"8000/tcp": 8000},
+        env={"A": "1"},
+        volumes=["~/hf:/root/.cache/huggingface"],
+        shm_size="2g",
+    )
     h = await rt.start("llm", spec, 1)
     kw = containers.run_kwargs
     assert h.kind == "docker" and h.device == 1 and kw["name"] == "jarvis-llm" and kw["detach"]
@@ -251,8 +303,27 @@ def test_messages_round_trip_through_the_codec():
         m.Unload("llm", "resource:reply:z", "z", True, 5.0),
         m.ModelProgress("r1", "llm", "loading", 0.5, 12.0, "waiting", 6.0),
         m.EnsureDone("r1", False, "short", "wont_fit", [], ["a"], 1.25, 7.0),
-        m.StatusReply("x", "resource", [{"index": 0}], [{"model": "llm"}], [], {"llm": {"footprint_mib": 1}}, 8.0),
+        m.StatusReply(
+            "x", "resource", [{"index": 0}], [{"model": "llm"}], [], {"llm": {"footprint_mib": 1}}, 8.0
+        ),
         m.ModelEvent("llm", "ready", "", "resource", 9.0),
     ]
     for msg in msgs:
         assert codec.from_entry(codec.entry(msg)) == msg
+
+
+def test_container_health_url_is_the_containers_address_not_our_own_loopback():
+    """Problem 3: in compose the resource service probed 127.0.0.1, its own container's loopback."""
+    from services.resource.runtimes.docker import container_url
+
+    attrs = {
+        "NetworkSettings": {
+            "Networks": {"jarvis_default": {"IPAddress": "172.18.0.5"}},
+            "Ports": {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8100"}]},
+        }
+    }
+    url = "http://container:8000/health"
+    assert container_url(url, attrs, "jarvis_default") == "http://172.18.0.5:8000/health"  # same network
+    assert container_url(url, attrs, None) == "http://127.0.0.1:8100/health"  # on a host: the published port
+    assert container_url(url, {"NetworkSettings": {}}, None) is None  # not reachable (yet)
+    assert container_url("http://10.0.0.2:9000/h", attrs, None) == "http://10.0.0.2:9000/h"  # explicit: as is

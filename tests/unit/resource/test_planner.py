@@ -13,8 +13,12 @@ from tests.unit.resource.helpers import make_sim, sim_model
 
 
 async def test_ensure_starts_in_order_and_reports_progress():
-    sim = make_sim({"stt": sim_model(1000, start_s=0.05, reload_cost_s=2),
-                    "llm": sim_model(4000, start_s=0.05, reload_cost_s=8)})
+    sim = make_sim(
+        {
+            "stt": sim_model(1000, start_s=0.05, reload_cost_s=2),
+            "llm": sim_model(4000, start_s=0.05, reload_cost_s=8),
+        }
+    )
     seen: list[Progress] = []
 
     async def sink(p: Progress) -> None:
@@ -79,8 +83,12 @@ async def test_held_model_is_never_evicted_busy_then_proceeds_after_release():
 
 
 async def test_wont_fit_is_raised_before_anything_is_touched():
-    sim = make_sim({"s": sim_model(3000, sticky=True), "big": sim_model(8000), "x": sim_model(500)},
-                   total_mib=10000, foreign_mib=500, reserve_mib=256)
+    sim = make_sim(
+        {"s": sim_model(3000, sticky=True), "big": sim_model(8000), "x": sim_model(500)},
+        total_mib=10000,
+        foreign_mib=500,
+        reserve_mib=256,
+    )
     await sim.planner.ensure(["s", "x"])
     with pytest.raises(WontFit) as ei:
         await sim.planner.ensure(["big"])
@@ -135,18 +143,23 @@ async def test_turn_goes_before_queued_prewarm():
 
 
 async def test_keep_alive_expiry_and_sticky():
-    sim = make_sim({"a": sim_model(100, keep_alive_s=10), "s": sim_model(100, sticky=True, keep_alive_s=0),
-                    "n": sim_model(100, keep_alive_s=-1)})
+    sim = make_sim(
+        {
+            "a": sim_model(100, keep_alive_s=10),
+            "s": sim_model(100, sticky=True, keep_alive_s=0),
+            "n": sim_model(100, keep_alive_s=-1),
+        }
+    )
     await sim.planner.ensure(["a", "s", "n"], "turn", "h")
     sim.clock.advance(50)
-    assert await sim.planner.expire_idle() == []  # held (the hold lives 60 s)
+    assert await sim.housekeeper.expire_idle() == []  # held (the hold lives 60 s)
     sim.planner.release("h")
     sim.clock.advance(9)
-    assert await sim.planner.expire_idle() == []
+    assert await sim.housekeeper.expire_idle() == []
     sim.clock.advance(2)
-    assert await sim.planner.expire_idle() == ["a"]
+    assert await sim.housekeeper.expire_idle() == ["a"]
     sim.clock.advance(10_000)
-    assert await sim.planner.expire_idle() == []
+    assert await sim.housekeeper.expire_idle() == []
     assert set(sim.planner.residents) == {"s", "n"}
 
 
@@ -154,7 +167,7 @@ async def test_holds_expire_so_a_dead_orchestrator_cannot_pin_forever():
     sim = make_sim({"a": sim_model(6000), "b": sim_model(6000)}, total_mib=10000, hold_ttl_s=30)
     await sim.planner.ensure(["a"], "turn", "dead-orchestrator")
     sim.clock.advance(31)
-    assert sim.planner.expire_holders() == ["dead-orchestrator"]
+    assert sim.housekeeper.expire_holders() == ["dead-orchestrator"]
     res = await sim.planner.ensure(["b"])
     assert res.evicted == ["a"]
 
@@ -165,7 +178,7 @@ async def test_renew_keeps_the_hold():
     sim.clock.advance(20)
     assert sim.planner.renew("h")
     sim.clock.advance(20)
-    assert sim.planner.expire_holders() == [] and sim.planner.holds.is_held("a")
+    assert sim.housekeeper.expire_holders() == [] and sim.planner.holds.is_held("a")
 
 
 async def test_dead_held_model_is_restarted_idle_one_reported():
@@ -174,9 +187,9 @@ async def test_dead_held_model_is_restarted_idle_one_reported():
     await sim.planner.ensure(["idle"])
     sim.runtime.kill("held")
     sim.runtime.kill("idle")
-    dead = await sim.planner.check_health()
+    dead = await sim.housekeeper.check_health()
     assert sorted(dead) == ["held", "idle"]
-    await asyncio.gather(*sim.planner._tasks)
+    await asyncio.gather(*sim.planner.tasks)
     assert set(sim.planner.residents) == {"held"}
     assert sim.runtime.starts.count("held") == 2
     assert any(m == "idle" and s == "failed" and "not restarted" in msg for m, s, msg in sim.events)
@@ -188,8 +201,8 @@ async def test_restarts_are_bounded():
     await sim.planner.ensure(["a"])
     for _ in range(3):
         sim.runtime.kill("a")
-        await sim.planner.check_health()
-        await asyncio.gather(*sim.planner._tasks)
+        await sim.housekeeper.check_health()
+        await asyncio.gather(*sim.planner.tasks)
     assert sim.runtime.starts.count("a") == 3
     assert "a" not in sim.planner.residents
     assert any("gave up" in msg for _, _, msg in sim.events)
@@ -214,8 +227,10 @@ async def test_status_reports_gpu_residents_and_holders():
 
 
 async def test_swap_group_in_execution():
-    sim = make_sim({"v1": sim_model(100, group="voices"), "v2": sim_model(100, group="voices")},
-                   groups={"voices": {"swap": True}})
+    sim = make_sim(
+        {"v1": sim_model(100, group="voices"), "v2": sim_model(100, group="voices")},
+        groups={"voices": {"swap": True}},
+    )
     await sim.planner.ensure(["v1"])
     res = await sim.planner.ensure(["v2"])
     assert res.evicted == ["v1"] and set(sim.planner.residents) == {"v2"}
@@ -233,7 +248,9 @@ async def test_cancelled_ensure_leaves_no_half_started_server():
 
 
 async def test_queued_eta_includes_the_request_ahead():
-    sim = make_sim({"slow": sim_model(100, start_s=0.3, reload_cost_s=5), "t": sim_model(100, reload_cost_s=1)})
+    sim = make_sim(
+        {"slow": sim_model(100, start_s=0.3, reload_cost_s=5), "t": sim_model(100, reload_cost_s=1)}
+    )
     seen: list[Progress] = []
 
     async def sink(p: Progress) -> None:
@@ -255,7 +272,7 @@ async def test_adopts_healthy_leftovers_and_removes_unknown_ones():
     left_a = await sim.runtime.start("a", SimulatedSpec(), 0)
     left_x = await sim.runtime.start("gone", SimulatedSpec(), 0)
     sim.runtime.leftovers = [left_a, left_x]
-    assert await sim.planner.adopt_existing() == ["a"]
+    assert await sim.housekeeper.adopt_existing() == ["a"]
     assert sim.planner.residents["a"].state == "ready" and sim.planner.residents["a"].pending_mib == 0
     assert sim.runtime.running() == ["a"]
     res = await sim.planner.ensure(["a"])
@@ -264,5 +281,5 @@ async def test_adopts_healthy_leftovers_and_removes_unknown_ones():
 
 async def test_preload_starts_preload_models():
     sim = make_sim({"p": sim_model(100, preload=True), "q": sim_model(100)})
-    await sim.planner.preload()
+    await sim.housekeeper.preload()
     assert set(sim.planner.residents) == {"p"}

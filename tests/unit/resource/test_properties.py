@@ -2,7 +2,9 @@
 
 Invariants, checked at every step:
 - GPU memory is never exceeded (SimulatedGpu records any allocation past its total);
-- no model pinned by an active holder is ever stopped, except after it died;
+- no model pinned by an active holder is ever stopped or put to sleep, except after it died;
+- models that can sleep are slept rather than stopped when host RAM allows; what a sleeping
+  server still holds (drawn apart from the planner's estimate: it must measure it) counts;
 - a (sequential) request that fits once idle models are evicted does get resident;
   one that fits only once holders release raises Busy; one that cannot fit even then
   raises WontFit naming the exact shortfall.
@@ -35,20 +37,40 @@ def model_sets(draw: Any, lazy: bool) -> tuple[int, int, dict[str, dict[str, Any
     for i in range(n):
         models[f"m{i}"] = sim_model(
             # a share of the device (sampled, so that most sets need evictions), now and then more
-            total * draw(st.sampled_from([15, 25, 35, 45, 55, 70, 5, 0, 110])) // 100 + draw(st.integers(0, 50)),
+            total * draw(st.sampled_from([15, 25, 35, 45, 55, 70, 5, 0, 110])) // 100
+            + draw(st.integers(0, 50)),
             sticky=draw(st.integers(0, 4)) == 0,
             group=draw(st.sampled_from(["g1", "g2", "g3"])),
             reload_cost_s=draw(st.sampled_from([5.0, 1.0, 30.0, 60.0])),
             keep_alive_s=draw(st.sampled_from([None, 0.0, 5.0, -1.0])),
             release_s=draw(st.sampled_from([0.0, 0.0, 0.01])),
             ready_fraction=draw(st.sampled_from([1.0, 0.5, 0.0])) if lazy else 1.0,
+            **sleep_fields(draw, total),
         )
     return total, reserve, models
 
 
+def sleep_fields(draw: Any, total: int) -> dict[str, Any]:
+    """One model in two can sleep; what it really holds asleep differs from the estimate."""
+    if draw(st.booleans()):
+        return {}
+    return {
+        "sleep": {
+            "held_mib": max(1, total * draw(st.sampled_from([2, 5, 10])) // 100),
+            "host_mib": draw(st.sampled_from([0, 500, 5000])),
+        },
+        "sleep_held_mib": max(1, total * draw(st.sampled_from([1, 5, 12])) // 100),
+    }
+
+
 def ops(names: list[str], total: int, lazy: bool) -> st.SearchStrategy:
     req = st.lists(st.sampled_from(names), min_size=1, max_size=min(3, len(names)), unique=True)
-    ensure = st.tuples(st.just("ensure"), req, st.sampled_from([None, None, *HOLDERS[1:]]), st.sampled_from(["turn", "prewarm"]))
+    ensure = st.tuples(
+        st.just("ensure"),
+        req,
+        st.sampled_from([None, None, *HOLDERS[1:]]),
+        st.sampled_from(["turn", "prewarm"]),
+    )
     choices = [
         *[ensure] * 6,  # mostly requests; the rest moves the world between them
         st.tuples(st.just("release"), st.sampled_from(HOLDERS[1:])),
@@ -98,6 +120,8 @@ def instrument(sim: Sim) -> None:
     rt = sim.runtime
     orig = rt.stop
 
+    orig_sleep = rt.sleep
+
     async def checked_stop(handle: Any, grace_s: float) -> None:
         srv = rt._servers.get(handle.ref)
         if srv is not None and not srv.dead:
@@ -105,21 +129,40 @@ def instrument(sim: Sim) -> None:
             assert not holders, f"stopped {handle.model} while held by {holders}"
         await orig(handle, grace_s)
 
+    async def checked_sleep(handle: Any, spec: Any, level: int) -> None:
+        holders = sim.planner.holds.holders_of(handle.model)
+        assert not holders, f"put {handle.model} to sleep while held by {holders}"
+        await orig_sleep(handle, spec, level)
+
     rt.stop = checked_stop  # type: ignore[method-assign]
+    rt.sleep = checked_sleep  # type: ignore[method-assign]
 
 
 async def settle(sim: Sim) -> None:
     """Let background restarts and delayed memory releases finish."""
     for _ in range(100):
-        tasks = list(sim.planner._tasks) + list(sim.runtime._release_tasks)
+        tasks = list(sim.planner.tasks) + list(sim.runtime._release_tasks)
         if not tasks:
             return
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def future_growth(sim: Sim) -> int:
-    return sum(s.usage_mib - sim.gpu.allocated(k) for k, s in sim.runtime._servers.items()
-               if not s.dead and not s.stopped)
+    """What live, awake servers will still take (a sleeping one grows only once woken)."""
+    return sum(
+        s.usage_mib - sim.gpu.allocated(k)
+        for k, s in sim.runtime._servers.items()
+        if not s.dead and not s.stopped and not s.sleeping
+    )
+
+
+def holds_now(sim: Sim, model: str) -> int:
+    """What a sleeping model's server really holds (ground truth)."""
+    return sum(
+        sim.gpu.allocated(k)
+        for k, s in sim.runtime._servers.items()
+        if s.model == model and s.sleeping and not s.dead and not s.stopped
+    )
 
 
 def oracle(sim: Sim, req: list[str]) -> tuple[str, int]:
@@ -127,14 +170,19 @@ def oracle(sim: Sim, req: list[str]) -> tuple[str, int]:
     servers will still take (their footprint minus what they hold now)."""
     p = sim.planner
     fp = p.footprints
-    to_start = [m for m in req if m not in p.residents]
+    asleep = {m for m, r in p.residents.items() if r.state == "sleeping"}
+    to_start = [m for m in req if m not in p.residents or m in asleep]
     if not to_start:
         return "ok", 0
-    need = sum(fp[m] for m in to_start)
+    need = sum(fp[m] - holds_now(sim, m) if m in asleep else fp[m] for m in to_start)
     free = sim.gpu.info_now().free_mib - future_growth(sim) - p.settings.reserve_mib
     others = [m for m in p.residents if m not in req and not p.registry.models[m].sticky]
-    now = sum(fp[m] for m in others if not p.holds.is_held(m))
-    ever = sum(fp[m] for m in others)
+
+    def frees(m: str) -> int:
+        return holds_now(sim, m) if m in asleep else fp[m]
+
+    now = sum(frees(m) for m in others if not p.holds.is_held(m))
+    ever = sum(frees(m) for m in others)
     if need <= free + now:
         return "ok", 0
     if need <= free + ever:
@@ -150,6 +198,7 @@ async def run_ensure(sim: Sim, req: list[str], holder: str | None, prio: str) ->
     except WontFit:
         return "wont_fit"
     assert all(sim.planner.residents[m].state == "ready" for m in req)
+    assert not set(req) & set(sim.runtime.sleeping())
     if holder:
         assert all(holder in sim.planner.holds.holders_of(m) for m in req)
     return "ok"
@@ -157,8 +206,14 @@ async def run_ensure(sim: Sim, req: list[str], holder: str | None, prio: str) ->
 
 async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
     total, reserve, models = data.draw(model_sets(lazy))
-    sim = make_sim(models, total_mib=total, reserve_mib=reserve, busy_wait_s=0.0,
-                   release_wait_s=1.0, max_restarts=1_000_000)  # bounded restarts: test_planner
+    sim = make_sim(
+        models,
+        total_mib=total,
+        reserve_mib=reserve,
+        busy_wait_s=0.0,
+        release_wait_s=1.0,
+        max_restarts=1_000_000,
+    )  # bounded restarts: test_planner
     instrument(sim)
     names = list(models)
     held_ok: dict[str, set[str]] = {}  # holder -> models its successful ensures pinned
@@ -185,8 +240,9 @@ async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
                 if got == "ok" and holder:
                     held_ok.setdefault(holder, set()).update(req)
             elif kind == "concurrent":
-                outs = await asyncio.gather(*(run_ensure(sim, r, h, pr) for _, r, h, pr in op[1]),
-                                            return_exceptions=True)
+                outs = await asyncio.gather(
+                    *(run_ensure(sim, r, h, pr) for _, r, h, pr in op[1]), return_exceptions=True
+                )
                 for (_, r, h, _), out in zip(op[1], outs, strict=True):
                     if isinstance(out, BaseException):
                         raise out
@@ -202,12 +258,12 @@ async def scenario(data: Any, lazy: bool, walk: bool = False) -> None:
                 sim.gpu.set_foreign(min(op[1], sim.gpu.foreign() + max(0, room)))
             elif kind == "tick":
                 sim.clock.advance(op[1])
-                for h in sim.planner.expire_holders():
+                for h in sim.housekeeper.expire_holders():
                     held_ok.pop(h, None)
-                await sim.planner.expire_idle()
+                await sim.housekeeper.expire_idle()
             elif kind == "kill":
                 sim.runtime.kill(op[1])
-                await sim.planner.check_health()
+                await sim.housekeeper.check_health()
             elif kind == "grow":
                 try:
                     sim.runtime.grow(op[1])

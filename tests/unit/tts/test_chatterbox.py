@@ -2,7 +2,8 @@
 downloads its weights from a hub, so it cannot run here). The stand-in has the real 0.1.7
 signatures, so a wrong keyword fails here as it would on the GPU. Checked: one generate()
 per sentence with audio leaving after the first, ~100 ms PCM16 chunks with clipping,
-the reference clip and voice settings reaching the model, and the device choice."""
+the reference clip and voice settings reaching the model, the device choice, the warm-up
+at load, replicas that let two sessions synthesise at once, and JARVIS_TTS_ENGINE."""
 
 from __future__ import annotations
 
@@ -86,9 +87,19 @@ class FakeChatterboxTTS:
         if audio_prompt_path:
             self.prepare_conditionals(audio_prompt_path, exaggeration=exaggeration)
         else:
-            assert self.conds is not None, "Please `prepare_conditionals` first or specify `audio_prompt_path`"
-        self.calls.append({"text": text, "audio_prompt_path": audio_prompt_path, "exaggeration": exaggeration,
-                           "cfg_weight": cfg_weight, "temperature": temperature, "conds": self.conds})
+            assert self.conds is not None, (
+                "Please `prepare_conditionals` first or specify `audio_prompt_path`"
+            )
+        self.calls.append(
+            {
+                "text": text,
+                "audio_prompt_path": audio_prompt_path,
+                "exaggeration": exaggeration,
+                "cfg_weight": cfg_weight,
+                "temperature": temperature,
+                "conds": self.conds,
+            }
+        )
         self.threads.add(threading.current_thread().name)
         if self.delay_s:
             time.sleep(self.delay_s)
@@ -114,8 +125,12 @@ def fake_chatterbox(monkeypatch):
 
 
 async def loaded(**overrides) -> ChatterboxTts:
+    """A loaded model (one replica unless asked); the warm-up's calls are cleared."""
+    overrides.setdefault("chatterbox_replicas", 1)
     model = ChatterboxTts(TtsSettings(**overrides))
     await model.load()
+    for fake in FakeChatterboxTTS.instances:
+        fake.warmup_calls, fake.calls = fake.calls, []
     return model
 
 
@@ -189,12 +204,17 @@ def test_to_pcm16_accepts_tensor_like_and_arrays():
 async def test_reference_clip_from_settings_reaches_the_model(fake_chatterbox, tmp_path):
     clip = tmp_path / "me.wav"
     clip.write_bytes(b"RIFF")
-    model = await loaded(chatterbox_voice_prompt=clip, chatterbox_exaggeration=0.7,
-                         chatterbox_cfg_weight=0.3, chatterbox_temperature=0.6)
+    model = await loaded(
+        chatterbox_voice_prompt=clip,
+        chatterbox_exaggeration=0.7,
+        chatterbox_cfg_weight=0.3,
+        chatterbox_temperature=0.6,
+    )
     await collect(model, "First sentence. Second sentence.")
-    calls = fake_chatterbox.instances[0].calls
-    assert calls[0]["audio_prompt_path"] == str(clip)
-    assert calls[1]["audio_prompt_path"] is None  # the embedded clip is reused, not recomputed
+    fake = fake_chatterbox.instances[0]
+    calls = fake.calls
+    assert fake.warmup_calls[0]["audio_prompt_path"] == str(clip)  # embedded once, at load
+    assert calls[0]["audio_prompt_path"] is None and calls[1]["audio_prompt_path"] is None  # reused
     assert all(c["conds"] == f"conds:{clip}" for c in calls)
     assert all((c["exaggeration"], c["cfg_weight"], c["temperature"]) == (0.7, 0.3, 0.6) for c in calls)
     await collect(model, "Next reply.")
@@ -255,3 +275,62 @@ async def test_closing_early_stops_generating(fake_chatterbox):
 )
 def test_split_sentences(text, expected):
     assert split_sentences(text) == expected
+
+
+# ---- warm-up, replicas, engine choice (GPU issue, problem 7) -------------------------
+
+
+async def test_every_replica_is_warmed_up_at_load(fake_chatterbox):
+    model = ChatterboxTts(TtsSettings(chatterbox_replicas=2))
+    await model.load()
+    assert len(fake_chatterbox.instances) == 2
+    assert all(len(f.calls) == 1 and f.calls[0]["text"] for f in fake_chatterbox.instances)
+    assert model.warmup_seconds is not None
+
+
+async def test_two_sessions_synthesise_at_once_on_two_replicas(fake_chatterbox):
+    fake_chatterbox.delay_s = 0.3
+    model = await loaded(chatterbox_replicas=2)
+    t0 = time.perf_counter()
+    await asyncio.gather(collect(model, "Session one speaks."), collect(model, "Session two speaks."))
+    elapsed = time.perf_counter() - t0
+    assert sorted(len(f.calls) for f in fake_chatterbox.instances) == [1, 1]  # one sentence each
+    assert elapsed < 0.55, f"the two sentences ran one after the other ({elapsed:.2f}s)"
+
+
+async def test_a_replica_keeps_its_own_voice(fake_chatterbox, tmp_path):
+    (tmp_path / "alice.wav").write_bytes(b"RIFF")
+    fake_chatterbox.delay_s = 0.1
+    model = await loaded(chatterbox_replicas=2, chatterbox_voices_dir=tmp_path)
+    for _ in range(3):
+        await asyncio.gather(collect(model, "As Alice.", voice="alice"), collect(model, "Built in."))
+    calls = [c for f in fake_chatterbox.instances for c in f.calls]
+    assert len(calls) == 6
+    for c in calls:  # each sentence used the conds of the voice it asked for, whichever replica ran it
+        assert c["conds"] == (f"conds:{tmp_path / 'alice.wav'}" if "Alice" in c["text"] else "builtin-conds")
+
+
+@pytest.mark.parametrize(
+    ("env", "profile", "stub", "engine"),
+    [
+        ({}, "gpu", False, "chatterbox"),
+        ({}, "cpu", False, "piper"),
+        ({}, "stub", False, "stub"),
+        ({"JARVIS_TTS_ENGINE": "piper"}, "gpu", False, "piper"),
+        ({"JARVIS_TTS_ENGINE": "chatterbox"}, "cpu", False, "chatterbox"),
+        ({"JARVIS_TTS_ENGINE": "chatterbox"}, "gpu", True, "stub"),
+    ],
+)
+def test_the_worker_runs_the_engine_jarvis_tts_engine_names(monkeypatch, env, profile, stub, engine):
+    import argparse
+
+    from services.tts.__main__ import build_model
+    from shared.config import Settings
+
+    monkeypatch.delenv("JARVIS_TTS_ENGINE", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert TtsSettings().engine_for(profile, stub) == engine
+    if engine != "piper":  # Piper reads its packaged voice at construction
+        model = build_model(Settings(profile=profile), argparse.Namespace(stub=stub))
+        assert type(model).__name__ == {"chatterbox": "ChatterboxTts", "stub": "StubTts"}[engine]
