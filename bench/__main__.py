@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: ignoring JARVIS_REDIS_URL; every stack gets its own embedded Redis", file=sys.stderr)
     out_dir = Path(args.out)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    endpoint = EndpointSettings(**({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {}))
+    endpoint = EndpointSettings(
+        **({"end_silence_ms": args.end_silence_ms} if args.end_silence_ms is not None else {})
+    )
     opts = Options(
         turns=args.turns,
         a_turns=args.a_turns,

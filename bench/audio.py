@@ -152,7 +152,7 @@ def offline_decisions(plans: list[Plan], clip: Clip, endpoint, vad=None) -> dict
         live = [i for i, n in enumerate(n_windows) if w < n]
         batch = np.stack([signals[i][w * WINDOW : (w + 1) * WINDOW] for i in live])
         probs = vad.process([streams[i] for i in live], batch)
-        for i, prob in zip(live, probs):
+        for i, prob in zip(live, probs, strict=True):
             for ev in detectors[i].feed(float(prob)):
                 if isinstance(ev, SpeechStart):
                     out[keys[i]].append(Decision("start", w, window_complete_frame(w)))

@@ -28,8 +28,8 @@ from shared.sentences import SentenceSplitter
 
 class _Session:
     def __init__(self, vad, endpoint, samples: np.ndarray) -> None:
-        from services.orchestrator.pipeline import PipelineContext
         from services.orchestrator.endpoint import EndpointDetector
+        from services.orchestrator.pipeline import PipelineContext
 
         self.samples = samples
         self.frames = [samples[i : i + FRAME].astype("<i2").tobytes() for i in range(0, len(samples), FRAME)]
@@ -44,7 +44,9 @@ class _Session:
         for w in ctx.vad_windows(pcm, WINDOW):
             ready.append((self, w))
         if not self.detector.in_speech:
-            keep = ctx.ms_to_sample(self.detector.config.pre_roll_ms + self.detector.config.min_speech_ms + 600)
+            keep = ctx.ms_to_sample(
+                self.detector.config.pre_roll_ms + self.detector.config.min_speech_ms + 600
+            )
             if ctx.samples_in - ctx.audio_start > 3 * keep:
                 ctx.keep_from(ctx.samples_in - keep)
 
@@ -85,7 +87,7 @@ async def _run(sessions: list[_Session], vad, on_turn) -> None:
                 (later if id(item[0]) in seen else now).append(item)
                 seen.add(id(item[0]))
             probs = vad.process([s.stream for s, _ in now], np.stack([w for _, w in now]))
-            for (s, _), prob in zip(now, probs):
+            for (s, _), prob in zip(now, probs, strict=True):
                 for ev in s.detector.feed(float(prob)):
                     if isinstance(ev, TurnEnd):
                         ctx = s.ctx

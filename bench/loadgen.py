@@ -278,7 +278,7 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
 
     turns: list[dict] = []
     matched = _match(ends, vad_off, sent)
-    for n, (d, ev) in enumerate(zip(ends, matched)):
+    for n, (d, ev) in enumerate(zip(ends, matched, strict=False)):
         t_dec = sent[d.frame]
         rec: dict = {
             "frame": d.frame,
@@ -315,7 +315,7 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
         rec["question"] = k
         turns.append(rec)
     start_lags = []
-    for d, ev in zip(starts, _match(starts, vad_on, sent)):
+    for d, ev in zip(starts, _match(starts, vad_on, sent), strict=False):
         if ev is not None:
             start_lags.append(max(0.0, ev[0] - sent[d.frame] * 1000))
     answered = sum(1 for t in turns if not t["missed"])

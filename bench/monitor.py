@@ -77,7 +77,7 @@ class ProcMonitor:
         ours = sum(cpu.values())
         if self._prev is not None:
             t0, prev, ours0 = self._prev
-            d = [b - a for a, b in zip(prev, ticks)]
+            d = [b - a for a, b in zip(prev, ticks, strict=False)]
             total = sum(d)
             if total > 0 and now > t0:
                 busy = (os.cpu_count() or 1) * (total - d[3] - (d[4] if len(d) > 4 else 0)) / total
@@ -190,7 +190,7 @@ def busy_cores(seconds: float = 2.0) -> float | None:
         b = read()
     except OSError:
         return None
-    d = [y - x for x, y in zip(a, b)]
+    d = [y - x for x, y in zip(a, b, strict=False)]
     total = sum(d)
     if total <= 0:
         return None

@@ -29,10 +29,14 @@ def table(headers: list[str], rows: list[list], title: str | None = None) -> str
     lines = []
     if title:
         lines.append(title)
-    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)))
     lines.append("  ".join("-" * w for w in widths))
     for r in cells:
-        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+            )
+        )
     return "\n".join(lines)
 
 
@@ -80,12 +84,14 @@ def render_load(r: dict, title: str, fw_label: str = "framework overhead") -> st
         f"{r['false_turns']} false, {r['barge_ins']} barge-ins; decision frames late: "
         f"{r['late_decision_frames']}/{r['decision_frames']}"
         + (
-            f"; orchestrator frames late: {int(r['orchestrator_frames_over_100ms'])}/{int(r['orchestrator_frames'])}"
+            f"; orchestrator frames late: {int(r['orchestrator_frames_over_100ms'])}"
+            f"/{int(r['orchestrator_frames'])}"
             if r.get("orchestrator_frames")
             else "; per-frame lag: not exposed by this build"
         )
         + (
-            f"; gateway out entries >100 ms: {int(r['gateway_out_over_100ms'])}/{int(r['gateway_out_entries'])}"
+            f"; gateway out entries >100 ms: {int(r['gateway_out_over_100ms'])}"
+            f"/{int(r['gateway_out_entries'])}"
             if r.get("gateway_out_entries")
             else ""
         )
@@ -196,15 +202,18 @@ def render_b(b: dict) -> str:
         t
         + f"\n  density: {b['density']} sessions keep up"
         + (f" (first failing N: {b['first_failing_n']})" if b.get("first_failing_n") else " (no step failed)")
-        + f"; target >= {TARGETS['density_sessions']}; Pipecat 1.14: 9 in one process, 10 with a process per session"
+        + f"; target >= {TARGETS['density_sessions']}"
+        + "; Pipecat 1.14: 9 in one process, 10 with a process per session"
         + (
-            f"\n  memory per session, slope of gateway+orchestrator RSS over N: {b['mib_per_session_slope']} MiB"
+            "\n  memory per session, slope of gateway+orchestrator RSS over N: "
+            f"{b['mib_per_session_slope']} MiB"
             f" (redis: {b.get('redis_mib_per_session_slope')} MiB)"
             if b.get("mib_per_session_slope") is not None
             else ""
         )
         + (
-            f"\n  CPU-bound projection for an idle machine (rough): {b['cpu_projection']['sessions']} sessions "
+            "\n  CPU-bound projection for an idle machine (rough): "
+            f"{b['cpu_projection']['sessions']} sessions "
             f"({b['cpu_projection']['cores_per_session']} cores per extra session incl. load generator, "
             f"{b['cpu_projection']['fixed_cores']} fixed, from N={b['cpu_projection']['from_steps']}; "
             f"{b['cpu_projection']['cores']} cores less 15%)"
@@ -225,7 +234,10 @@ def _b_hops(b: dict) -> str:
         cum = h["cumulative_ms"]
         rows.append(
             [s["sessions"], h["turns"]]
-            + [f"{cum[k].get('p50')} / {cum[k].get('p95')}" for k in ("stt_job", "llm_job", "tts_job", "tts_first_audio", "client_first_audio")]
+            + [
+                f"{cum[k].get('p50')} / {cum[k].get('p95')}"
+                for k in ("stt_job", "llm_job", "tts_job", "tts_first_audio", "client_first_audio")
+            ]
         )
     if not rows:
         return ""

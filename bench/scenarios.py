@@ -114,7 +114,13 @@ def run_load(
     rng = random.Random(opts.seed * 1000 + n)
     plans = loadgen.make_plans(n, turns, clip, opts.gap_s, rng, phase=phase)
     wd = _Workdir(opts, label)
-    stack = Stack(profile=profile, port=free_port(), workdir=wd.path, env=_stack_env(opts), orchestrators=opts.orchestrators)
+    stack = Stack(
+        profile=profile,
+        port=free_port(),
+        workdir=wd.path,
+        env=_stack_env(opts),
+        orchestrators=opts.orchestrators,
+    )
     result: dict = {"profile": profile, "sessions": n, "turns": turns, "wait_reply": wait_reply}
     clients: list[loadgen.LoadClient] = []
     hops_raw: list[tuple[int, dict]] = []
@@ -401,7 +407,8 @@ def _step_line(r: dict) -> str:
     fw = r["framework_ms"]
     v = r["verdict"]
     return (
-        f"framework p50 {fw['p50']} p99 {fw['p99']} ms; late {r['late_decision_frames']}/{r['decision_frames']}; "
+        f"framework p50 {fw['p50']} p99 {fw['p99']} ms; "
+        f"late {r['late_decision_frames']}/{r['decision_frames']}; "
         f"missed {r['missed_turns']}; stack {r['stack_cpu_cores']} cores; "
         f"{'OK' if v['ok'] else 'FALLS BEHIND: ' + '; '.join(v['reasons'])}"
     )

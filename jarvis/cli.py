@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
 
     up = sub.add_parser("up", help="run the whole stack locally (embedded Redis, every service)")
     up.add_argument("--stub", action="store_true", help="stub models (plumbing, instant)")
-    up.add_argument("--profile", choices=["stub", "cpu", "gpu"], default=os.environ.get("JARVIS_PROFILE", "cpu"))
+    up.add_argument(
+        "--profile", choices=["stub", "cpu", "gpu"], default=os.environ.get("JARVIS_PROFILE", "cpu")
+    )
     up.add_argument("--port", type=int, default=int(os.environ.get("JARVIS_PORT", "8765")))
     up.add_argument(
         "--orchestrators",
@@ -35,11 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     talk.add_argument("--session", help="resume this session id")
     talk.add_argument("--token", default=os.environ.get("JARVIS_AUTH_TOKEN"))
     talk.add_argument("--timeout", type=float, default=180.0)
-    talk.add_argument("--mic", action="store_true", help="live microphone mode (needs the sounddevice package)")
+    talk.add_argument(
+        "--mic", action="store_true", help="live microphone mode (needs the sounddevice package)"
+    )
     talk.add_argument("--ptt", action="store_true", help="with --mic: Enter starts and ends a turn")
-    talk.add_argument("--duplex", action="store_true", help="with --mic: keep the mic open while Jarvis talks (headphones)")
+    talk.add_argument(
+        "--duplex", action="store_true", help="with --mic: keep the mic open while Jarvis talks (headphones)"
+    )
 
-    _add_subcommand(sub, "models_cmd", "models", "show or change the models the resource service keeps resident")
+    _add_subcommand(
+        sub, "models_cmd", "models", "show or change the models the resource service keeps resident"
+    )
     _add_subcommand(sub, "calibrate_cmd", "calibrate", "measure each model's GPU memory")
 
     args = ap.parse_args(argv)

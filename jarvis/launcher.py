@@ -45,7 +45,12 @@ class Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(
-            self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
         out.close()
@@ -126,7 +131,9 @@ class Stack:
         self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
         # the stub profile's VLM worker runs the stub model, unless a VLM server is named
         # (JARVIS_VLM_BASE_URL) or vlm_stub=False: then it is the real OpenAI-compatible client
-        self.vlm_stub = vlm_stub if vlm_stub is not None else (profile == "stub" and not self._get("JARVIS_VLM_BASE_URL"))
+        self.vlm_stub = (
+            vlm_stub if vlm_stub is not None else (profile == "stub" and not self._get("JARVIS_VLM_BASE_URL"))
+        )
         # the GPU arbiter: on by default where there is a GPU to arbitrate
         self.resource = resource if resource is not None else profile == "gpu"
         self.redis: RedisServer | None = None
@@ -184,29 +191,46 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._redis()
         stub = ["--stub"] if self.profile == "stub" else []
-        if self.profile == "cpu" and "JARVIS_LLM_BASE_URL" not in self.extra_env and "JARVIS_LLM_BASE_URL" not in os.environ:
+        if (
+            self.profile == "cpu"
+            and "JARVIS_LLM_BASE_URL" not in self.extra_env
+            and "JARVIS_LLM_BASE_URL" not in os.environ
+        ):
             from services.llm.llamacpp import server_command
 
             llm_port = free_port()
-            server = Proc("llama-server", server_command(llm_port), self._env(), self.workdir / "logs" / "llama-server.log")
+            server = Proc(
+                "llama-server",
+                server_command(llm_port),
+                self._env(),
+                self.workdir / "logs" / "llama-server.log",
+            )
             self.model_procs.append(server)
             server.start()
             self.extra_env["JARVIS_LLM_BASE_URL"] = f"http://127.0.0.1:{llm_port}/v1"
             # SmolLM2-135M calls tools at random when offered them (and slowly): answer in words
-            self.extra_env.setdefault("JARVIS_LLM_TOOLS_ENABLED", os.environ.get("JARVIS_LLM_TOOLS_ENABLED", "false"))
+            self.extra_env.setdefault(
+                "JARVIS_LLM_TOOLS_ENABLED", os.environ.get("JARVIS_LLM_TOOLS_ENABLED", "false")
+            )
             # a 135M model stays coherent (and in English) only at a low temperature
-            self.extra_env.setdefault("JARVIS_LLM_TEMPERATURE", os.environ.get("JARVIS_LLM_TEMPERATURE", "0.2"))
+            self.extra_env.setdefault(
+                "JARVIS_LLM_TEMPERATURE", os.environ.get("JARVIS_LLM_TEMPERATURE", "0.2")
+            )
             _wait_http(f"http://127.0.0.1:{llm_port}/v1/models", timeout, server)
         if self.resource:
             self._service("resource", "services.resource")
         for i in range(self.orchestrators):
-            self._service(f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator")
+            self._service(
+                f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator"
+            )
         # With the GPU profile the resource service starts the GPU workers (STT, TTS) and the LLM
         # server as registry models, so they are only resident when they fit.
         gpu_managed = self.resource and self.profile == "gpu"
         if not gpu_managed:
             stt_args = [*stub, "--stub-delay", str(self.stub_stt_delay)] if stub else []
-            self._service("stt", "services.stt", "--concurrency", "2", *stt_args)  # a partial never holds up the final
+            self._service(
+                "stt", "services.stt", "--concurrency", "2", *stt_args
+            )  # a partial never holds up the final
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
         if not gpu_managed:
@@ -255,7 +279,9 @@ class Stack:
 
         want = self.orchestrators
         try:
-            return any(g["name"] == b"orchestrators" and g["consumers"] >= want for g in r.xinfo_groups("ctl"))
+            return any(
+                g["name"] == b"orchestrators" and g["consumers"] >= want for g in r.xinfo_groups("ctl")
+            )
         except redis.ResponseError:
             return False
 

@@ -220,14 +220,24 @@ async def run(
 
         block = FRAME * in_rate // RATE
         with sd.RawInputStream(
-            device=device, samplerate=in_rate, channels=1, dtype="int16", blocksize=block, callback=on_input, latency="low"
+            device=device,
+            samplerate=in_rate,
+            channels=1,
+            dtype="int16",
+            blocksize=block,
+            callback=on_input,
+            latency="low",
         ) as stream:
             try:
                 name = sd.query_devices(stream.device)["name"]
             except Exception:  # noqa: BLE001 - only for the banner
                 name = "microphone"
             mode = "push to talk" if ptt else "hands-free"
-            echo = "duplex: speak over the reply to interrupt" if duplex else "the mic is muted while Jarvis speaks"
+            echo = (
+                "duplex: speak over the reply to interrupt"
+                if duplex
+                else "the mic is muted while Jarvis speaks"
+            )
             print(f"[mic] {name} at {in_rate} Hz, {mode}, {echo}. Ctrl-C to stop.", flush=True)
             tasks = [asyncio.create_task(receive()), asyncio.create_task(send_audio())]
             if ptt:
@@ -256,7 +266,10 @@ def main(args) -> int:
     try:
         sd.query_devices(kind="input")
     except Exception as exc:  # noqa: BLE001 - PortAudioError or ValueError: no input device
-        print(f"jarvis talk --mic: no usable microphone ({exc}). Use --wav FILE or --text QUESTION.", file=sys.stderr)
+        print(
+            f"jarvis talk --mic: no usable microphone ({exc}). Use --wav FILE or --text QUESTION.",
+            file=sys.stderr,
+        )
         return 1
     status: dict[str, Any] = {"id": getattr(args, "session", None)}
     try:

@@ -71,6 +71,7 @@ async def talk(
     async with connect(url, additional_headers=headers, compression=None, max_size=16 << 20) as ws:
         await ws.send(json.dumps({"type": "start", "pipeline": pipeline, "session_id": session_id}))
         done = asyncio.Event()
+        ready = asyncio.Event()
         finished_turns = 0
 
         async def receive() -> None:
@@ -87,6 +88,7 @@ async def talk(
                 kind = ev.get("type")
                 if kind == "ready":
                     res.session_id = ev["session_id"]
+                    ready.set()
                 elif kind == "audio_start":
                     res.sample_rate = ev["sample_rate"]
                 elif kind == "metrics" or (kind == "error" and ev.get("fatal")):
@@ -96,13 +98,16 @@ async def talk(
 
         reader = asyncio.create_task(receive())
         try:
-            while res.session_id is None:
-                await asyncio.wait_for(_until(lambda: res.session_id is not None or reader.done()), timeout)
+            waiting = asyncio.ensure_future(ready.wait())
+            await asyncio.wait({waiting, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if res.session_id is None:
                 if reader.done():
                     reader.result()
                     raise ConnectionError("connection closed before 'ready'")
+                raise TimeoutError(f"no 'ready' in {timeout:.0f}s")
             if image:
-                await ws.send(bytes((p.IMAGE,)) + Path(image).read_bytes())
+                await ws.send(bytes((p.IMAGE,)) + await asyncio.to_thread(Path(image).read_bytes))
             if text:
                 await ws.send(json.dumps({"type": "text", "text": text}))
             else:
@@ -113,11 +118,6 @@ async def talk(
         finally:
             reader.cancel()
     return res
-
-
-async def _until(cond) -> None:
-    while not cond():
-        await asyncio.sleep(0.01)
 
 
 async def _stream(ws, samples: np.ndarray, done: asyncio.Event, realtime: bool, timeout: float) -> None:
@@ -161,8 +161,16 @@ def main(args) -> int:
         return 2
     try:
         res = asyncio.run(
-            talk(args.url, wav=args.wav, text=args.text, image=args.image, pipeline=args.pipeline,
-                 token=args.token, session_id=args.session, timeout=args.timeout)
+            talk(
+                args.url,
+                wav=args.wav,
+                text=args.text,
+                image=args.image,
+                pipeline=args.pipeline,
+                token=args.token,
+                session_id=args.session,
+                timeout=args.timeout,
+            )
         )
     except TimeoutError:
         print("jarvis talk: timed out waiting for the reply", file=sys.stderr)

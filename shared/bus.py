@@ -99,7 +99,9 @@ class Bus:
             try:
                 return await fn()
             except _TRANSIENT as exc:
-                log.warning("%s: redis unavailable (%s); retrying in %.2fs", what, exc.__class__.__name__, delay)
+                log.warning(
+                    "%s: redis unavailable (%s); retrying in %.2fs", what, exc.__class__.__name__, delay
+                )
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.max_backoff)
 
@@ -125,7 +127,9 @@ class Bus:
             args += [maxlen or 0, codec.encode(msg)]
         await self.retry(lambda: self._multi_xadd(keys=keys, args=args), "xadd batch")
 
-    async def add_if_epoch(self, epoch_key: str, epoch: int, stream: str, msg: Any, maxlen: int) -> bytes | None:
+    async def add_if_epoch(
+        self, epoch_key: str, epoch: int, stream: str, msg: Any, maxlen: int
+    ) -> bytes | None:
         """XADD only if `epoch_key` still holds `epoch`; None means the work was cancelled."""
         return await self.add_many_if_epoch(epoch_key, epoch, [(stream, msg, maxlen)])
 
@@ -178,7 +182,9 @@ class Bus:
                 out.append((name, eid, msg))
         return out
 
-    async def range(self, stream: str, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[bytes, Any]]:
+    async def range(
+        self, stream: str, start: str = "-", end: str = "+", count: int | None = None
+    ) -> list[tuple[bytes, Any]]:
         resp = await self.retry(lambda: self.redis.xrange(stream, start, end, count=count), "xrange")
         return [(eid, codec.from_entry(f)) for eid, f in resp]
 
@@ -198,7 +204,9 @@ class Bus:
         """Create the group if needed and register this consumer now (Redis 7 only creates a
         consumer when XREADGROUP hands it something, so readiness checks would not see it)."""
         await self.ensure_group(stream, group)
-        await self.retry(lambda: self.redis.xgroup_createconsumer(stream, group, consumer), f"xgroup {stream}")
+        await self.retry(
+            lambda: self.redis.xgroup_createconsumer(stream, group, consumer), f"xgroup {stream}"
+        )
 
     async def consume(
         self, stream: str, group: str, consumer: str, block_ms: int | None = 1000, count: int = 16
@@ -207,7 +215,9 @@ class Bus:
 
         async def run() -> Any:
             try:
-                return await self.redis.xreadgroup(group, consumer, {stream: ">"}, count=count, block=block_ms)
+                return await self.redis.xreadgroup(
+                    group, consumer, {stream: ">"}, count=count, block=block_ms
+                )
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -249,7 +259,12 @@ class Bus:
             return []
         pend = await self.retry(
             lambda: self.redis.xpending_range(
-                stream, group, min=claimed[0][0], max=claimed[-1][0], count=len(claimed) * 2, consumername=consumer
+                stream,
+                group,
+                min=claimed[0][0],
+                max=claimed[-1][0],
+                count=len(claimed) * 2,
+                consumername=consumer,
             ),
             "xpending",
         )

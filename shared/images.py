@@ -13,4 +13,7 @@ def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
     """A content part carrying an image inline: put it in a user message's content list."""
     if not mime.startswith("image/"):
         raise ValueError(f"not an image MIME type: {mime!r}")
-    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}}
+    return {
+        "type": "image_url",
+        "image_url": {"url": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"},
+    }

@@ -146,8 +146,20 @@ _Relayed = Stop | Config | Text | Vad | Interrupt | Turn | Instructions | Respon
 ClientMessage = Annotated[Start | _Relayed, Field(discriminator="type")]
 client_message = TypeAdapter(ClientMessage)
 CLIENT_TYPES = frozenset(
-    {"start", "stop", "config", "text", "vad", "interrupt", "turn", "instructions", "respond", "forget",
-     "truncate", "output"}
+    {
+        "start",
+        "stop",
+        "config",
+        "text",
+        "vad",
+        "interrupt",
+        "turn",
+        "instructions",
+        "respond",
+        "forget",
+        "truncate",
+        "output",
+    }
 )
 # what the gateway relays to the session's owner (a `start` goes to the orchestrators instead)
 RelayedMessage = Annotated[_Relayed, Field(discriminator="type")]
@@ -270,8 +282,19 @@ class Forgotten(_Event):
 
 
 ServerEvent = Annotated[
-    Ready | StateChanged | VadEvent | TranscriptEvent | Reply | AudioStart | AudioEnd | Interrupted | Playback
-    | Loading | Metrics | Error | Forgotten,
+    Ready
+    | StateChanged
+    | VadEvent
+    | TranscriptEvent
+    | Reply
+    | AudioStart
+    | AudioEnd
+    | Interrupted
+    | Playback
+    | Loading
+    | Metrics
+    | Error
+    | Forgotten,
     Field(discriminator="type"),
 ]
 server_event = TypeAdapter(ServerEvent)
@@ -300,7 +323,9 @@ def parse_client_text(raw: str | bytes) -> Start | _Relayed:
     try:
         return client_message.validate_python(obj)
     except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in exc.errors())
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in exc.errors()
+        )
         raise ProtocolError(ErrorCode.INVALID, f"invalid {kind}: {details}") from None
 
 

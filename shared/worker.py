@@ -37,7 +37,9 @@ class Cancelled(Exception):
 class Worker(abc.ABC):
     kind = "worker"
 
-    def __init__(self, settings: Settings, bus: Bus, model: Model, concurrency: int = 2, kind: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, model: Model, concurrency: int = 2, kind: str | None = None
+    ) -> None:
         if kind:
             self.kind = kind  # e.g. an LLM worker serving the `vlm` role
         self.settings = settings
@@ -58,7 +60,11 @@ class Worker(abc.ABC):
     # ---- helpers for subclasses -----------------------------------------------------
 
     async def send(
-        self, job: Any, to_client: list[Any] = (), to_session: list[Any] = (), jobs: list[tuple[str, Any]] = ()
+        self,
+        job: Any,
+        to_client: list[Any] = (),
+        to_session: list[Any] = (),
+        jobs: list[tuple[str, Any]] = (),
     ) -> None:
         """Results for the client and the orchestrator (and follow-up jobs for other workers)
         in one atomic, epoch-gated round trip; raises Cancelled when the session's epoch moved
@@ -122,7 +128,9 @@ class Worker(abc.ABC):
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.wait_ready(timeout=60)
         await self.model.load()
-        await self.bus.join_group(self.stream, self.group, self.consumer)  # ready: the launcher waits for this
+        await self.bus.join_group(
+            self.stream, self.group, self.consumer
+        )  # ready: the launcher waits for this
         log.info("ready", extra={"worker": self.consumer, "model": self.model.name})
         last_reclaim = 0.0
         try:
@@ -133,10 +141,16 @@ class Worker(abc.ABC):
                 if time.monotonic() - last_reclaim > 5:
                     last_reclaim = time.monotonic()
                     jobs = await self.bus.reclaim(
-                        self.stream, self.group, self.consumer, self.settings.job_min_idle_ms, self.settings.max_deliveries
+                        self.stream,
+                        self.group,
+                        self.consumer,
+                        self.settings.job_min_idle_ms,
+                        self.settings.max_deliveries,
                     )
                 if not jobs:
-                    jobs = await self.bus.consume(self.stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1)
+                    jobs = await self.bus.consume(
+                        self.stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1
+                    )
                 for eid, job in jobs:
                     await self.slots.acquire()
                     task = asyncio.create_task(self._handle(eid, job))
@@ -163,7 +177,10 @@ class Worker(abc.ABC):
             JOBS.labels(self.kind, "failed").inc()
             log.exception("job failed")
             try:
-                await self.to_session(job, JobFailed(self.kind, job.turn, job.epoch, f"{type(exc).__name__}: {exc}", time.time()))
+                await self.to_session(
+                    job,
+                    JobFailed(self.kind, job.turn, job.epoch, f"{type(exc).__name__}: {exc}", time.time()),
+                )
             except Cancelled:
                 pass
         finally:

@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.support.client import Client
-from tests.support.speech import concat, silence, speak, wer
-from tests.support.stack import running_stack
+# run as a script from anywhere: the project root must be importable before these imports
+from tests.support.client import Client  # noqa: E402
+from tests.support.speech import concat, silence, speak, wer  # noqa: E402
+from tests.support.stack import running_stack  # noqa: E402
 
 QUESTION = "What color is the sky on a clear day?"
 
@@ -50,7 +51,10 @@ class Report:
         return bool(self.checks) and all(ok for _, ok, _ in self.checks)
 
     def summary(self) -> str:
-        lines = [f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  ({detail})" if detail else "") for name, ok, detail in self.checks]
+        lines = [
+            f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  ({detail})" if detail else "")
+            for name, ok, detail in self.checks
+        ]
         passed = sum(ok for _, ok, _ in self.checks)
         lines.append(f"{passed} passed, {len(self.checks) - passed} failed")
         return "\n".join(lines)
@@ -60,8 +64,16 @@ def _sequence_ok(events: list[dict]) -> tuple[bool, str]:
     """The order a user sees: ready, LISTENING, speech on/off, THINKING, transcript, reply,
     audio_start, SPEAKING, audio_end, metrics."""
     want = [
-        ("ready", None), ("state", "LISTENING"), ("vad", True), ("vad", False), ("state", "THINKING"),
-        ("transcript", True), ("reply", None), ("audio_start", None), ("state", "SPEAKING"), ("audio_end", None),
+        ("ready", None),
+        ("state", "LISTENING"),
+        ("vad", True),
+        ("vad", False),
+        ("state", "THINKING"),
+        ("transcript", True),
+        ("reply", None),
+        ("audio_start", None),
+        ("state", "SPEAKING"),
+        ("audio_end", None),
         ("metrics", None),
     ]
     i = 0
@@ -78,7 +90,10 @@ def _sequence_ok(events: list[dict]) -> tuple[bool, str]:
         i += 1
         if i == len(want):
             return True, ""
-    return False, f"stopped before {want[i]}; saw {[e['type'] + ':' + str(e.get('state', '')) for e in events]}"
+    return (
+        False,
+        f"stopped before {want[i]}; saw {[e['type'] + ':' + str(e.get('state', '')) for e in events]}",
+    )
 
 
 async def _turn(url: str, audio: np.ndarray, timeout: float) -> Client:
@@ -113,25 +128,41 @@ def run(plumbing: bool, workdir: Path, timeout: float = 120.0) -> Report:
     m = report.metrics
     report.check(
         "metrics add up",
-        bool(m) and all(m.get(k) is None or 0 <= m[k] <= m["total_ms"] for k in ("transcript_ms", "first_token_ms", "first_audio_ms")),
+        bool(m)
+        and all(
+            m.get(k) is None or 0 <= m[k] <= m["total_ms"]
+            for k in ("transcript_ms", "first_token_ms", "first_audio_ms")
+        ),
         json.dumps({k: v for k, v in m.items() if k.endswith("_ms")}),
     )
     if plumbing:
-        report.check("transcript from the stub", report.transcript.startswith("I spoke for"), report.transcript)
-        report.check("reply echoes the transcript", report.reply == f"You said: {report.transcript}.", report.reply)
+        report.check(
+            "transcript from the stub", report.transcript.startswith("I spoke for"), report.transcript
+        )
+        report.check(
+            "reply echoes the transcript", report.reply == f"You said: {report.transcript}.", report.reply
+        )
     else:
         w = wer(QUESTION, report.transcript)
-        report.check("transcript matches the question (WER <= 0.2)", w <= 0.2, f"{report.transcript!r}, WER {w:.2f}")
+        report.check(
+            "transcript matches the question (WER <= 0.2)", w <= 0.2, f"{report.transcript!r}, WER {w:.2f}"
+        )
         report.check("reply is non-empty", bool(report.reply.strip()), report.reply)
         rate = next((e["sample_rate"] for e in events if e["type"] == "audio_start"), 0)
         report.reply_audio_text = _transcribe(bytes(c.audio), rate)
         w2 = wer(report.reply, report.reply_audio_text)
-        report.check("reply audio speaks the reply (WER <= 0.3)", w2 <= 0.3, f"{report.reply_audio_text!r}, WER {w2:.2f}")
+        report.check(
+            "reply audio speaks the reply (WER <= 0.3)",
+            w2 <= 0.3,
+            f"{report.reply_audio_text!r}, WER {w2:.2f}",
+        )
     sid = next(e["session_id"] for e in events if e["type"] == "ready")
     saved = _saved_session(workdir / "sessions" / f"{sid}.json")
     report.check(
         "saved session holds the turn",
-        bool(saved) and saved["history"][0]["user"] == report.transcript and saved["history"][0]["assistant"] == report.reply,
+        bool(saved)
+        and saved["history"][0]["user"] == report.transcript
+        and saved["history"][0]["assistant"] == report.reply,
         f"{len(saved.get('history', [])) if saved else 0} turn(s)",
     )
     return report

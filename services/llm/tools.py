@@ -86,11 +86,28 @@ def _factorial(n: Any) -> int:
 
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "sqrt": math.sqrt, "abs": abs, "round": round, "floor": math.floor, "ceil": math.ceil,
-    "exp": math.exp, "log": math.log, "log10": math.log10, "log2": math.log2, "ln": math.log,
-    "sin": math.sin, "cos": math.cos, "tan": math.tan, "asin": math.asin, "acos": math.acos,
-    "atan": math.atan, "degrees": math.degrees, "radians": math.radians, "hypot": math.hypot,
-    "min": min, "max": max, "factorial": _factorial,
+    "sqrt": math.sqrt,
+    "abs": abs,
+    "round": round,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "exp": math.exp,
+    "log": math.log,
+    "log10": math.log10,
+    "log2": math.log2,
+    "ln": math.log,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tan": math.tan,
+    "asin": math.asin,
+    "acos": math.acos,
+    "atan": math.atan,
+    "degrees": math.degrees,
+    "radians": math.radians,
+    "hypot": math.hypot,
+    "min": min,
+    "max": max,
+    "factorial": _factorial,
 }
 _CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
 _REPLACEMENTS = {"^": "**", "×": "*", "÷": "/", "−": "-", "–": "-"}
@@ -109,8 +126,13 @@ def _check_size(value: Any) -> Any:
 def _pow(base: Any, exp: Any) -> Any:
     if abs(exp) > MAX_EXPONENT:
         raise ToolError(f"exponent too large (limit {MAX_EXPONENT})")
-    if (isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1
-            and exp * math.log10(abs(base)) > MAX_RESULT_DIGITS):
+    if (
+        isinstance(base, int)
+        and isinstance(exp, int)
+        and exp > 0
+        and abs(base) > 1
+        and exp * math.log10(abs(base)) > MAX_RESULT_DIGITS
+    ):
         raise ToolError("result is too large")
     return base**exp
 
@@ -184,6 +206,7 @@ def _calculator(args: dict[str, Any], context: dict[str, Any]) -> ToolResult:
 
 # ---------------------------------------------------------------- time
 
+
 def current_time(timezone: str | None = None, now: datetime | None = None) -> str:
     if timezone:
         try:
@@ -209,6 +232,7 @@ def _current_time(args: dict[str, Any], context: dict[str, Any]) -> ToolResult:
 
 # ---------------------------------------------------------------- memory
 
+
 def memory_key(key: Any) -> str:
     if not isinstance(key, str) or not key.strip():
         raise ToolError("key must be a non-empty string")
@@ -232,14 +256,19 @@ def _remember(args: dict[str, Any], context: dict[str, Any]) -> ToolResult:
 
 
 def _recall(args: dict[str, Any], context: dict[str, Any]) -> ToolResult:
-    known = sorted(k[len(MEMORY_PREFIX):] for k in context if k.startswith(MEMORY_PREFIX))
+    known = sorted(k[len(MEMORY_PREFIX) :] for k in context if k.startswith(MEMORY_PREFIX))
     if not args.get("key"):
-        return ToolResult("Remembered: " + ", ".join(f"{k}: {context[MEMORY_PREFIX + k]}" for k in known)
-                          if known else "Nothing remembered yet.")
+        return ToolResult(
+            "Remembered: " + ", ".join(f"{k}: {context[MEMORY_PREFIX + k]}" for k in known)
+            if known
+            else "Nothing remembered yet."
+        )
     key = memory_key(args["key"])
     if MEMORY_PREFIX + key in context:
         return ToolResult(f"{key}: {context[MEMORY_PREFIX + key]}")
-    return ToolResult(f"Nothing remembered for {key}." + (f" Known keys: {', '.join(known)}." if known else ""))
+    return ToolResult(
+        f"Nothing remembered for {key}." + (f" Known keys: {', '.join(known)}." if known else "")
+    )
 
 
 # ---------------------------------------------------------------- registry
@@ -253,7 +282,10 @@ TOOLS: dict[str, Tool] = {
             {
                 "type": "object",
                 "properties": {
-                    "timezone": {"type": "string", "description": "IANA time zone, e.g. Europe/Paris. Optional."}
+                    "timezone": {
+                        "type": "string",
+                        "description": "IANA time zone, e.g. Europe/Paris. Optional.",
+                    }
                 },
                 "required": [],
             },
@@ -276,7 +308,10 @@ TOOLS: dict[str, Tool] = {
             {
                 "type": "object",
                 "properties": {
-                    "key": {"type": "string", "description": "Short name of the fact, e.g. 'favourite_colour'."},
+                    "key": {
+                        "type": "string",
+                        "description": "Short name of the fact, e.g. 'favourite_colour'.",
+                    },
                     "value": {"type": "string", "description": "The fact to remember."},
                 },
                 "required": ["key", "value"],

@@ -28,7 +28,12 @@ class LlmWorker(Worker):
                 return []
             splitter = None  # the orchestrator sends the rest, one at a time
             voice = job.speak.voice if job.speak else None
-            return [(jobs_stream("tts"), TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time()))]
+            return [
+                (
+                    jobs_stream("tts"),
+                    TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time()),
+                )
+            ]
 
         stream = self.model.infer(LlmRequest(messages=job.messages, context=job.context))
         async with aclosing(self.ready_batches(stream)) as batches:
@@ -50,4 +55,6 @@ class LlmWorker(Worker):
                                 tts = first_sentence(splitter.feed(m.text))
                     await self.send(job, to_session=batch, jobs=tts)
         done = LlmDone(job.turn, job.epoch, (time.perf_counter() - started) * 1000, time.time())
-        await self.send(job, to_session=[done], jobs=first_sentence(splitter.flush()) if splitter is not None else [])
+        await self.send(
+            job, to_session=[done], jobs=first_sentence(splitter.flush()) if splitter is not None else []
+        )

@@ -10,7 +10,8 @@ computed from the number of samples fed, never from a wall clock, so they are re
 and map straight back to sample offsets in the session's audio buffer
 (``sample = ms * sample_rate / 1000``).
 
-Semantics of :class:`EndpointDetector` (see :class:`~services.orchestrator.config.EndpointSettings` for the knobs):
+Semantics of :class:`EndpointDetector` (the knobs are
+:class:`~services.orchestrator.config.EndpointSettings`):
 
 * Hysteresis. While idle, a window is speech when ``prob >= threshold``. Once speech has
   begun, a window only counts as *silence* when ``prob < neg_threshold``; probabilities in

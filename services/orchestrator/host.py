@@ -29,7 +29,9 @@ class SessionHost(Protocol):
     def may_load(self) -> bool:
         """False when no resource service runs, so a turn has nothing to wait for."""
 
-    async def prepare(self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False) -> None:
+    async def prepare(
+        self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False
+    ) -> None:
         """Make the models of `roles` resident (LOADING shown to the client unless quiet)."""
 
     async def release(self, runner: SessionRunner) -> None:

@@ -78,7 +78,9 @@ return 0
 class Orchestrator:
     """Hosts its sessions' runners (it is their `SessionHost`) and runs the three loops."""
 
-    def __init__(self, settings: Settings, bus: Bus, vad: Any | None = None, resource: Any | None = None) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, vad: Any | None = None, resource: Any | None = None
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.vad = vad
@@ -126,7 +128,9 @@ class Orchestrator:
         for w in windows:
             batch.append((runner, w, ts))
 
-    async def prepare(self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False) -> None:
+    async def prepare(
+        self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False
+    ) -> None:
         """Make the models a turn needs resident (no-op without a resource service)."""
         if self.resource is None:
             return
@@ -177,8 +181,12 @@ class Orchestrator:
             async def run() -> list:
                 async with self.bus.redis.pipeline(transaction=True) as pipe:
                     pipe.incr(epoch_key(runner.sid))
-                    pipe.xadd(out_stream(runner.sid), codec.entry(ClientEvent(p.dump(event))),
-                              maxlen=self.settings.out_maxlen, approximate=True)
+                    pipe.xadd(
+                        out_stream(runner.sid),
+                        codec.entry(ClientEvent(p.dump(event))),
+                        maxlen=self.settings.out_maxlen,
+                        approximate=True,
+                    )
                     return await pipe.execute()
 
             res = await self.bus.retry(run, "bump epoch")
@@ -197,7 +205,9 @@ class Orchestrator:
             runner.set_state(p.State.IDLE)
         await self.flush()
         await self.save(runner)
-        await self.bus.retry(lambda: self.bus.redis.set(cursor_key(sid), runner.cursor, ex=self.settings.session_ttl_s))
+        await self.bus.retry(
+            lambda: self.bus.redis.set(cursor_key(sid), runner.cursor, ex=self.settings.session_ttl_s)
+        )
         await self._release(keys=[owner_key(sid)], args=[self.id])
         await self.bus.redis.hdel(SESSIONS, sid)
         log.info("session ended", extra={"session": sid})
@@ -238,10 +248,14 @@ class Orchestrator:
             entries = []
             if time.monotonic() - last_reclaim > 2:
                 last_reclaim = time.monotonic()
-                entries = await self.bus.reclaim(CTL, ORCHESTRATORS, consumer, 5000, self.settings.max_deliveries)
+                entries = await self.bus.reclaim(
+                    CTL, ORCHESTRATORS, consumer, 5000, self.settings.max_deliveries
+                )
             if not entries:
                 # one start at a time: with several orchestrators, sessions spread over all of them
-                entries = await self.bus.consume(CTL, ORCHESTRATORS, consumer, block_ms=self.settings.block_ms, count=1)
+                entries = await self.bus.consume(
+                    CTL, ORCHESTRATORS, consumer, block_ms=self.settings.block_ms, count=1
+                )
             for eid, msg in entries:
                 try:
                     if isinstance(msg, SessionStart):
@@ -257,7 +271,9 @@ class Orchestrator:
             await self.flush()
             return
         r = self.bus.redis
-        if not await self.bus.retry(lambda: r.set(owner_key(sid), self.id, nx=True, px=self.settings.lease_ms)):
+        if not await self.bus.retry(
+            lambda: r.set(owner_key(sid), self.id, nx=True, px=self.settings.lease_ms)
+        ):
             # owned elsewhere: relay the start to the owner through the session's input
             await self.bus.add(in_stream(sid), start, self.settings.in_maxlen)
             return
@@ -354,9 +370,11 @@ class Orchestrator:
             for item in batch:  # a session's windows must go in order, one per call
                 (later if id(item[0]) in seen else now_round).append(item)
                 seen.add(id(item[0]))
-            probs = self.vad.process([r.vad_stream for r, _, _ in now_round], np.stack([w for _, w, _ in now_round]))
+            probs = self.vad.process(
+                [r.vad_stream for r, _, _ in now_round], np.stack([w for _, w, _ in now_round])
+            )
             now = time.time()
-            for (runner, _, ts), prob in zip(now_round, probs):
+            for (runner, _, ts), prob in zip(now_round, probs, strict=True):
                 FRAME_LAG.observe(max(0.0, now - ts))
                 if runner.sid in self.runners:
                     runner.on_vad(float(prob), ts)
@@ -387,7 +405,9 @@ class Orchestrator:
             )
             for key in lost or []:
                 sid = key.decode().split(":", 1)[1]
-                log.warning("lost the lease; another orchestrator owns the session now", extra={"session": sid})
+                log.warning(
+                    "lost the lease; another orchestrator owns the session now", extra={"session": sid}
+                )
                 self.runners.pop(sid, None)
             ttl = self.settings.session_ttl_s
             out_min = f"{int((time.time() - OUT_KEEP_S) * 1000)}-0"
@@ -415,4 +435,3 @@ class Orchestrator:
                 except Exception:
                     log.exception("takeover failed", extra={"session": sid})
                     await self._release(keys=[owner_key(sid)], args=[self.id])
-

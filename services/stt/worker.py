@@ -17,7 +17,9 @@ class SttWorker(Worker):
     async def process(self, job: SttJob) -> None:
         started = time.perf_counter()
         text = ""
-        request = SttRequest(job.pcm, job.sample_rate, partial=job.partial or bool(job.probe), probe=bool(job.probe))
+        request = SttRequest(
+            job.pcm, job.sample_rate, partial=job.partial or bool(job.probe), probe=bool(job.probe)
+        )
         async for t in self.model.infer(request):
             text = (text + " " + t.text).strip() if text else t.text.strip()
         elapsed = (time.perf_counter() - started) * 1000

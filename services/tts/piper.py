@@ -63,7 +63,9 @@ class PiperTts(Model[TtsRequest, AudioChunk]):
         from piper import PiperVoice, SynthesisConfig
 
         s = self.settings
-        self._voice = PiperVoice.load(self.model_path, config_path=self.config_path, use_cuda=s.piper_use_cuda)
+        self._voice = PiperVoice.load(
+            self.model_path, config_path=self.config_path, use_cuda=s.piper_use_cuda
+        )
         self.sample_rate = int(self._voice.config.sample_rate)
         self._syn_config = SynthesisConfig(
             length_scale=s.piper_length_scale,

@@ -30,8 +30,17 @@ class TtsWorker(Worker):
                     await self.send(job, to_client=audio)
                     continue
                 rate, first_ts = chunks[0].sample_rate, time.time()
-                start = [ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate)))] if job.seq == 0 else []
-                progress = TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts)
+                start = (
+                    [ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate)))]
+                    if job.seq == 0
+                    else []
+                )
+                progress = TtsProgress(
+                    job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts
+                )
                 await self.send(job, to_client=[*start, *audio], to_session=[progress])
         elapsed = (time.perf_counter() - started) * 1000
-        await self.to_session(job, TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, True, elapsed, time.time()))
+        await self.to_session(
+            job,
+            TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, True, elapsed, time.time()),
+        )

@@ -30,7 +30,9 @@ VLM_REPLY = "I see a small red square on a white background."
 
 @pytest.fixture(scope="session")
 def fake_openai() -> FakeOpenAI:
-    with FakeOpenAI(reply=VLM_REPLY, model="fake-vlm", chunk_chars=6, chunk_delay=0.02) as api:  # paced like a model
+    with FakeOpenAI(
+        reply=VLM_REPLY, model="fake-vlm", chunk_chars=6, chunk_delay=0.02
+    ) as api:  # paced like a model
         yield api
 
 
@@ -39,7 +41,10 @@ def stub_stack(tmp_path_factory: pytest.TempPathFactory, fake_openai: FakeOpenAI
     workdir = tmp_path_factory.mktemp("e2e-stack")
     # stub STT/LLM/TTS; the VLM worker is the real OpenAI-compatible client, talking to the fake API
     st = Stack(
-        profile="stub", port=free_port(), workdir=workdir, stub_llm_delay=STUB_LLM_DELAY,
+        profile="stub",
+        port=free_port(),
+        workdir=workdir,
+        stub_llm_delay=STUB_LLM_DELAY,
         env={"JARVIS_VLM_BASE_URL": fake_openai.url},
     )
     with st:
@@ -105,7 +110,9 @@ class WsClient:
                     raise AssertionError(f"error event while waiting for {kind}: {e}")
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
-                raise TimeoutError(f"no {kind!r} event in {timeout:.0f}s; got {[e.get('type') for e in self.events[after:]]}")
+                raise TimeoutError(
+                    f"no {kind!r} event in {timeout:.0f}s; got {[e.get('type') for e in self.events[after:]]}"
+                )
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
@@ -143,7 +150,12 @@ def _png(width: int = 8, height: int = 6, rgb: tuple[int, int, int] = (220, 30, 
 
     rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -159,12 +171,16 @@ CHROMIUM = os.environ.get("JARVIS_CHROMIUM") or shutil.which("chromium") or "/us
 
 def _chromium_args(fake_audio: Path) -> list[str]:
     return [
-        "--no-sandbox", "--disable-gpu",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={fake_audio}",
         "--autoplay-policy=no-user-gesture-required",
-        "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
     ]
 
 
@@ -180,7 +196,9 @@ def playwright_chromium() -> str:
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        pytest.skip("the playwright package is not installed (pip install playwright; no browser download needed)")
+        pytest.skip(
+            "the playwright package is not installed (pip install playwright; no browser download needed)"
+        )
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set JARVIS_CHROMIUM)")
     return CHROMIUM

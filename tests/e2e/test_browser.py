@@ -49,7 +49,9 @@ async def _open_page(pw, chromium: str, args: list[str], url: str, mode: str = "
 
 
 async def _debug(page) -> str:
-    state = await page.evaluate("({state: jarvis.state, counts: jarvis.counts, player: jarvis.player, sent: jarvis.sent})")
+    state = await page.evaluate(
+        "({state: jarvis.state, counts: jarvis.counts, player: jarvis.player, sent: jarvis.sent})"
+    )
     return json.dumps(state)
 
 
@@ -84,10 +86,14 @@ async def test_page_transcribes_replies_and_plays_audio(
             assert bot == f"You said: {user}.", bot
             assert "first audio" in metrics and "total" in metrics, metrics
             assert await page.evaluate("jarvis.counts.reply") > 2, "reply deltas stream in"
-            assert await page.evaluate("jarvis.counts.transcript") >= 2, "a partial before the final transcript"
+            assert await page.evaluate("jarvis.counts.transcript") >= 2, (
+                "a partial before the final transcript"
+            )
             player = await page.evaluate("jarvis.player")
             assert player["played"] > 0 and player["context"] == "running", player
-            assert player["scheduled"] >= 16000, "a second or more of reply audio (stub TTS: 60 ms a character)"
+            assert player["scheduled"] >= 16000, (
+                "a second or more of reply audio (stub TTS: 60 ms a character)"
+            )
             sent = await page.evaluate("jarvis.sent")
             assert sent["frames"] > 100, f"the microphone streams 20 ms frames: {sent}"
             await page.wait_for_function("jarvis.state === 'LISTENING'", timeout=10000)
@@ -149,7 +155,9 @@ async def test_push_to_talk_typed_chat_and_image_upload(
     image = tmp_path / "square.png"
     image.write_bytes(make_png(rgb=(20, 200, 40)))
     async with async_playwright() as pw:
-        browser, page, errors = await _open_page(pw, playwright_chromium, chromium_args(wav), http_url, mode="manual")
+        browser, page, errors = await _open_page(
+            pw, playwright_chromium, chromium_args(wav), http_url, mode="manual"
+        )
         try:
             await page.wait_for_function("jarvis.ready && jarvis.state === 'LISTENING'", timeout=15000)
             assert await page.is_visible("#talk") and await page.is_enabled("#talk")
@@ -165,7 +173,9 @@ async def test_push_to_talk_typed_chat_and_image_upload(
                 raise AssertionError(f"no push-to-talk turn: {await _debug(page)}") from None
             user = await page.text_content(".turn[data-turn='1'] .msg.user .text")
             assert user.startswith("I spoke for "), user
-            assert await page.evaluate("jarvis.counts.interrupted || 0") == 0, "no VAD barge-in in push-to-talk"
+            assert await page.evaluate("jarvis.counts.interrupted || 0") == 0, (
+                "no VAD barge-in in push-to-talk"
+            )
 
             # typed chat: the pipeline switch keeps the session; chat replies are not spoken
             audio_before = await page.evaluate("jarvis.counts.audio_start || 0")
@@ -175,13 +185,18 @@ async def test_push_to_talk_typed_chat_and_image_upload(
             await page.fill("#text", "Hello from the keyboard")
             await page.press("#text", "Enter")
             await page.wait_for_function("jarvis.counts.metrics >= 2", timeout=20000)
-            assert await page.text_content(".turn[data-turn='2'] .msg.bot .text") == "You said: Hello from the keyboard."
+            assert (
+                await page.text_content(".turn[data-turn='2'] .msg.bot .text")
+                == "You said: Hello from the keyboard."
+            )
             assert await page.evaluate("jarvis.counts.audio_start || 0") == audio_before
 
             # an uploaded image switches to vision; the typed question goes with it to the VLM
             before = len(fake_openai.requests)
             await page.set_input_files("#upload", str(image))
-            await page.wait_for_function("jarvis.sent.images === 1 && jarvis.counts.ready >= 3", timeout=10000)
+            await page.wait_for_function(
+                "jarvis.sent.images === 1 && jarvis.counts.ready >= 3", timeout=10000
+            )
             assert await page.input_value("#pipeline") == "vision" and await page.is_visible("#thumb")
             await page.fill("#text", "What is in the picture")
             await page.click("#send")

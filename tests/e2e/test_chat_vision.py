@@ -37,14 +37,20 @@ async def test_chat_pipeline_streams_text_and_speaks_only_when_asked(stub_stack,
         mark, metrics = await _text_turn(c, "How far away is the moon")
         turn = metrics["turn"]
         transcript = c.since(mark, "transcript")
-        assert [(e["text"], e["final"], e["turn"]) for e in transcript] == [("How far away is the moon", True, turn)]
+        assert [(e["text"], e["final"], e["turn"]) for e in transcript] == [
+            ("How far away is the moon", True, turn)
+        ]
         replies = c.since(mark, "reply")
         deltas = [e["delta"] for e in replies if not e.get("final")]
         final = [e for e in replies if e.get("final")]
         assert len(deltas) > 1, "the reply should stream in several deltas"
-        assert len(final) == 1 and final[0]["text"] == "".join(deltas) == "You said: How far away is the moon."
+        assert (
+            len(final) == 1 and final[0]["text"] == "".join(deltas) == "You said: How far away is the moon."
+        )
         assert metrics["total_ms"] >= 0 and metrics["first_token_ms"] is not None
-        assert not c.since(mark, "audio_start") and c.audio_frames == frames_before, "chat replies are silent by default"
+        assert not c.since(mark, "audio_start") and c.audio_frames == frames_before, (
+            "chat replies are silent by default"
+        )
         assert all("id" in e for e in c.since(mark)), "every event carries its resume id"
 
         await c.wait("state", lambda e: e["state"] == "LISTENING", after=mark)

@@ -19,7 +19,9 @@ from tests.support.stack import running_stack
 
 pytestmark = [
     pytest.mark.models,
-    pytest.mark.skipif(not (have_espeak() and have_piper()), reason="espeak-ng, sox and Piper make the speech"),
+    pytest.mark.skipif(
+        not (have_espeak() and have_piper()), reason="espeak-ng, sox and Piper make the speech"
+    ),
 ]
 
 
@@ -58,7 +60,13 @@ async def _wait_history(stack, c: Client, check, timeout: float = 90.0) -> list[
 async def test_a_pause_inside_a_question_keeps_both_halves(cpu_stack):
     c = await _session(cpu_stack.url)
     clip = np.concatenate(
-        [silence(0.3), speak_piper("I was wondering"), silence(0.8), speak_piper("whether you could tell me the capital of Spain"), silence(1.5)]
+        [
+            silence(0.3),
+            speak_piper("I was wondering"),
+            silence(0.8),
+            speak_piper("whether you could tell me the capital of Spain"),
+            silence(1.5),
+        ]
     )
     streamer = asyncio.create_task(c.stream(np.concatenate([clip, silence(60)])))
     try:
@@ -75,12 +83,17 @@ async def test_a_pause_inside_a_question_keeps_both_halves(cpu_stack):
 async def test_three_quick_questions_are_all_heard(cpu_stack):
     c = await _session(cpu_stack.url)
     parts = [silence(0.3)]
-    for q in (speak("What is the weather in London", voice="en-us"), speak_piper("And what about Tokyo"),
-              speak("And what about Germany", voice="en-gb")):
+    for q in (
+        speak("What is the weather in London", voice="en-us"),
+        speak_piper("And what about Tokyo"),
+        speak("And what about Germany", voice="en-gb"),
+    ):
         parts += [q, silence(1.2)]
     streamer = asyncio.create_task(c.stream(np.concatenate([*parts, silence(90)])))
     try:
-        history = await _wait_history(cpu_stack, c, lambda h: len(h) >= 1 and len(normalise(" ".join(t["user"] for t in h))) > 9)
+        history = await _wait_history(
+            cpu_stack, c, lambda h: len(h) >= 1 and len(normalise(" ".join(t["user"] for t in h))) > 9
+        )
     finally:
         streamer.cancel()
     said = set(normalise(" ".join(t["user"] for t in history)))
@@ -92,7 +105,13 @@ async def test_three_quick_questions_are_all_heard(cpu_stack):
 
 
 async def _long_reply(c: Client) -> None:
-    await c.send({"type": "text", "text": "Tell me a long story about a fox and a crow, in ten sentences.", "speak": True})
+    await c.send(
+        {
+            "type": "text",
+            "text": "Tell me a long story about a fox and a crow, in ten sentences.",
+            "speak": True,
+        }
+    )
     await c.wait_for("state", state="SPEAKING", timeout=60)
     await asyncio.sleep(0.8)
 
@@ -101,7 +120,16 @@ async def test_stop_stop_actually_cuts_the_reply_and_the_next_transcript_starts_
     c = await _session(cpu_stack.url)
     await _long_reply(c)
     stop = speak_piper("Stop.")
-    clip = np.concatenate([stop, silence(0.35), stop, silence(0.35), speak_piper("Actually, tell me a joke instead."), silence(1.5)])
+    clip = np.concatenate(
+        [
+            stop,
+            silence(0.35),
+            stop,
+            silence(0.35),
+            speak_piper("Actually, tell me a joke instead."),
+            silence(1.5),
+        ]
+    )
     streamer = asyncio.create_task(c.stream(np.concatenate([clip, silence(60)])))
     try:
         await c.wait_for("playback", action="pause", timeout=10)

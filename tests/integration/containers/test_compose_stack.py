@@ -47,7 +47,8 @@ class Stack:
         )
         if check and out.returncode != 0:
             raise AssertionError(
-                f"docker compose {' '.join(args)} exited {out.returncode}:\n{out.stderr[-3000:]}\n{self.logs()}"
+                f"docker compose {' '.join(args)} exited {out.returncode}:\n"
+                f"{out.stderr[-3000:]}\n{self.logs()}"
             )
         return out
 

@@ -23,7 +23,11 @@ def stack(tmp_path_factory):
 
 
 async def test_wrong_or_missing_token_is_refused_at_handshake(stack):
-    for url, headers in [(stack.url, None), (stack.url + "?token=nope", None), (stack.url, {"Authorization": "Bearer nope"})]:
+    for url, headers in [
+        (stack.url, None),
+        (stack.url + "?token=nope", None),
+        (stack.url, {"Authorization": "Bearer nope"}),
+    ]:
         with pytest.raises(InvalidStatus) as exc:
             async with connect(url, additional_headers=headers):
                 pass
@@ -31,7 +35,10 @@ async def test_wrong_or_missing_token_is_refused_at_handshake(stack):
 
 
 async def test_token_in_header_or_query_is_accepted(stack):
-    for url, headers in [(stack.url + f"?token={TOKEN}", None), (stack.url, {"Authorization": f"Bearer {TOKEN}"})]:
+    for url, headers in [
+        (stack.url + f"?token={TOKEN}", None),
+        (stack.url, {"Authorization": f"Bearer {TOKEN}"}),
+    ]:
         c = await Client.open(url, additional_headers=headers)
         ready = await c.start()
         assert ready["session_id"]
@@ -71,8 +78,18 @@ async def test_garbage_gets_errors_and_a_concurrent_session_completes(stack):
         if len(codes) >= 12:
             break
     assert codes == [
-        "no_session", "bad_json", "unknown_type", "invalid_message", "bad_session_id", "unsupported_sample_rate",
-        "frame_too_large", "bad_frame", "bad_frame", "bad_frame", "session_active", "invalid_message",
+        "no_session",
+        "bad_json",
+        "unknown_type",
+        "invalid_message",
+        "bad_session_id",
+        "unsupported_sample_rate",
+        "frame_too_large",
+        "bad_frame",
+        "bad_frame",
+        "bad_frame",
+        "session_active",
+        "invalid_message",
     ]
     # the abused connection still works
     await bad.send({"type": "text", "text": "still there?"})

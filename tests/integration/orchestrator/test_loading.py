@@ -14,8 +14,17 @@ from tests.support.stack import running_stack
 GPU_MIB = 10_000
 REGISTRY = {
     "models": {
-        name: {"runtime": {"kind": "simulated", "start_s": start}, "footprint_mib": mib, "reload_cost_s": start}
-        for name, mib, start in [("whisper", 2000, 0.3), ("llm", 4000, 0.6), ("tts", 2000, 0.3), ("vlm", 5000, 0.8)]
+        name: {
+            "runtime": {"kind": "simulated", "start_s": start},
+            "footprint_mib": mib,
+            "reload_cost_s": start,
+        }
+        for name, mib, start in [
+            ("whisper", 2000, 0.3),
+            ("llm", 4000, 0.6),
+            ("tts", 2000, 0.3),
+            ("vlm", 5000, 0.8),
+        ]
     }
 }
 
@@ -66,7 +75,7 @@ async def test_eviction_then_the_turn_completes(stack):
     assert any(0 <= mm["progress"] < 1.0 for mm in vlm)  # progress was shown on the way
     assert any(ev.get("eta_s") is not None for ev in loading)
     states = [e["state"] for e in c.of("state")]
-    assert "LOADING" in states[states.index("SPEAKING"):]  # LOADING again for the second pipeline
+    assert "LOADING" in states[states.index("SPEAKING") :]  # LOADING again for the second pipeline
 
     from services.resource import messages  # noqa: F401 - registers the resource messages
     from shared import codec

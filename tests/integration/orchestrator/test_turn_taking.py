@@ -58,9 +58,13 @@ async def _eventually(check, timeout: float = 5.0):
 async def test_three_utterances_give_three_turns(stack):
     c = await _session(stack.url)
     clip = concat(
-        silence(0.5), speak("Good morning Jarvis"), silence(1.2),
-        speak("What time is it in Tokyo"), silence(1.2),
-        speak("Thank you very much"), silence(3.0),
+        silence(0.5),
+        speak("Good morning Jarvis"),
+        silence(1.2),
+        speak("What time is it in Tokyo"),
+        silence(1.2),
+        speak("Thank you very much"),
+        silence(3.0),
     )
     await c.stream(clip)
     await asyncio.sleep(1.0)
@@ -190,7 +194,9 @@ async def test_client_vad_flags_drive_turns(stack):
 
 async def test_continuous_trigger_answers_everything_without_barge_in(slow_stack):
     c = await _session(slow_stack.url, trigger="continuous")
-    clip = concat(silence(0.3), speak("First question"), silence(0.8), speak("Second question right away"), silence(1.0))
+    clip = concat(
+        silence(0.3), speak("First question"), silence(0.8), speak("Second question right away"), silence(1.0)
+    )
     streamer = asyncio.create_task(c.stream(concat(clip, silence(30))))
     await c.wait_for("metrics", count=2, timeout=40)
     streamer.cancel()
@@ -219,5 +225,11 @@ def test_services_expose_prometheus_latency_histograms(stack):
     body = urllib.request.urlopen(stack.metrics["orchestrator"], timeout=5).read().decode()
     assert 'jarvis_turn_latency_seconds_bucket{le="0.5",stage="first_audio"}' in body
     for name in ("stt", "llm", "tts"):
-        assert "jarvis_job_seconds_bucket" in urllib.request.urlopen(stack.metrics[name], timeout=5).read().decode()
-    assert "jarvis_gateway_frames_in_total" in urllib.request.urlopen(stack.metrics["gateway"], timeout=5).read().decode()
+        assert (
+            "jarvis_job_seconds_bucket"
+            in urllib.request.urlopen(stack.metrics[name], timeout=5).read().decode()
+        )
+    assert (
+        "jarvis_gateway_frames_in_total"
+        in urllib.request.urlopen(stack.metrics["gateway"], timeout=5).read().decode()
+    )

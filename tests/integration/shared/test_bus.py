@@ -8,7 +8,9 @@ from shared.messages import DEAD_LETTER, Audio, Command, Wake
 
 
 async def test_read_returns_typed_messages_in_order(bus):
-    await bus.add_many([("in:a", Audio(b"\x01\x00", 1.0), None), ("in:a", Command({"type": "stop"}, 2.0), None)])
+    await bus.add_many(
+        [("in:a", Audio(b"\x01\x00", 1.0), None), ("in:a", Command({"type": "stop"}, 2.0), None)]
+    )
     entries = await bus.read({"in:a": "0-0"}, block_ms=100)
     assert [type(m) for _, _, m in entries] == [Audio, Command]
 

@@ -27,14 +27,34 @@ def text_chunks(*pieces: str) -> list[dict]:
     return [{"delta": {"role": "assistant", "content": p}} for p in pieces]
 
 
-def tool_call_chunks(name: str, arguments: str, call_id: str = "call_1", repeat_name: bool = True) -> list[dict]:
+def tool_call_chunks(
+    name: str, arguments: str, call_id: str = "call_1", repeat_name: bool = True
+) -> list[dict]:
     """A tool call split over chunks; llama-cpp-python repeats the full name in every chunk."""
     half = len(arguments) // 2
     return [
-        {"delta": {"tool_calls": [{"index": 0, "id": call_id, "type": "function",
-                                   "function": {"name": name, "arguments": arguments[:half]}}]}},
-        {"delta": {"tool_calls": [{"index": 0, "function": {"name": name if repeat_name else None,
-                                                            "arguments": arguments[half:]}}]}},
+        {
+            "delta": {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments[:half]},
+                    }
+                ]
+            }
+        },
+        {
+            "delta": {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "function": {"name": name if repeat_name else None, "arguments": arguments[half:]},
+                    }
+                ]
+            }
+        },
     ]
 
 
@@ -49,16 +69,28 @@ class FakeServer:
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("/models"):
-            return httpx2.Response(200, json={"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in self.models]})
+            return httpx2.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": [
+                        {"id": m, "object": "model", "created": 0, "owned_by": "me"} for m in self.models
+                    ],
+                },
+            )
         body = json.loads(request.content)
         self.requests.append(body)
         if self.status != 200:
             return httpx2.Response(self.status, json={"error": {"message": f"boom (key was {API_KEY})"}})
         deltas = self.replies.pop(0) if self.replies else text_chunks("ok")
         events = [
-            {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
-             "choices": [{"index": 0, "delta": d["delta"], "finish_reason": None}]}
+            {
+                "id": "c1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": d["delta"], "finish_reason": None}],
+            }
             for d in deltas
         ]
         data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
@@ -68,7 +100,9 @@ class FakeServer:
 def make_chat(server: FakeServer, **overrides: Any) -> tuple[OpenAIChat, list[ToolCallRecord]]:
     settings = {"base_url": "http://llm.test/v1", "api_key": API_KEY, "model": "test-model", **overrides}
     client = openai.AsyncOpenAI(
-        base_url=settings["base_url"], api_key=API_KEY, max_retries=0,
+        base_url=settings["base_url"],
+        api_key=API_KEY,
+        max_retries=0,
         http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(server)),
     )
     records: list[ToolCallRecord] = []
@@ -92,7 +126,12 @@ async def test_text_streams_as_deltas_with_settings_on_the_wire():
     assert sent["model"] == "test-model" and sent["stream"] is True
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.3, 0.9, 42)
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    assert [t["function"]["name"] for t in sent["tools"]] == ["current_time", "calculator", "remember", "recall"]
+    assert [t["function"]["name"] for t in sent["tools"]] == [
+        "current_time",
+        "calculator",
+        "remember",
+        "recall",
+    ]
     assert sent["tool_choice"] == "auto"
 
 
@@ -120,8 +159,13 @@ async def test_history_window_keeps_the_latest_messages():
 async def test_window_never_starts_with_an_orphan_tool_result():
     history = [
         {"role": "user", "content": "q"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "c", "content": "1"},
         {"role": "assistant", "content": "It is one."},
         {"role": "user", "content": "thanks"},
@@ -151,8 +195,10 @@ async def test_remembered_facts_reach_the_system_prompt():
 async def test_image_parts_pass_through_unchanged():
     jpeg = b"\xff\xd8\xff\xe0fake-jpeg"
     part = image_part(jpeg)
-    assert part == {"type": "image_url",
-                    "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()}}
+    assert part == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()},
+    }
     content = [{"type": "text", "text": "What is in this picture?"}, part]
     server = FakeServer()
     chat, _ = make_chat(server)
@@ -174,16 +220,23 @@ async def test_tool_call_round_trip():
     assert [(r.name, r.result.content) for r in records] == [("calculator", "17 * 23 = 391")]
     second = server.requests[1]["messages"]
     assert second[-2] == {
-        "role": "assistant", "content": "",
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": "calculator", "arguments": '{"expression": "17 * 23"}'}}],
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "calculator", "arguments": '{"expression": "17 * 23"}'},
+            }
+        ],
     }
     assert second[-1] == {"role": "tool", "tool_call_id": "call_1", "content": "17 * 23 = 391"}
 
 
 async def test_tool_name_sent_once_is_not_lost():
-    server = FakeServer(tool_call_chunks("calculator", '{"expression": "2+2"}', repeat_name=False),
-                        text_chunks("Four."))
+    server = FakeServer(
+        tool_call_chunks("calculator", '{"expression": "2+2"}', repeat_name=False), text_chunks("Four.")
+    )
     chat, records = make_chat(server)
     await run(chat, user("2+2?"))
     assert records[0].name == "calculator" and records[0].result.content == "2+2 = 4"
@@ -191,14 +244,18 @@ async def test_tool_name_sent_once_is_not_lost():
 
 async def test_parallel_tool_calls_and_calls_without_index():
     first = tool_call_chunks("calculator", '{"expression": "1+1"}', call_id="a")
-    second = [{"delta": {"tool_calls": [{**d["delta"]["tool_calls"][0], "index": 1}]}}
-              for d in tool_call_chunks("calculator", '{"expression": "2+2"}', call_id="b")]
+    second = [
+        {"delta": {"tool_calls": [{**d["delta"]["tool_calls"][0], "index": 1}]}}
+        for d in tool_call_chunks("calculator", '{"expression": "2+2"}', call_id="b")
+    ]
     server = FakeServer(first + second, text_chunks("Two and four."))
     chat, records = make_chat(server)
     await run(chat, user("1+1 and 2+2?"))
     assert [r.result.content for r in records] == ["1+1 = 2", "2+2 = 4"]
-    no_index = [{"delta": {"tool_calls": [{k: v for k, v in d["delta"]["tool_calls"][0].items() if k != "index"}]}}
-                for d in tool_call_chunks("calculator", '{"expression": "3*3"}', call_id="c")]
+    no_index = [
+        {"delta": {"tool_calls": [{k: v for k, v in d["delta"]["tool_calls"][0].items() if k != "index"}]}}
+        for d in tool_call_chunks("calculator", '{"expression": "3*3"}', call_id="c")
+    ]
     server = FakeServer(no_index, text_chunks("Nine."))
     chat, records = make_chat(server)
     await run(chat, user("3*3?"))

@@ -102,7 +102,9 @@ def test_calculator_through_run_tool():
 
 def test_current_time_in_a_zone():
     moment = datetime(2025, 1, 15, 12, 30, tzinfo=UTC)
-    assert current_time("Asia/Tokyo", now=moment) == "Wednesday 15 January 2025, 21:30 (Asia/Tokyo, UTC+09:00)"
+    assert (
+        current_time("Asia/Tokyo", now=moment) == "Wednesday 15 January 2025, 21:30 (Asia/Tokyo, UTC+09:00)"
+    )
     assert current_time("America/New_York", now=moment).startswith("Wednesday 15 January 2025, 07:30")
 
 
@@ -126,7 +128,10 @@ def test_remember_then_recall():
     assert result.ok
     assert result.updates == [ContextUpdate(key="memory.favourite_colour", value="blue")]
     assert context["memory.favourite_colour"] == "blue"  # a later call in the same reply sees it
-    assert run_tool("recall", json.dumps({"key": "favourite colour"}), context).content == "favourite_colour: blue"
+    assert (
+        run_tool("recall", json.dumps({"key": "favourite colour"}), context).content
+        == "favourite_colour: blue"
+    )
     assert "favourite_colour: blue" in run_tool("recall", "{}", context).content
     missing = run_tool("recall", json.dumps({"key": "dog's name"}), context)
     assert "Nothing remembered" in missing.content and "favourite_colour" in missing.content

@@ -73,7 +73,7 @@ def test_three_utterances_with_pauses_are_three_turns(vad):
     ends = turn_ends(events)
     assert len(ends) == 3
     assert [type(e) for e in events] == [SpeechStart, TurnEnd] * 3
-    for end, start, (voice_on, voice_off) in zip(ends, starts(events), spans):
+    for end, start, (voice_on, voice_off) in zip(ends, starts(events), spans, strict=True):
         assert end.reason == "silence"
         assert start.at_ms == end.start_ms
         # each turn is the utterance: begins near its first sound, ends near its last

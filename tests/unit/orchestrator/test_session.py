@@ -68,7 +68,9 @@ class FakeHost:
     def may_load(self) -> bool:
         return False
 
-    async def prepare(self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False) -> None:
+    async def prepare(
+        self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False
+    ) -> None:
         return None
 
     async def release(self, runner: SessionRunner) -> None:
@@ -97,7 +99,9 @@ class FakeHost:
     # ---- reading back --------------------------------------------------------------
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        out = [json.loads(m.json) for s, m in self.entries if s.startswith("out:") and isinstance(m, ClientEvent)]
+        out = [
+            json.loads(m.json) for s, m in self.entries if s.startswith("out:") and isinstance(m, ClientEvent)
+        ]
         return [e for e in out if kind is None or e["type"] == kind]
 
     def jobs(self, kind: str) -> list[Any]:
@@ -152,7 +156,9 @@ async def answer(
     for seq in range(len(turn.audio.sentences)):
         samples = int(audio_s * TTS_RATE)
         first = time.time() - heard_s
-        runner.on_tts(TtsProgress(turn.n, runner.epoch, seq, samples, TTS_RATE, first, True, 30.0, time.time()))
+        runner.on_tts(
+            TtsProgress(turn.n, runner.epoch, seq, samples, TTS_RATE, first, True, 30.0, time.time())
+        )
     await host.settle()
 
 
@@ -225,7 +231,12 @@ async def test_a_text_turn_during_a_reply_interrupts_it_and_is_answered(setup):
     await runner.on_command(p.Text(text="actually, what time is it?"), time.time())
     await host.settle()
     assert len(host.events("interrupted")) == 1
-    assert host.events("transcript")[-1] == {"type": "transcript", "turn": 2, "text": "actually, what time is it?", "final": True}
+    assert host.events("transcript")[-1] == {
+        "type": "transcript",
+        "turn": 2,
+        "text": "actually, what time is it?",
+        "final": True,
+    }
     (llm,) = host.jobs("llm")
     assert isinstance(llm, LlmJob) and llm.epoch == runner.epoch == 2
     assert llm.messages[-1] == {"role": "user", "content": "actually, what time is it?"}
@@ -289,7 +300,9 @@ async def test_results_of_an_old_epoch_are_ignored(setup):
 async def test_without_a_known_llm_worker_the_runner_dispatches_the_llm_itself():
     host = FakeHost(workers=False)
     runner = SessionRunner(host, Session(id="s2"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
-    await runner.on_start(SessionStart("s2", "sts", None, 16000, False, {}, False, time.time()), resumed=False)
+    await runner.on_start(
+        SessionStart("s2", "sts", None, 16000, False, {}, False, time.time()), resumed=False
+    )
     speak(runner, host, utterance())
     (job,) = host.jobs("stt")
     assert job.then is None
@@ -416,9 +429,20 @@ async def test_a_short_stop_alone_is_a_barge_in_and_becomes_the_next_turn(setup)
 
 @pytest.mark.parametrize(
     "text,words",
-    [("Stop.", True), ("Wait, no", True), ("Mhm.", False), ("MHN.", False), ("Mm-hmm.", False), ("Uh-huh", False),
-     ("Yeah.", False), ("", False), ("Okay, okay.", False), ("and HM.", False), ("Hmm, stop", True),
-     ("and then", True)],
+    [
+        ("Stop.", True),
+        ("Wait, no", True),
+        ("Mhm.", False),
+        ("MHN.", False),
+        ("Mm-hmm.", False),
+        ("Uh-huh", False),
+        ("Yeah.", False),
+        ("", False),
+        ("Okay, okay.", False),
+        ("and HM.", False),
+        ("Hmm, stop", True),
+        ("and then", True),
+    ],
 )
 def test_backchannels_are_not_words(text, words):
     from services.orchestrator.session import _has_words

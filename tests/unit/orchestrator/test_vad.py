@@ -75,7 +75,7 @@ def test_batched_patched_graph_matches_unpatched_window_by_window(vad, clips):
         probs = vad.process([streams[n] for n in ready], np.stack([clips[n][t] for n in ready]))
         assert probs.dtype == np.float32 and probs.shape == (len(ready),)
         batch_sizes.add(len(ready))
-        for name, p in zip(ready, probs):
+        for name, p in zip(ready, probs, strict=True):
             got[name].append(float(p))
 
     assert len(batch_sizes) >= 3, "streams of different length should exercise several batch sizes"
@@ -109,7 +109,7 @@ def test_streams_are_independent_of_interleaving_and_grouping(vad, clips):
         for t in range(n):
             for group in schedule(t):
                 probs = vad.process([streams[g] for g in group], np.stack([clips[g][t] for g in group]))
-                for g, p in zip(group, probs):
+                for g, p in zip(group, probs, strict=True):
                     out[g].append(float(p))
         return {k: np.array(v) for k, v in out.items()}
 

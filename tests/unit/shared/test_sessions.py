@@ -19,7 +19,9 @@ def test_missing_session_is_none(tmp_path):
     assert Session.load(tmp_path, "nobody") is None
 
 
-@pytest.mark.parametrize("sid", ["../etc/passwd", "a/b", "..", "", "x" * 65, "with space", "-leading", "a\x00b", "é"])
+@pytest.mark.parametrize(
+    "sid", ["../etc/passwd", "a/b", "..", "", "x" * 65, "with space", "-leading", "a\x00b", "é"]
+)
 def test_ids_cannot_escape_the_folder(sid, tmp_path):
     with pytest.raises(BadSessionId):
         validate_id(sid)

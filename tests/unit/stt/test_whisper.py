@@ -44,7 +44,9 @@ def whisper(cache_dir):
     asyncio.run(model.unload())
 
 
-async def transcribe(model: WhisperStt, pcm: bytes, rate: int = 16000, partial: bool = False) -> list[Transcript]:
+async def transcribe(
+    model: WhisperStt, pcm: bytes, rate: int = 16000, partial: bool = False
+) -> list[Transcript]:
     return [t async for t in model.infer(SttRequest(pcm=pcm, sample_rate=rate, partial=partial))]
 
 

@@ -65,8 +65,10 @@ def test_sample_rate_known_before_load():
 async def test_long_text_streams_in_several_chunks_first_one_early(piper):
     chunks, arrivals, total = await synthesize(piper, LONG_TEXT)
     audio_s = sum(len(c.pcm) for c in chunks) / 2 / piper.sample_rate
-    print(f"\npiper: first chunk {arrivals[0] * 1000:.0f} ms, {len(chunks)} chunks, "
-          f"{audio_s:.1f} s audio in {total:.2f} s (RTF {total / audio_s:.2f})")
+    print(
+        f"\npiper: first chunk {arrivals[0] * 1000:.0f} ms, {len(chunks)} chunks, "
+        f"{audio_s:.1f} s audio in {total:.2f} s (RTF {total / audio_s:.2f})"
+    )
     assert len(chunks) >= 4  # one per sentence
     assert all(c.sample_rate == piper.sample_rate == 22050 for c in chunks)
     assert all(len(c.pcm) > 0 and len(c.pcm) % 2 == 0 for c in chunks)
