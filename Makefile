@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # llama-cpp-python builds from source (~8 min on 2 cores); pip caches the wheel, so only the first build pays.
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: install sysdeps run run-stub test test-fast bench images lint clean
+.PHONY: install sysdeps run run-stub check test test-fast bench images lint clean
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,13 @@ run: install
 run-stub: install
 	$(VENV)/bin/jarvis up --stub
 
-test: install sysdeps
+# lint (ruff: E, F, I, B, UP, ASYNC, SIM), formatting, types (mypy over shared/, services/, jarvis/)
+check: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: install sysdeps check
 	$(PY) -m pytest -rs $(PYTEST_ARGS)
 
 test-fast: install
@@ -39,8 +45,7 @@ bench: install sysdeps
 images:
 	./docker/build.sh
 
-lint: install
-	$(VENV)/bin/ruff check .
+lint: check
 
 clean:
 	rm -rf var bench-results tests/artifacts .pytest_cache

@@ -62,8 +62,12 @@ class Proc:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode if self.popen is not None else None
+
     def signal(self, sig: int) -> None:
-        if self.alive():
+        if self.popen is not None and self.alive():
             try:
                 os.killpg(self.popen.pid, sig)  # the service and anything it spawned
             except ProcessLookupError:
@@ -75,7 +79,7 @@ def _wait_port(host: str, port: int, timeout: float, procs: list[Proc]) -> None:
     while time.monotonic() < deadline:
         for p in procs:
             if not p.alive():
-                raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; see {p.log}")
+                raise RuntimeError(f"{p.name} exited with {p.returncode}; see {p.log}")
         try:
             with socket.create_connection((host, port), timeout=0.3):
                 return
@@ -88,7 +92,7 @@ def _wait_http(url: str, timeout: float, proc: Proc) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}; see {proc.log}")
+            raise RuntimeError(f"{proc.name} exited with {proc.returncode}; see {proc.log}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status < 500:
@@ -255,9 +259,10 @@ class Stack:
             while time.monotonic() < deadline:
                 for p in self.procs:
                     if not p.alive():
-                        raise RuntimeError(f"{p.name} exited with {p.popen.returncode}; see {p.log}")
+                        raise RuntimeError(f"{p.name} exited with {p.returncode}; see {p.log}")
                 ready = 0
-                kinds = ("llm",) if self.resource and self.profile == "gpu" else ("stt", "llm", "tts")
+                gpu_managed = self.resource and self.profile == "gpu"
+                kinds: tuple[str, ...] = ("llm",) if gpu_managed else ("stt", "llm", "tts")
                 if self.vlm:  # a vision turn right after start must find its worker
                     kinds += ("vlm",)
                 for kind in kinds:
@@ -297,7 +302,7 @@ class Stack:
                 p.restarts = [t for t in p.restarts if now - t < 60]
                 if len(p.restarts) >= 5:
                     raise RuntimeError(f"{p.name} keeps dying; see {p.log}")
-                print(f"jarvis: {p.name} exited ({p.popen.returncode}); restarting", file=sys.stderr)
+                print(f"jarvis: {p.name} exited ({p.returncode}); restarting", file=sys.stderr)
                 time.sleep(0.5 * 2 ** len(p.restarts))
                 p.restarts.append(now)
                 p.start()

@@ -78,10 +78,11 @@ class Speaker:
             except Exception:  # noqa: BLE001 - this device can't play that rate: resample to its own
                 device_rate = int(self.sd.query_devices(kind="output")["default_samplerate"])
             self.resample = Resampler(rate, device_rate) if device_rate != rate else None
-            self.stream = self.sd.RawOutputStream(
+            stream = self.sd.RawOutputStream(
                 samplerate=device_rate, channels=1, dtype="int16", callback=self._callback, latency="low"
             )
-            self.stream.start()
+            stream.start()
+            self.stream = stream
             self.rate = rate
         self.accepting = True
 

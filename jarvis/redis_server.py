@@ -33,7 +33,7 @@ class RedisServer:
     def __init__(self, port: int | None = None, workdir: str | Path | None = None) -> None:
         self.port = port or free_port()
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="jarvis-redis-")
-        self.workdir = Path(workdir or self._tmp.name)
+        self.workdir = Path(workdir) if workdir else Path(self._tmp.name if self._tmp else ".")
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -111,7 +111,12 @@ async def talk(
             if text:
                 await ws.send(json.dumps({"type": "text", "text": text}))
             else:
-                samples = pcm if pcm is not None else load_wav(wav)
+                if pcm is not None:
+                    samples = pcm
+                elif wav is not None:
+                    samples = load_wav(wav)
+                else:
+                    raise ValueError("talk() needs text, pcm or wav")
                 await _stream(ws, samples, done, realtime, timeout)
             await asyncio.wait_for(done.wait(), timeout)
             await asyncio.sleep(0.2)  # trailing events (state changes)

@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.connection import HiredisRespSerializer  # packs commands in C (redis-py does it in Python)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 
 from shared import codec
 from shared.messages import DEAD_LETTER
@@ -39,17 +41,11 @@ return id
 """
 
 
-try:  # redis-py's asyncio connection packs commands in pure Python; hiredis does it in C
-    from redis.connection import HiredisRespSerializer
-    from redis.utils import HIREDIS_AVAILABLE
-except ImportError:  # pragma: no cover - older redis-py
-    HIREDIS_AVAILABLE = False
-
-
 class _Connection(aioredis.Connection):
-    """A connection that packs commands with hiredis: the per-frame paths send many small ones."""
+    """A connection that packs commands with hiredis: the per-frame paths send many small ones
+    (used only where hiredis is installed)."""
 
-    _packer = HiredisRespSerializer() if HIREDIS_AVAILABLE else None
+    _packer = HiredisRespSerializer()
 
     def pack_command(self, *args: Any) -> list[bytes]:
         return self._packer.pack(*args)
@@ -77,8 +73,12 @@ def _s(v: bytes | str) -> str:
 class Bus:
     def __init__(self, url: str, *, socket_timeout: float = 30.0, max_backoff: float = 2.0) -> None:
         self.url = url
-        extra = {"connection_class": _Connection} if HIREDIS_AVAILABLE and url.startswith("redis://") else {}
-        self.redis = aioredis.Redis.from_url(
+        extra: dict[str, Any] = (
+            {"connection_class": _Connection} if HIREDIS_AVAILABLE and url.startswith("redis://") else {}
+        )
+        # Any: redis-py types every reply as a union of bytes, str and awaitables; replies are
+        # decoded here, at the edge (codec.from_entry, _s)
+        self.redis: Any = aioredis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=5, health_check_interval=30, **extra
         )
         self.max_backoff = max_backoff

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from shared import logs
 from shared.config import Settings, get_settings
@@ -28,8 +29,8 @@ def run(service: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(main(settings, stop))
-        stopper = asyncio.create_task(stop.wait())
+        task: asyncio.Future[Any] = asyncio.ensure_future(main(settings, stop))
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             stopper.cancel()

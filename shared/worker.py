@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
@@ -62,9 +62,9 @@ class Worker(abc.ABC):
     async def send(
         self,
         job: Any,
-        to_client: list[Any] = (),
-        to_session: list[Any] = (),
-        jobs: list[tuple[str, Any]] = (),
+        to_client: Sequence[Any] = (),
+        to_session: Sequence[Any] = (),
+        jobs: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """Results for the client and the orchestrator (and follow-up jobs for other workers)
         in one atomic, epoch-gated round trip; raises Cancelled when the session's epoch moved
@@ -84,7 +84,7 @@ class Worker(abc.ABC):
         await self.send(job, to_client=[msg])
 
     @staticmethod
-    async def ready_batches(outputs: AsyncIterator[T]) -> AsyncIterator[list[T]]:
+    async def ready_batches(outputs: AsyncIterator[T]) -> AsyncGenerator[list[T]]:
         """A model's outputs, grouped: each list holds everything that arrived while the
         caller was busy with the previous one (its Redis write). The first output comes
         alone and at once; a fast model never waits on one round trip per output. Closing
@@ -104,7 +104,9 @@ class Worker(abc.ABC):
                         first = False
                         await asyncio.sleep(0)
             finally:
-                await outputs.aclose()  # stops the generation upstream as well
+                close = getattr(outputs, "aclose", None)  # an async generator: stop it upstream too
+                if close is not None:
+                    await close()
                 finished = True
                 wake.set()
 

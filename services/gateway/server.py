@@ -145,7 +145,7 @@ class Gateway:
                         self._on_binary(conn, frame)
                     else:
                         _IN_TEXT.inc()
-                        await self._on_text(conn, frame)
+                        await self._on_text(conn, frame if isinstance(frame, str) else frame.decode())
                 except p.ProtocolError as exc:
                     self._error(conn, exc.code, exc.message)
                 except Exception:
@@ -289,9 +289,10 @@ class Gateway:
                     wake_id = eid
                     continue
                 OUT_LAG.observe(max(0.0, now_ms - int(eid.split(b"-")[0])) / 1000)
-                conn = self.conns.get(stream[4:])
-                if conn is None:
+                target = self.conns.get(stream[4:])
+                if target is None:
                     continue
+                conn = target
                 conn.last_id = eid
                 conn.deliver(eid, msg)
 

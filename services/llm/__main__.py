@@ -20,7 +20,7 @@ def build_model(settings: Settings, args: argparse.Namespace):
     from services.llm.openai_chat import OpenAIChat
 
     prefix = f"JARVIS_{args.role.upper()}_"
-    llm = LlmSettings(_env_prefix=prefix)
+    llm = LlmSettings(_env_prefix=prefix)  # type: ignore[call-arg]  # pydantic-settings' init option
     if args.role == "vlm" and f"{prefix}TOOLS_ENABLED" not in os.environ:
         # vLLM refuses `tools` unless started with a tool parser; VLM turns describe what they see
         llm = llm.model_copy(update={"tools_enabled": False})

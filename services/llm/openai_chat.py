@@ -64,8 +64,10 @@ def _merge_tool_call_delta(calls: dict[int, _PendingCall], delta: Any) -> None:
     call_id = getattr(delta, "id", None)
     if index is None:  # servers that omit the index: a new id starts a new call
         known = {c.id: i for i, c in calls.items()}
-        new = call_id and call_id not in known
-        index = len(calls) if new else known.get(call_id, max(calls, default=0))
+        if call_id and call_id not in known:
+            index = len(calls)  # a new id starts a new call
+        else:
+            index = known.get(call_id or "", max(calls, default=0))
     entry = calls.setdefault(index, _PendingCall())
     if getattr(delta, "id", None) and not entry.id:
         entry.id = delta.id

@@ -201,6 +201,8 @@ def calculate(expression: str) -> str:
 
 def _calculator(args: dict[str, Any], context: dict[str, Any]) -> ToolResult:
     expression = args.get("expression")
+    if not isinstance(expression, str):
+        raise ToolError("calculator needs an 'expression' string")
     return ToolResult(f"{expression} = {calculate(expression)}")
 
 

@@ -227,8 +227,9 @@ class Orchestrator:
         try:
             done, _ = await asyncio.wait([*loops, stopper], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                if t is not stopper and t.exception():
-                    raise t.exception()
+                exc = None if t is stopper else t.exception()
+                if exc is not None:
+                    raise exc
         finally:
             for t in loops:
                 t.cancel()
@@ -318,9 +319,10 @@ class Orchestrator:
                 if stream == self.wake:
                     wake_id = eid
                     continue
-                runner = self.runners.get(stream[3:])
-                if runner is None:
+                owned = self.runners.get(stream[3:])
+                if owned is None:
                     continue
+                runner = owned
                 runner.cursor = eid
                 if msg is None:
                     continue
@@ -366,7 +368,8 @@ class Orchestrator:
             raise RuntimeError("server VAD requested but no VAD model is loaded")
         while batch:
             seen: set[int] = set()
-            now_round, later = [], []
+            now_round: list[tuple[SessionRunner, np.ndarray, float]] = []
+            later: list[tuple[SessionRunner, np.ndarray, float]] = []
             for item in batch:  # a session's windows must go in order, one per call
                 (later if id(item[0]) in seen else now_round).append(item)
                 seen.add(id(item[0]))

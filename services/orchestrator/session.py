@@ -62,9 +62,9 @@ TURNS = Counter("jarvis_turns_total", "Turns by outcome", ["outcome"])
 BARGE_INS = Counter("jarvis_barge_ins_total", "Replies cut off by the user", ["reason"])
 
 
-def observe(metrics: dict[str, Any]) -> None:
+def observe(metrics: p.Metrics) -> None:
     for stage in ("end_of_turn", "transcript", "first_token", "first_audio", "total"):
-        v = metrics.get(f"{stage}_ms")
+        v = getattr(metrics, f"{stage}_ms")
         if v is not None:
             TURN_LATENCY.labels(stage).observe(v / 1000)
 
@@ -760,7 +760,7 @@ class SessionRunner:
         if turn.first_audio_ts:
             self.event(p.AudioEnd(turn=turn.n))
         metrics = turn.metrics()
-        self.event(p.Metrics(**metrics))
+        self.event(metrics)
         observe(metrics)
         TURNS.labels("completed").inc()
         if turn.user or turn.reply:
@@ -771,7 +771,7 @@ class SessionRunner:
                     assistant=turn.reply,
                     pipeline=self.pipeline.name,
                     image=turn.image,
-                    metrics=metrics,
+                    metrics=Turn.record(metrics),
                 )
             )
             self.host.spawn(self.host.save(self))
@@ -871,10 +871,10 @@ class SessionRunner:
                     interrupted=True,
                     pipeline=self.pipeline.name,
                     image=turn.image,
-                    metrics=metrics,
+                    metrics=Turn.record(metrics),
                 )
             )
-            self.event(p.Metrics(**metrics))
+            self.event(metrics)
             observe(metrics)
             TURNS.labels("interrupted").inc()
         self.host.spawn(self.host.save(self))

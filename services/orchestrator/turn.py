@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.orchestrator.reply import ReplyAudio
+from shared import protocol as p
 
 
 @dataclass(slots=True)
@@ -39,21 +41,26 @@ class Turn:
     def first_audio_ts(self) -> float | None:
         return self.audio.first_audio_ts
 
-    def metrics(self, interrupted: bool = False) -> dict[str, float | bool | int | None]:
+    def metrics(self, interrupted: bool = False) -> p.Metrics:
         end = self.done_ts or time.time()
 
         def rel(ts: float | None) -> float | None:
             return None if ts is None else round((ts - self.t0) * 1000, 1)
 
-        return {
-            "turn": self.n,
-            "end_of_turn_ms": round((self.decided_ts - self.t0) * 1000, 1),
-            "transcript_ms": rel(self.transcript_ts),
-            "first_token_ms": rel(self.first_token_ts),
-            "first_audio_ms": rel(self.first_audio_ts),
-            "total_ms": round((end - self.t0) * 1000, 1),
-            "stt_ms": None if self.stt_ms is None else round(self.stt_ms, 1),
-            "llm_ms": None if self.llm_ms is None else round(self.llm_ms, 1),
-            "tts_ms": round(self.audio.tts_ms, 1) if self.audio.sentences else None,
-            "interrupted": interrupted,
-        }
+        return p.Metrics(
+            turn=self.n,
+            end_of_turn_ms=round((self.decided_ts - self.t0) * 1000, 1),
+            transcript_ms=rel(self.transcript_ts),
+            first_token_ms=rel(self.first_token_ts),
+            first_audio_ms=rel(self.first_audio_ts),
+            total_ms=round((end - self.t0) * 1000, 1),
+            stt_ms=None if self.stt_ms is None else round(self.stt_ms, 1),
+            llm_ms=None if self.llm_ms is None else round(self.llm_ms, 1),
+            tts_ms=round(self.audio.tts_ms, 1) if self.audio.sentences else None,
+            interrupted=interrupted,
+        )
+
+    @staticmethod
+    def record(metrics: p.Metrics) -> dict[str, Any]:
+        """The metrics as history keeps them."""
+        return metrics.model_dump(exclude={"type", "id"})
