@@ -47,6 +47,7 @@ from shared.messages import (
     jobs_stream,
     llm_job,
     out_stream,
+    partial_jobs_stream,
 )
 from shared.sessions import Session, TurnRecord
 
@@ -434,10 +435,8 @@ class SessionRunner:
                 self.detector.speech_ms + self.endpoint.pre_roll_ms
             )
             pcm = self.ctx.slice(start, self.ctx.samples_in)
-            self.job(
-                "stt",
-                SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time()),
-            )
+            job = SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time())
+            self.host.put(partial_jobs_stream("stt"), job, self.settings.jobs_maxlen)
 
     def on_speech_end(self, start_ms: float, end_ms: float, decided_ts: float) -> None:
         """The detector closed a stretch of speech in stream time [start_ms, end_ms)."""
