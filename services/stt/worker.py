@@ -6,7 +6,7 @@ Two lanes share one model in one process, so a partial never delays a final:
 - `jobs:stt` (finals and probes: a turn or a barge-in waits on them) is served at once;
 - `jobs:stt-partial` (partial transcripts, for display) is served only while no final or probe
   is running, one partial at a time, and a partial is dropped unanswered when it went stale
-  while it waited: a newer partial of the same session, or its turn's final, came in. (The
+  while it waited: a newer partial of the same session, or a final made after it, came in. (The
   orchestrator has moved on in both cases: it asks for the next partial once a new turn
   starts.) Each partial decodes a bounded stretch of audio (`services.stt.partials`).
 """
@@ -54,13 +54,13 @@ class Lanes:
         self._clear.set()
         self.partial = asyncio.Lock()  # one partial decode at a time
         self._newest: _Recent = _Recent()  # sid -> ts of the newest partial job seen
-        self._final: _Recent = _Recent()  # sid -> the latest turn whose final job came in
+        self._final: _Recent = _Recent()  # sid -> ts of the newest final job seen
 
     def urgent_started(self, job: SttJob) -> None:
         self._urgent += 1
         self._clear.clear()
         if not job.probe:
-            self._final.put(job.sid, max(job.turn, self._final.get(job.sid, 0)))
+            self._final.put(job.sid, max(job.ts, self._final.get(job.sid, 0.0)))
 
     def urgent_done(self) -> None:
         self._urgent -= 1
@@ -71,7 +71,11 @@ class Lanes:
         self._newest.put(job.sid, max(job.ts, self._newest.get(job.sid, 0.0)))
 
     def stale(self, job: SttJob) -> bool:
-        return self._newest.get(job.sid, 0.0) > job.ts or self._final.get(job.sid, 0) >= job.turn
+        """A newer partial of the session came in, or a final made after this partial (which
+        holds all its audio; a final the user then spoke past, a speculative one, does not
+        hold the words of the partials made after it)."""
+        newest, final = self._newest.get(job.sid, 0.0), self._final.get(job.sid, 0.0)
+        return newest > job.ts or final >= job.ts
 
     async def wait_clear(self) -> None:
         """Until no final or probe is running (call with `partial` held)."""

@@ -90,13 +90,13 @@ async def test_a_final_is_produced_while_a_partial_of_the_same_session_is_runnin
 
 async def test_partials_wait_for_finals_and_stale_ones_are_dropped(bus):
     async with Running(bus) as worker:
-        await bus.add(jobs_stream("stt"), job("a", 1, 2.0, partial=False), 1000)
+        await bus.add(jobs_stream("stt"), job("a", 1, 2.0, partial=False, ts=time.time() - 0.5), 1000)
         await asyncio.sleep(DELAY / 4)  # the final is running: partials queue behind it
         now = time.time()
         await bus.add(partial_jobs_stream("stt"), job("b", 1, 1.5, partial=True, ts=now), 1000)
         await bus.add(partial_jobs_stream("stt"), job("b", 1, 2.5, partial=True, ts=now + 1), 1000)  # newer
-        # a's final came in before it
-        await bus.add(partial_jobs_stream("stt"), job("a", 1, 1.5, partial=True, ts=now), 1000)
+        # made before a's final (which holds its audio)
+        await bus.add(partial_jobs_stream("stt"), job("a", 1, 1.5, partial=True, ts=now - 1), 1000)
         got = await results(bus, ["a", "b"], want=2)
         await asyncio.sleep(2 * DELAY)  # nothing else comes
         late = await results(bus, ["a", "b"], want=3, timeout=0.5)
@@ -106,3 +106,15 @@ async def test_partials_wait_for_finals_and_stale_ones_are_dropped(bus):
     ]
     assert len(late) == 2
     assert worker.partials.transcriber.decoded_s == 2.5
+
+
+async def test_partials_made_after_a_final_the_user_spoke_past_are_answered(bus):
+    async with Running(bus):
+        await bus.add(jobs_stream("stt"), job("s", 1, 2.0, partial=False), 1000)  # speculative final
+        await asyncio.sleep(DELAY / 4)
+        await bus.add(partial_jobs_stream("stt"), job("s", 1, 3.0, partial=True), 1000)  # they went on
+        got = await results(bus, ["s"], want=2)
+    assert [(r.final, r.text) for _, r in got] == [
+        (True, "I spoke for two point zero seconds"),
+        (False, "I spoke for three point zero seconds"),
+    ]
