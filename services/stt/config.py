@@ -28,7 +28,13 @@ class SttSettings(BaseSettings):
     # None: "int8" on CPU, "float16" on CUDA ("auto" device: "default").
     compute_type: str | None = None
     cpu_threads: int = Field(default=2, ge=0)
-    beam_size: int = Field(default=5, ge=1)  # final transcripts; partials always use beam 1
+    beam_size: int = Field(default=5, ge=1)  # final transcripts; partials and probes use beam 1
+    # Whisper's encoder reads 30 s windows, so a 2 s question costs as much to encode as 30 s of
+    # speech. Audio shorter than this is encoded in a window of this length (its own length plus
+    # half a second when longer): CTranslate2 accepts the shorter input. 30: Whisper's own window.
+    encoder_window_s: float = Field(default=30.0, ge=1.0, le=30.0)
+    # Final transcripts without timestamp tokens (nothing here uses segment times).
+    without_timestamps: bool = False
     # a probe (is this short sound over a reply words, or a hum?) keeps only segments decoded at
     # least this confidently: Whisper base decodes "stop", "wait", "no" at -0.55 to -0.35 and
     # makes up words for a hum ("MHM", "Emendum.", "and make sure") at -0.7 to -1.0
@@ -36,6 +42,13 @@ class SttSettings(BaseSettings):
     # Final decodes retry at these temperatures when a result looks unreliable (Whisper's
     # fallback); fewer steps than Whisper's six bound the worst case on noise.
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1)
+    # Partial transcripts decode the utterance in whole chunks of this length, each decoded once
+    # and remembered, plus the newest stretch (at most one chunk): a partial costs the same at
+    # second 20 of a turn as at second 2, instead of re-decoding everything said so far.
+    partial_chunk_s: float = Field(default=5.0, gt=0)
+    # a newest stretch shorter than this waits for the next partial (Whisper makes words up for
+    # fragments this short)
+    partial_min_tail_s: float = Field(default=1.0, ge=0)
     language: str | None = "en"  # None: detect
     local_files_only: bool = True
     cache_dir: Path = Field(
