@@ -33,7 +33,8 @@ Semantics:
 
   ========================  ==========================================================
   ``smart_turn``            ``p >= complete_threshold``
-  ``transcript``            ``cue == "complete"``
+  ``transcript``            ``cue != "incomplete"`` (ends unless the words are unfinished,
+                            so a transcript without punctuation still ends; no text waits)
   ``smart_turn_unless_cue`` ``p >= complete_threshold and cue != "incomplete"`` (the
                             words can veto the audio); without ``p``: ``cue == "complete"``
   ``cue_else_smart_turn``   the words decide when they have an opinion (``"complete"`` /
@@ -272,7 +273,7 @@ class EndOfTurnPolicy:
         if mode == "smart_turn":
             return audio is not None and audio >= threshold
         if mode == "transcript":
-            return cue == "complete"
+            return cue is not None and cue != "incomplete"
         audio_says = audio is not None and audio >= threshold
         if mode == "smart_turn_unless_cue":
             return cue == "complete" if audio is None else audio_says and cue != "incomplete"
