@@ -33,8 +33,7 @@ Semantics:
 
   ========================  ==========================================================
   ``smart_turn``            ``p >= complete_threshold``
-  ``transcript``            ``cue != "incomplete"`` (ends unless the words are unfinished,
-                            so a transcript without punctuation still ends; no text waits)
+  ``transcript``            ``cue == "complete"``
   ``smart_turn_unless_cue`` ``p >= complete_threshold and cue != "incomplete"`` (the
                             words can veto the audio); without ``p``: ``cue == "complete"``
   ``cue_else_smart_turn``   the words decide when they have an opinion (``"complete"`` /
@@ -273,7 +272,7 @@ class EndOfTurnPolicy:
         if mode == "smart_turn":
             return audio is not None and audio >= threshold
         if mode == "transcript":
-            return cue is not None and cue != "incomplete"
+            return cue == "complete"
         audio_says = audio is not None and audio >= threshold
         if mode == "smart_turn_unless_cue":
             return cue == "complete" if audio is None else audio_says and cue != "incomplete"

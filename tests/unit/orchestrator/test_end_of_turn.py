@@ -217,9 +217,8 @@ def decide(mode: str, audio: float | None, text: str | None) -> bool:
         ("smart_turn", None, "Tell me a joke.", False),  # this mode does not read words
         ("transcript", None, "Tell me a joke.", True),
         ("transcript", None, "I was wondering", False),
-        ("transcript", None, "tell me a joke", True),  # no punctuation: the words are not unfinished
-        ("transcript", 0.99, "", True),  # nothing heard: nothing to wait for
-        ("transcript", 0.99, None, False),  # no transcript (STT failed): wait
+        ("transcript", None, "tell me a joke", False),  # no opinion: wait
+        ("transcript", 0.99, "", False),
         ("smart_turn_unless_cue", 0.9, "Tell me a joke.", True),
         ("smart_turn_unless_cue", 0.9, "turn off the lights", True),  # no veto without a cue
         ("smart_turn_unless_cue", 0.9, "I went to the store and so", False),  # the words veto
