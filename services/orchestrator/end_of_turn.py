@@ -79,7 +79,8 @@ class EndOfTurnConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    mode: Mode = "silence"
+    # chosen by `python -m bench --scenario eot` (docs/BENCHMARKS.md, "End of turn")
+    mode: Mode = "transcript"
     candidate_ms: float = Field(default=224, ge=0)  # silence at which a pause is scored (7 windows)
     ceiling_ms: float = Field(
         default=1504, gt=0

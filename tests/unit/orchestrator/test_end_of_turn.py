@@ -174,7 +174,8 @@ def test_max_length_passes_through_and_drops_the_pending_request():
 
 def test_the_ceiling_replaces_end_silence_in_adaptive_modes_only():
     assert policy().endpoint.end_silence_ms == 1504
-    assert EndOfTurnPolicy(ENDPOINT, EndOfTurnConfig()).endpoint.end_silence_ms == 288
+    assert EndOfTurnPolicy(ENDPOINT, EndOfTurnConfig(mode="silence")).endpoint.end_silence_ms == 288
+    assert EndOfTurnConfig().mode == "transcript"  # the default the benchmark chose
     assert policy().endpoint.min_speech_ms == ENDPOINT.min_speech_ms
 
 
