@@ -154,10 +154,9 @@ def vad_probabilities(utts: list[Utterance], vad) -> list[np.ndarray]:
 
 def replay(strategy: Strategy, utt: Utterance, probs: np.ndarray, scorer: Scorer, endpoint) -> ClipResult:
     """Feed one clip's probabilities to a fresh policy; deliver each score when it would arrive."""
-    import dataclasses
 
     from services.orchestrator.end_of_turn import EndOfTurnConfig, EndOfTurnPolicy, ScoreNeeded
-    from services.orchestrator.turns import TurnEnd
+    from services.orchestrator.endpoint import TurnEnd
 
     cfg = EndOfTurnConfig(
         mode=strategy.mode,  # type: ignore[arg-type]
@@ -165,7 +164,7 @@ def replay(strategy: Strategy, utt: Utterance, probs: np.ndarray, scorer: Scorer
         ceiling_ms=strategy.ceiling_ms,
         complete_threshold=strategy.threshold,
     )
-    pol = EndOfTurnPolicy(dataclasses.replace(endpoint, end_silence_ms=strategy.end_silence_ms), cfg)
+    pol = EndOfTurnPolicy(endpoint.model_copy(update={"end_silence_ms": strategy.end_silence_ms}), cfg)
     window_ms = pol.endpoint.window_ms
     inflight: list[tuple[float, ScoreNeeded, float | None, str | None]] = []
     ends: list[tuple[TurnEnd, float]] = []  # (event, decided at, stream ms)

@@ -49,14 +49,12 @@ Semantics:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
+from services.orchestrator.config import EndOfTurnConfig, EndpointSettings, Mode
+from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 from services.orchestrator.transcript_cues import Cue, transcript_cue
-from services.orchestrator.turns import EndpointConfig, EndpointDetector, SpeechStart, TurnEnd
 
 __all__ = [
     "Decision",
@@ -66,40 +64,6 @@ __all__ = [
     "Mode",
     "ScoreNeeded",
 ]
-
-Mode = Literal["silence", "smart_turn", "transcript", "smart_turn_unless_cue", "cue_else_smart_turn"]
-
-
-class EndOfTurnConfig(BaseModel):
-    """The adaptive end of turn's knobs (durations in ms of stream time).
-
-    ``end_silence_ms`` of the endpoint config still applies in ``mode="silence"``; the other
-    modes replace it with ``ceiling_ms``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # chosen by `python -m bench --scenario eot` (docs/BENCHMARKS.md, "End of turn")
-    mode: Mode = "transcript"
-    candidate_ms: float = Field(default=224, ge=0)  # silence at which a pause is scored (7 windows)
-    ceiling_ms: float = Field(
-        default=1504, gt=0
-    )  # an unfinished thought waits this long at most (47 windows)
-    complete_threshold: float = Field(default=0.5, ge=0, le=1)  # Smart Turn: p >= this is "complete"
-
-    @model_validator(mode="after")
-    def _candidate_before_ceiling(self) -> EndOfTurnConfig:
-        if self.mode != "silence" and self.candidate_ms >= self.ceiling_ms:
-            raise ValueError("candidate_ms must be below ceiling_ms")
-        return self
-
-    @property
-    def wants_audio(self) -> bool:
-        return self.mode in ("smart_turn", "smart_turn_unless_cue", "cue_else_smart_turn")
-
-    @property
-    def wants_text(self) -> bool:
-        return self.mode in ("transcript", "smart_turn_unless_cue", "cue_else_smart_turn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +113,13 @@ class EndOfTurnPolicy:
         "last_decision",
     )
 
-    def __init__(self, endpoint: EndpointConfig | None = None, config: EndOfTurnConfig | None = None) -> None:
-        self.config = config or EndOfTurnConfig()
-        endpoint = endpoint or EndpointConfig()
+    def __init__(
+        self, endpoint: EndpointSettings | None = None, config: EndOfTurnConfig | None = None
+    ) -> None:
+        endpoint = endpoint or EndpointSettings()
+        self.config = config or endpoint.end_of_turn
         if self.config.mode != "silence":
-            endpoint = dataclasses.replace(endpoint, end_silence_ms=self.config.ceiling_ms)
+            endpoint = endpoint.model_copy(update={"end_silence_ms": self.config.ceiling_ms})
         self.detector = EndpointDetector(endpoint)
         self.last_decision: Decision | None = None
         self._next_request = 1
@@ -169,7 +135,7 @@ class EndOfTurnPolicy:
     # ---- what the orchestrator reads, as on the detector
 
     @property
-    def endpoint(self) -> EndpointConfig:
+    def endpoint(self) -> EndpointSettings:
         """The detector's config (its ``end_silence_ms`` is the ceiling in adaptive modes)."""
         return self.detector.config
 

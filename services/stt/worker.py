@@ -23,7 +23,7 @@ class SttWorker(Worker):
         async for t in self.model.infer(request):
             text = (text + " " + t.text).strip() if text else t.text.strip()
         elapsed = (time.perf_counter() - started) * 1000
-        final = not job.partial and not job.probe
-        result = SttResult(job.turn, job.epoch, text, final, elapsed, time.time(), job.probe)
+        final = not job.partial and not job.probe and not job.pause
+        result = SttResult(job.turn, job.epoch, text, final, elapsed, time.time(), job.probe, job.pause)
         then = followup(job, text) if final else None
         await self.send(job, to_session=[result], jobs=[then] if then else [])

@@ -8,7 +8,7 @@ import pytest
 
 from bench.eot import ClipResult, Score, Strategy, replay, summarize_strategy, transcript_ready
 from bench.eot_corpus import LEAD_IN_S, RATE, Utterance, find_cut, pink_noise
-from services.orchestrator.turns import EndpointConfig
+from services.orchestrator.config import EndpointSettings
 
 W = 32
 
@@ -40,7 +40,7 @@ def utterance(pause_windows: int) -> tuple[Utterance, np.ndarray]:
     return utt, probs
 
 
-ENDPOINT = EndpointConfig(threshold=0.5, neg_threshold=0.5, min_speech_ms=250, end_silence_ms=288)
+ENDPOINT = EndpointSettings(threshold=0.5, neg_threshold=0.5, min_speech_ms=250, end_silence_ms=288)
 
 
 def test_today_cuts_a_long_pause_and_smart_turn_waits_when_told_incomplete():

@@ -9,18 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from services.orchestrator.config import EndpointSettings
 from services.orchestrator.end_of_turn import (
     Decision,
     EndOfTurnConfig,
     EndOfTurnPolicy,
     ScoreNeeded,
 )
-from services.orchestrator.turns import EndpointConfig, EndpointDetector, SpeechStart, TurnEnd
+from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 from tests.support.speech import concat, have_espeak, silence, speak
 
 SPEECH, QUIET, MAYBE = 0.9, 0.05, 0.42  # above threshold, below neg_threshold, in between
 W = 32.0  # ms per window
-ENDPOINT = EndpointConfig(threshold=0.5, neg_threshold=0.35, min_speech_ms=250, end_silence_ms=288)
+ENDPOINT = EndpointSettings(threshold=0.5, neg_threshold=0.35, min_speech_ms=250, end_silence_ms=288)
 
 
 def policy(mode="smart_turn", candidate_ms=224, ceiling_ms=1504, **kw) -> EndOfTurnPolicy:
@@ -161,7 +162,7 @@ def test_in_between_probabilities_do_not_restart_the_pause():
 
 def test_max_length_passes_through_and_drops_the_pending_request():
     pol = EndOfTurnPolicy(
-        EndpointConfig(min_speech_ms=64, max_turn_ms=1600), EndOfTurnConfig(mode="smart_turn")
+        EndpointSettings(min_speech_ms=64, max_turn_ms=1600), EndOfTurnConfig(mode="smart_turn")
     )
     speak_for(pol, 800)
     _, (ask,) = quiet_until(pol, ScoreNeeded)
