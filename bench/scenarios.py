@@ -65,7 +65,12 @@ def run_async(coro):
 
 
 def _stack_env(opts: Options) -> dict[str, str]:
-    return {"JARVIS_TURN_END_SILENCE_MS": str(opts.end_silence_ms)}
+    # the framework is measured with the plain silence rule, so its figures compare across
+    # trees; the adaptive end of turn is measured by scenario eot
+    return {
+        "JARVIS_TURN_END_SILENCE_MS": str(opts.end_silence_ms),
+        "JARVIS_TURN_END_OF_TURN__MODE": "silence",
+    }
 
 
 class _Workdir:

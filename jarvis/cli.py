@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     talk.add_argument(
         "--duplex", action="store_true", help="with --mic: keep the mic open while Jarvis talks (headphones)"
     )
+    talk.add_argument(
+        "--realtime",
+        action="store_true",
+        help="talk through the OpenAI Realtime API (/v1/realtime, the official openai SDK)",
+    )
 
     _add_subcommand(
         sub, "models_cmd", "models", "show or change the models the resource service keeps resident"
@@ -55,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         from jarvis.launcher import up as run_up
 
         return run_up("stub" if args.stub else args.profile, args.port, args.orchestrators)
+    if args.command == "talk" and args.realtime:
+        from jarvis.realtime_talk import talk_realtime
+
+        url = args.url if "/v1/realtime" in args.url else args.url.rsplit("/ws", 1)[0] + "/v1/realtime"
+        asyncio.run(
+            talk_realtime(
+                url, wav=args.wav, text=args.text, token=args.token, session_id=args.session, out=args.out
+            )
+        )
+        return 0
     if args.command == "talk":
         from jarvis.talk import main as talk_main
 

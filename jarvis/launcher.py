@@ -2,8 +2,10 @@
 
 Starts an embedded Redis (unless JARVIS_REDIS_URL points at a reachable one), the model
 server the profile needs (the CPU profile's llama.cpp server), then every service as
-`python -m services.<name>`. A service that dies is restarted with backoff; Ctrl-C (or
-`stop()`) ends every process it started, by pid, even on failure.
+`python -m services.<name>`; arbitrated (`Stack(arbitrated=True)`, the GPU profile's default),
+the resource service starts first and starts the model servers and STT/TTS workers itself.
+A service that dies is restarted with backoff; Ctrl-C (or `stop()`) ends every process it
+started, by pid, even on failure.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class Stack:
         vlm: bool | None = None,
         resource: bool | None = None,
         vlm_stub: bool | None = None,
+        arbitrated: bool | None = None,
     ) -> None:
         self.profile = profile
         self.port = port
@@ -140,6 +143,14 @@ class Stack:
         )
         # the GPU arbiter: on by default where there is a GPU to arbitrate
         self.resource = resource if resource is not None else profile == "gpu"
+        # arbitrated: the resource service starts the model servers and the STT/TTS workers as
+        # registry models (resident only while they fit; the registry the caller configures,
+        # JARVIS_RESOURCE_REGISTRY*, describes them; JARVIS_LLM_BASE_URL names its LLM server);
+        # the stack starts only the LLM/VLM workers, its clients. On by default for the GPU
+        # profile with the resource service; any profile may ask for it (e.g. the CPU models
+        # on a simulated GPU, JARVIS_RESOURCE_GPU_BACKEND=simulated)
+        self.arbitrated = arbitrated if arbitrated is not None else self.resource and profile == "gpu"
+        self.resource = self.resource or self.arbitrated
         self.redis: RedisServer | None = None
         self.redis_url = ""
         self.procs: list[Proc] = []
@@ -197,6 +208,7 @@ class Stack:
         stub = ["--stub"] if self.profile == "stub" else []
         if (
             self.profile == "cpu"
+            and not self.arbitrated
             and "JARVIS_LLM_BASE_URL" not in self.extra_env
             and "JARVIS_LLM_BASE_URL" not in os.environ
         ):
@@ -222,22 +234,22 @@ class Stack:
             )
             _wait_http(f"http://127.0.0.1:{llm_port}/v1/models", timeout, server)
         if self.resource:
-            self._service("resource", "services.resource")
+            # first, so every orchestrator finds it from its first session on
+            self._start_resource(timeout)
         for i in range(self.orchestrators):
             self._service(
                 f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator"
             )
-        # With the GPU profile the resource service starts the GPU workers (STT, TTS) and the LLM
-        # server as registry models, so they are only resident when they fit.
-        gpu_managed = self.resource and self.profile == "gpu"
-        if not gpu_managed:
+        # Arbitrated (the GPU profile's default), the resource service starts the STT and TTS
+        # workers and the LLM server as registry models, so they are only resident when they fit.
+        if not self.arbitrated:
             stt_args = [*stub, "--stub-delay", str(self.stub_stt_delay)] if stub else []
             self._service(
                 "stt", "services.stt", "--concurrency", "2", *stt_args
             )  # a partial never holds up the final
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
-        if not gpu_managed:
+        if not self.arbitrated:
             self._service("tts", "services.tts", *stub)
         if self.vlm:
             vlm = self._service("vlm", "services.llm", "--role", "vlm", *(llm_args if self.vlm_stub else []))
@@ -245,9 +257,32 @@ class Stack:
                 vlm.env["JARVIS_PROFILE"] = "cpu"  # services.llm picks the stub model for the stub profile
         self._service("gateway", "services.gateway")
         for p in self.procs:
-            p.start()
+            if p.popen is None:
+                p.start()
         _wait_port(self.host, self.port, timeout, self.procs)
         self._wait_workers(timeout)
+
+    def _start_resource(self, timeout: float) -> None:
+        """Start the resource service and wait for its heartbeat (its models are not started)."""
+        import redis
+
+        from services.resource.messages import ALIVE_KEY
+
+        proc = self._service("resource", "services.resource")
+        proc.start()
+        popen = proc.popen
+        assert popen is not None
+        r = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while not r.exists(ALIVE_KEY):
+                if popen.poll() is not None:
+                    raise RuntimeError(f"resource exited with {popen.returncode}; see {proc.log}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the resource service did not start in {timeout:.0f}s")
+                time.sleep(0.1)
+        finally:
+            r.close()
 
     def _wait_workers(self, timeout: float) -> None:
         """Until each worker kind has a consumer group member ready (models loaded)."""
@@ -261,8 +296,7 @@ class Stack:
                     if not p.alive():
                         raise RuntimeError(f"{p.name} exited with {p.returncode}; see {p.log}")
                 ready = 0
-                gpu_managed = self.resource and self.profile == "gpu"
-                kinds: tuple[str, ...] = ("llm",) if gpu_managed else ("stt", "llm", "tts")
+                kinds: tuple[str, ...] = ("llm",) if self.arbitrated else ("stt", "llm", "tts")
                 if self.vlm:  # a vision turn right after start must find its worker
                     kinds += ("vlm",)
                 for kind in kinds:

@@ -149,6 +149,9 @@ class SttJob:
     then: LlmPlan | None = None  # the LLM job to start with a non-empty final transcript
     # > 0: a probe (not partial, not final): does this short sound over a reply hold words?
     probe: int = 0
+    # > 0: the end-of-turn request of a pause: the turn so far, decoded as a final would be; it
+    # decides whether the thought is finished and, if the turn ends there, is its transcript
+    pause: int = 0
 
 
 @message("job.llm")
@@ -204,6 +207,7 @@ class SttResult:
     elapsed_ms: float
     ts: float
     probe: int = 0  # the probe job's number, 0 for partial and final transcripts
+    pause: int = 0  # the pause job's end-of-turn request, 0 otherwise
 
 
 @message("r.llm")

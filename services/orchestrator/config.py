@@ -4,15 +4,54 @@ all read) and of the orchestrator's other per-turn limits (`TurnSettings`)."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["silence", "smart_turn", "transcript", "smart_turn_unless_cue", "cue_else_smart_turn"]
+
+
+class EndOfTurnConfig(BaseModel):
+    """The adaptive end of turn's knobs (durations in ms of stream time).
+
+    ``end_silence_ms`` of the endpoint config still applies in ``mode="silence"``; the other
+    modes replace it with ``ceiling_ms``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # chosen by `python -m bench --scenario eot` (docs/BENCHMARKS.md, "End of turn");
+    # JARVIS_TURN_END_OF_TURN__MODE=silence (and __CANDIDATE_MS, __CEILING_MS, ...) to change
+    mode: Mode = "transcript"
+    candidate_ms: float = Field(default=224, ge=0)  # silence at which a pause is scored (7 windows)
+    ceiling_ms: float = Field(
+        default=1504, gt=0
+    )  # an unfinished thought waits this long at most (47 windows)
+    complete_threshold: float = Field(default=0.5, ge=0, le=1)  # Smart Turn: p >= this is "complete"
+
+    @model_validator(mode="after")
+    def _candidate_before_ceiling(self) -> EndOfTurnConfig:
+        if self.mode != "silence" and self.candidate_ms >= self.ceiling_ms:
+            raise ValueError("candidate_ms must be below ceiling_ms")
+        return self
+
+    @property
+    def wants_audio(self) -> bool:
+        return self.mode in ("smart_turn", "smart_turn_unless_cue", "cue_else_smart_turn")
+
+    @property
+    def wants_text(self) -> bool:
+        return self.mode in ("transcript", "smart_turn_unless_cue", "cue_else_smart_turn")
 
 
 class EndpointSettings(BaseSettings):
     """When speech starts, when a turn ends, and what audio a turn keeps around its speech.
     Probabilities in [0, 1], durations in ms."""
 
-    model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="JARVIS_TURN_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
 
     threshold: float = 0.5  # Silero speech probability at or above which a window is speech
     # once speaking, a window below this is silence: the threshold itself, as in Pipecat (its 0.7);
@@ -34,6 +73,9 @@ class EndpointSettings(BaseSettings):
     # the reply is cancelled and the whole utterance is transcribed and answered once
     continuation_grace_ms: float = 300
     window_ms: float = 32  # one VAD window (512 samples at 16 kHz); set by the VAD, not by users
+    # how long a pause must be: adaptive (a finished thought ends at a short pause, an unfinished
+    # one waits up to a ceiling; `end_silence_ms` is then the ceiling's fallback only in "silence")
+    end_of_turn: EndOfTurnConfig = Field(default_factory=lambda: EndOfTurnConfig())
 
     @model_validator(mode="after")
     def _check(self) -> EndpointSettings:
@@ -49,7 +91,7 @@ class EndpointSettings(BaseSettings):
 
 
 class TurnSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="JARVIS_TURN_", env_nested_delimiter="__", extra="ignore")
 
     endpoint: EndpointSettings = Field(default_factory=EndpointSettings)
     partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off

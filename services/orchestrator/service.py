@@ -86,6 +86,12 @@ class Orchestrator:
         self.vad = vad
         self.resource = resource
         self.turn_settings = TurnSettings()
+        mode = self.turn_settings.endpoint.end_of_turn.mode
+        if self.turn_settings.endpoint.end_of_turn.wants_audio:
+            raise ValueError(
+                f"JARVIS_TURN_END_OF_TURN__MODE={mode}: Smart Turn modes run only in `python -m bench "
+                "--scenario eot` so far (docs/BENCHMARKS.md, End of turn); use transcript or silence"
+            )
         self.id = f"orch-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.wake = wake_stream(self.id)
         self.runners: dict[str, SessionRunner] = {}

@@ -18,7 +18,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from services.orchestrator.config import TurnSettings
-from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
+from services.orchestrator.end_of_turn import EndOfTurnPolicy, ScoreNeeded
+from services.orchestrator.endpoint import SpeechStart, TurnEnd
 from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.reply import ReplyAudio
@@ -61,6 +62,12 @@ TURN_LATENCY = Histogram(
 )
 TURNS = Counter("jarvis_turns_total", "Turns by outcome", ["outcome"])
 BARGE_INS = Counter("jarvis_barge_ins_total", "Replies cut off by the user", ["reason"])
+SPECULATION = Counter(
+    "jarvis_pause_transcripts_total",
+    "Transcripts of the turn so far made at a pause: used as the turn's transcript, or wasted "
+    "(the user went on)",
+    ["outcome"],
+)
 
 
 def observe(metrics: p.Metrics) -> None:
@@ -135,7 +142,7 @@ class SessionRunner:
         self.recent: deque[tuple[int, ReplyAudio]] = deque(maxlen=4)
         self.ctx = PipelineContext(sample_rate=conf.get("sample_rate", 16000))
         self.vad_stream = vad_stream
-        self.detector = EndpointDetector(self.endpoint)
+        self.detector = EndOfTurnPolicy(self.endpoint)
         self.state = p.State.IDLE
         self.turn: Turn | None = None  # the turn being answered
         self.last: Turn | None = None  # the previous turn, while its audio may still be playing
@@ -150,6 +157,10 @@ class SessionRunner:
         self.prefix = b""
         self.held: dict[int, bytes] = {}
         self.probes = 0
+        # pauses whose transcript was asked for (end-of-turn request -> end of its speech, ms),
+        # and the transcripts that came back without ending the turn (end ms -> result)
+        self.pauses: dict[int, float] = {}
+        self.paused_text: dict[float, SttResult] = {}
         self.bumping = False  # an epoch bump (barge-in, continuation) is in flight
         self.ended_early: tuple[float, float] | None = None  # a turn end that came before it landed
 
@@ -286,13 +297,15 @@ class SessionRunner:
                 self.on_speech_start()
             elif isinstance(ev, TurnEnd):
                 self.on_speech_end(ev.start_ms, ev.end_ms, ts)
+            elif isinstance(ev, ScoreNeeded):
+                self.on_pause(ev, ts)
         if self.detector.in_speech:
             self._maybe_barge_in()
             self._maybe_partial()
         elif self.state is not p.State.SPEAKING:
             return
-        elif self.detector.speech_ms:  # a sound began: hold the reply until we know what it is
-            self._pause_reply()
+        elif self.detector.speech_ms and self.detector.silence_ms < self.endpoint.end_silence_ms:
+            self._pause_reply()  # a sound began: hold the reply until we know what it is
         elif not self.held:  # the sound died away before it counted as speech
             self._resume_reply()
 
@@ -438,7 +451,55 @@ class SessionRunner:
             job = SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time())
             self.host.put(partial_jobs_stream("stt"), job, self.settings.jobs_maxlen)
 
-    def on_speech_end(self, start_ms: float, end_ms: float, decided_ts: float) -> None:
+    def on_pause(self, ev: ScoreNeeded, ts: float) -> None:
+        """A pause in the user's speech reached the candidate silence: is the thought finished?"""
+        if self.bumping:
+            return  # the turn's audio is still being handed over: the ceiling decides this one
+        busy = (self.turn or self.last) is not None and self.state in (p.State.THINKING, p.State.SPEAKING)
+        if busy:  # a sound over the reply: judge it now, not after the ceiling
+            self.detector.reset(keep_clock=True)
+            self.on_speech_end(ev.start_ms, ev.end_ms, ts)
+            return
+        if not ev.text:
+            return  # no transcript wanted (an audio-only mode): the ceiling decides
+        a = self.ctx.ms_to_sample(ev.start_ms - self.endpoint.pre_roll_ms)
+        b = self.ctx.ms_to_sample(ev.end_ms + self.endpoint.post_roll_ms)
+        pcm = self.prefix + self.ctx.slice(a, b)
+        self.pauses[ev.request] = ev.end_ms
+        job = SttJob(
+            self.sid,
+            self.next_turn,
+            self.epoch,
+            pcm,
+            self.ctx.sample_rate,
+            False,
+            time.time(),
+            pause=ev.request,
+        )
+        self.job("stt", job)
+
+    def on_pause_transcript(self, r: SttResult) -> None:
+        end_ms = self.pauses.pop(r.pause, None)
+        if end_ms is None:
+            return
+        turn = self.turn
+        if turn is not None and turn.awaiting == r.pause:  # the turn ended at the ceiling meanwhile
+            turn.awaiting = 0
+            self.on_transcript(SttResult(turn.n, r.epoch, r.text, True, r.elapsed_ms, r.ts))
+            return
+        events = self.detector.score(r.pause, text=r.text)
+        end = next((e for e in events if isinstance(e, TurnEnd)), None)
+        if end is not None:  # a finished thought: the turn ends at this pause, with this transcript
+            SPECULATION.labels("used").inc()
+            self.on_speech_end(end.start_ms, end.end_ms, time.time(), transcript=r)
+        else:
+            self.paused_text[end_ms] = r  # the ceiling may still end the turn at this pause
+            if len(self.paused_text) > 8:
+                self.paused_text.pop(next(iter(self.paused_text)))
+
+    def on_speech_end(
+        self, start_ms: float, end_ms: float, decided_ts: float, transcript: SttResult | None = None
+    ) -> None:
         """The detector closed a stretch of speech in stream time [start_ms, end_ms)."""
         if not self.speech_started:
             return
@@ -461,7 +522,18 @@ class SessionRunner:
                 self._probe(pcm)  # too short to interrupt at once: words, or a cough / an "mhm"?
             return
         pcm, self.prefix = self.prefix + pcm, b""
-        self.start_audio_turn(pcm, t_eos, decided_ts)
+        # the transcript of this very pause may be known, or on its way: don't decode it twice
+        if transcript is None:
+            transcript = self.paused_text.pop(end_ms, None)
+        awaiting = (
+            0 if transcript is not None else next((k for k, e in self.pauses.items() if e == end_ms), 0)
+        )
+        wasted = len(self.paused_text) + len(self.pauses) - (1 if awaiting else 0)
+        if wasted > 0:
+            SPECULATION.labels("wasted").inc(wasted)
+        self.paused_text.clear()
+        self.pauses = {awaiting: end_ms} if awaiting else {}
+        self.start_audio_turn(pcm, t_eos, decided_ts, transcript=transcript, awaiting=awaiting)
 
     async def on_command(self, msg: p.RelayedMessage, ts: float) -> None:
         match msg:
@@ -600,10 +672,29 @@ class SessionRunner:
         self.set_state(p.State.THINKING)
         return turn
 
-    def start_audio_turn(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
+    def start_audio_turn(
+        self,
+        pcm: bytes,
+        t_eos: float,
+        decided_ts: float,
+        transcript: SttResult | None = None,
+        awaiting: int = 0,
+    ) -> None:
+        """A turn of speech ended: transcribe `pcm` (unless its `transcript` is known already,
+        or `awaiting` a pause's transcript of the same audio) and answer it."""
         turn = self._new_turn(t_eos, decided_ts, speak=self.speaks)
         turn.pcm = pcm
         self.partial_out = False
+        if transcript is not None:  # the decision came with it: it is in hand from then on
+            ts = max(transcript.ts, decided_ts)
+            self.on_transcript(
+                SttResult(turn.n, self.epoch, transcript.text, True, transcript.elapsed_ms, ts)
+            )
+            return
+        if awaiting:
+            turn.awaiting = awaiting
+            SPECULATION.labels("used").inc()
+            return
         if not self.host.may_load():
             # nothing to load: the STT job leaves with this tick's flush
             turn.prepared = True
@@ -658,6 +749,9 @@ class SessionRunner:
             return
         if r.probe:
             self.on_probe(r)
+            return
+        if r.pause:
+            self.on_pause_transcript(r)
             return
         if not r.final:
             self.partial_out = False
@@ -803,12 +897,12 @@ class SessionRunner:
                 deadline = end
         if (self.detector.in_speech or self.ctx.recording and self.client_vad) and self.ctx.last_frame_ts:
             gap = now - self.ctx.last_frame_ts
-            limit = (self.endpoint.end_silence_ms + 500) / 1000
+            limit = (self.detector.endpoint.end_silence_ms + 500) / 1000
             if gap > limit:  # the client stopped sending audio mid-speech: end the turn
                 if self.ctx.recording:
                     self._recording(False, now)
                 else:
-                    windows = int(self.endpoint.end_silence_ms / self.endpoint.window_ms) + 2
+                    windows = int(self.detector.endpoint.end_silence_ms / self.endpoint.window_ms) + 2
                     for _ in range(windows):
                         self.on_vad(0.0, now)
             else:

@@ -39,5 +39,5 @@ class StubStt(Model[SttRequest, Transcript]):
             rms = np.sqrt((samples[: n * frame].reshape(n, frame) ** 2).mean(axis=1))
             voiced = int((rms > 0.01).sum())
         seconds = voiced * frame / request.sample_rate
-        text = "" if seconds < 0.1 else f"I spoke for {duration_words(seconds)}"
+        text = "" if seconds < 0.1 else f"I spoke for {duration_words(seconds)}."
         yield Transcript(text=text, final=not request.partial)

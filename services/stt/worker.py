@@ -1,9 +1,10 @@
-"""The STT worker: one transcript per job, partial, final or probe (a short sound over a reply:
-words or not). A final job may carry the LLM job to start with its transcript (`SttJob.then`):
-both are written in one epoch-gated round trip.
+"""The STT worker: one transcript per job, partial, final, pause (the turn so far at a pause,
+decoded as a final would be) or probe (a short sound over a reply: words or not). A final job
+may carry the LLM job to start with its transcript (`SttJob.then`): both are written in one
+epoch-gated round trip.
 
 Two lanes share one model in one process, so a partial never delays a final:
-- `jobs:stt` (finals and probes: a turn or a barge-in waits on them) is served at once;
+- `jobs:stt` (finals, pauses and probes: a turn or a barge-in waits on them) is served at once;
 - `jobs:stt-partial` (partial transcripts, for display) is served only while no final or probe
   is running, one partial at a time, and a partial is dropped unanswered when it went stale
   while it waited: a newer partial of the same session, or a final made after it, came in. (The
@@ -59,7 +60,7 @@ class Lanes:
     def urgent_started(self, job: SttJob) -> None:
         self._urgent += 1
         self._clear.clear()
-        if not job.probe:
+        if not job.probe and not job.pause:  # a pause's request may be spoken past
             self._final.put(job.sid, max(job.ts, self._final.get(job.sid, 0.0)))
 
     def urgent_done(self) -> None:
@@ -165,7 +166,7 @@ class SttWorker(Worker):
             elapsed = (time.perf_counter() - started) * 1000
         finally:
             self.lanes.urgent_done()
-        final = not probe
-        result = SttResult(job.turn, job.epoch, text, final, elapsed, time.time(), job.probe)
+        final = not probe and not job.pause
+        result = SttResult(job.turn, job.epoch, text, final, elapsed, time.time(), job.probe, job.pause)
         then = followup(job, text) if final else None
         await self.send(job, to_session=[result], jobs=[then] if then else [])

@@ -1,4 +1,6 @@
-"""The modular end-to-end runner, in both modes, as part of the suite."""
+"""The modular end-to-end runner, in both modes, as part of the suite: the plumbing on stub
+models, and the CPU profile's real models under the resource service's arbitration (a simulated
+GPU on which a pipeline switch forces an eviction and a load)."""
 
 import pytest
 
@@ -22,3 +24,6 @@ def test_full_cpu_profile(tmp_path):
     report = runner.run(plumbing=False, workdir=tmp_path, timeout=240)
     print(report.summary())
     assert report.ok, report.summary()
+    # the models ran under arbitration: LOADING, the eviction on the pipeline switch, the turn after it
+    passed = {name for name, ok, _ in report.checks if ok}
+    assert set(runner.ARBITRATION_CHECKS) <= passed, report.summary()

@@ -1,7 +1,8 @@
 """Local processes as model servers.
 
 Each server is spawned with asyncio's subprocess API in its own session (so its own
-process group: pgid == pid), its output appended to `<log_dir>/<model>.log`. Health is an
+process group: pgid == pid), its output appended to `<log_dir>/<model>.log`, with this
+service's environment (less its Prometheus port) under the spec's `env`. Health is an
 HTTP GET on `health_url` with backoff, or "running" when the spec has none. Stop sends
 SIGTERM to the group, waits the grace period, then SIGKILL; everything is addressed by pid,
 never by name. The pids are kept in a small state file so a restarted resource service can
@@ -27,6 +28,8 @@ from services.resource.runtimes.health import http_ok, wait_until
 from services.resource.runtimes.sleep import HttpSleep
 
 log = logging.getLogger(__name__)
+
+METRICS_PORT_ENV = "JARVIS_METRICS_PORT"  # shared/config.py's `metrics_port`
 
 
 def pid_alive(pid: int) -> bool:
@@ -114,7 +117,10 @@ class ProcessRuntime(HttpSleep):
     async def start(
         self, model: str, spec: ProcessSpec, device: int, values: Mapping[str, str] | None = None
     ) -> Handle:
-        env = {**os.environ, **spec.env}
+        # a Prometheus port is one process's: a server inheriting this service's would fail to
+        # bind it (and exit); one that should serve metrics names its own port in `env`
+        inherited = {k: v for k, v in os.environ.items() if k != METRICS_PORT_ENV}
+        env = {**inherited, **spec.env}
         argv = list(render(spec.argv, values) or spec.argv)
         if "CUDA_VISIBLE_DEVICES" not in spec.env:
             env["CUDA_VISIBLE_DEVICES"] = str(device)  # the NVML index the planner chose,

@@ -99,7 +99,8 @@ async def test_a_pause_inside_a_question_is_one_turn_with_all_its_words(stack, w
     await c.stream(silence(1.0))
     history = await _settled_history(stack, c, 1)
     assert len(history) == 1, history  # one user turn, one reply
-    assert c.of("interrupted")[0]["continued"] is True  # the half-answer was never heard
+    # the end of turn waited for the thought, or a half-answer started and was never heard
+    assert all(e.get("continued") for e in c.of("interrupted"))
     # both halves were transcribed together
     heard = spoken_seconds(history[0]["user"])
     assert heard == pytest.approx(voiced_seconds(first) + voiced_seconds(second), abs=0.35)

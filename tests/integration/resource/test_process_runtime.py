@@ -150,6 +150,21 @@ async def test_health_timeout_and_early_exit(runtime, started_pids):
         await runtime.wait_healthy(h, crash, timeout_s=20, expected_s=1)
 
 
+async def test_a_server_does_not_inherit_the_services_metrics_port(runtime, started_pids, monkeypatch):
+    """The resource service serves Prometheus on JARVIS_METRICS_PORT; a worker it starts with that
+    port would fail to bind it and exit. Only a port the spec names reaches the server."""
+    monkeypatch.setenv("JARVIS_METRICS_PORT", "9464")
+    monkeypatch.setenv("JARVIS_REDIS_URL", "redis://127.0.0.1:1/0")
+    show = "import os; print(os.environ.get('JARVIS_METRICS_PORT'), os.environ.get('JARVIS_REDIS_URL'))"
+    for model, env, want in [("plain", {}, "None"), ("own", {"JARVIS_METRICS_PORT": "9999"}, "9999")]:
+        spec = ProcessSpec(argv=[sys.executable, "-c", show], env=env)
+        h = await runtime.start(model, spec, 0)
+        started_pids.append(int(h.ref))
+        await h.obj.wait()
+        out = (runtime.log_dir / f"{model}.log").read_text().split()
+        assert out == [want, "redis://127.0.0.1:1/0"]  # the rest of the environment is inherited
+
+
 async def test_missing_binary_is_a_start_failure(runtime):
     with pytest.raises(StartFailed):
         await runtime.start("nope", ProcessSpec(argv=["/nonexistent/server"]), 0)

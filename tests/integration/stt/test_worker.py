@@ -74,7 +74,7 @@ async def test_a_final_is_produced_while_a_long_partial_of_another_session_is_ru
         got = await results(bus, ["talker", "asker"], want=2)
     assert [(sid, r.final) for sid, r in got] == [("asker", True), ("talker", False)]
     final = got[0][1]
-    assert final.turn == 4 and final.text == "I spoke for two point zero seconds"
+    assert final.turn == 4 and final.text == "I spoke for two point zero seconds."
     assert got[1][1].text.startswith("I spoke for five point")  # the partial still came, after
 
 
@@ -85,7 +85,7 @@ async def test_a_final_is_produced_while_a_partial_of_the_same_session_is_runnin
         await bus.add(jobs_stream("stt"), job("s1", 2, 12.0, partial=False), 1000)
         got = await results(bus, ["s1"], want=2)
     assert [r.final for _, r in got] == [True, False]
-    assert got[0][1].text == "I spoke for nine point zero seconds"  # the stub counts up to nine
+    assert got[0][1].text == "I spoke for nine point zero seconds."  # the stub counts up to nine
 
 
 async def test_partials_wait_for_finals_and_stale_ones_are_dropped(bus):
@@ -101,8 +101,8 @@ async def test_partials_wait_for_finals_and_stale_ones_are_dropped(bus):
         await asyncio.sleep(2 * DELAY)  # nothing else comes
         late = await results(bus, ["a", "b"], want=3, timeout=0.5)
     assert [(sid, r.final, r.text) for sid, r in got] == [
-        ("a", True, "I spoke for two point zero seconds"),
-        ("b", False, "I spoke for two point five seconds"),  # the newest of b's partials only
+        ("a", True, "I spoke for two point zero seconds."),
+        ("b", False, "I spoke for two point five seconds."),  # the newest of b's partials only
     ]
     assert len(late) == 2
     assert worker.partials.transcriber.decoded_s == 2.5
@@ -115,6 +115,6 @@ async def test_partials_made_after_a_final_the_user_spoke_past_are_answered(bus)
         await bus.add(partial_jobs_stream("stt"), job("s", 1, 3.0, partial=True), 1000)  # they went on
         got = await results(bus, ["s"], want=2)
     assert [(r.final, r.text) for _, r in got] == [
-        (True, "I spoke for two point zero seconds"),
-        (False, "I spoke for three point zero seconds"),
+        (True, "I spoke for two point zero seconds."),
+        (False, "I spoke for three point zero seconds."),
     ]

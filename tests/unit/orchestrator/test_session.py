@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.orchestrator.config import TurnSettings
+from services.orchestrator.config import EndOfTurnConfig, EndpointSettings, TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import protocol as p
 from shared.config import Settings
@@ -37,6 +37,10 @@ from shared.messages import (
     out_stream,
 )
 from shared.sessions import Session
+
+# the state machine's tests end a turn on silence alone (288 ms); the adaptive end of turn the
+# stack runs by default has its own tests below / in test_end_of_turn.py
+SILENCE_MODE = TurnSettings(endpoint=EndpointSettings(end_of_turn=EndOfTurnConfig(mode="silence")))
 
 SPEECH, QUIET = 0.9, 0.05
 WINDOW = 512  # samples at 16 kHz: 32 ms
@@ -119,7 +123,7 @@ class FakeHost:
 @pytest.fixture
 async def setup() -> tuple[SessionRunner, FakeHost]:
     host = FakeHost()
-    runner = SessionRunner(host, Session(id="s1"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    runner = SessionRunner(host, Session(id="s1"), 1, "0-0", Settings(), SILENCE_MODE, vad_stream=object())
     start = SessionStart("s1", "sts", None, 16000, False, {}, False, time.time())
     await runner.on_start(start, resumed=False)
     await host.settle()
@@ -299,7 +303,7 @@ async def test_results_of_an_old_epoch_are_ignored(setup):
 
 async def test_without_a_known_llm_worker_the_runner_dispatches_the_llm_itself():
     host = FakeHost(workers=False)
-    runner = SessionRunner(host, Session(id="s2"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    runner = SessionRunner(host, Session(id="s2"), 1, "0-0", Settings(), SILENCE_MODE, vad_stream=object())
     await runner.on_start(
         SessionStart("s2", "sts", None, 16000, False, {}, False, time.time()), resumed=False
     )
@@ -314,7 +318,7 @@ async def test_without_a_known_llm_worker_the_runner_dispatches_the_llm_itself()
 
 async def test_tts_jobs_go_one_at_a_time_in_order():
     host = FakeHost()
-    runner = SessionRunner(host, Session(id="s3"), 1, "0-0", Settings(), TurnSettings())
+    runner = SessionRunner(host, Session(id="s3"), 1, "0-0", Settings(), SILENCE_MODE)
     runner.start_text_turn("hi", time.time(), speak=True)
     turn = runner.turn
     assert turn is not None
@@ -448,3 +452,103 @@ def test_backchannels_are_not_words(text, words):
     from services.orchestrator.session import _has_words
 
     assert _has_words(text) is words
+
+
+# ---- the adaptive end of turn the stack runs (mode "transcript") -------------------------
+
+
+@pytest.fixture
+async def adaptive() -> tuple[SessionRunner, FakeHost]:
+    host = FakeHost()
+    runner = SessionRunner(host, Session(id="a1"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    assert runner.endpoint.end_of_turn.mode == "transcript"
+    await runner.on_start(
+        SessionStart("a1", "sts", None, 16000, False, {}, False, time.time()), resumed=False
+    )
+    await host.settle()
+    return runner, host
+
+
+def pause_job(host: FakeHost) -> SttJob:
+    job = [j for j in host.jobs("stt") if not j.partial][-1]
+    assert job.pause and not job.probe and job.then is None
+    return job
+
+
+def decoded(host: FakeHost) -> list[SttJob]:
+    """The STT jobs that decode a turn (pauses and finals; partials are previews)."""
+    return [j for j in host.jobs("stt") if not j.partial]
+
+
+async def test_a_finished_thought_ends_at_a_short_pause_with_that_transcript(adaptive):
+    runner, host = adaptive
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 30 + [QUIET] * 7)  # 224 ms: the candidate pause
+    job = pause_job(host)
+    assert runner.state == p.State.LISTENING  # not decided yet
+    runner.on_transcript(
+        SttResult(job.turn, runner.epoch, "What time is it?", False, 40.0, time.time(), pause=job.pause)
+    )
+    await host.settle()
+    assert runner.state == p.State.THINKING
+    assert [e["text"] for e in host.events("transcript")] == ["What time is it?"]
+    assert len(decoded(host)) == 1  # the pause's transcript is the turn's: nothing decoded twice
+    (llm,) = host.jobs("llm")
+    assert llm.messages[-1]["content"] == "What time is it?"
+
+
+async def test_an_unfinished_thought_waits_for_the_rest(adaptive):
+    runner, host = adaptive
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 12)  # "I was wondering" ...
+    first = pause_job(host)
+    runner.on_transcript(
+        SttResult(1, runner.epoch, "I was wondering", False, 40.0, time.time(), pause=first.pause)
+    )
+    assert runner.turn is None and host.events("transcript") == []
+    speak(runner, host, [SPEECH] * 25 + [QUIET] * 7)  # "... whether you could tell me the time"
+    second = pause_job(host)
+    assert second.pcm.startswith(first.pcm[: len(first.pcm) // 2])  # the whole turn so far
+    assert len(second.pcm) > len(first.pcm)
+    runner.on_transcript(
+        SttResult(
+            1,
+            runner.epoch,
+            "I was wondering whether you could tell me the time.",
+            False,
+            40.0,
+            time.time(),
+            pause=second.pause,
+        )
+    )
+    await host.settle()
+    finals = host.events("transcript")
+    assert [e["text"] for e in finals] == ["I was wondering whether you could tell me the time."]
+
+
+async def test_the_ceiling_ends_an_unfinished_thought_with_the_transcript_it_has(adaptive):
+    runner, host = adaptive
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 8)
+    job = pause_job(host)
+    runner.on_transcript(SttResult(1, runner.epoch, "Turn on the", False, 40.0, time.time(), pause=job.pause))
+    speak(runner, host, [QUIET] * 40)  # 1.5 s: the ceiling
+    await host.settle()
+    assert [
+        e["text"]
+        for e in host.events(
+            "transcript",
+        )
+        if e["final"]
+    ] == ["Turn on the"]
+    assert len(decoded(host)) == 1
+
+
+async def test_the_ceiling_waits_for_a_pause_transcript_still_on_its_way(adaptive):
+    runner, host = adaptive
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 48)  # the STT is slower than the ceiling
+    job = pause_job(host)
+    assert runner.state == p.State.THINKING and runner.turn is not None and runner.turn.awaiting == job.pause
+    runner.on_transcript(
+        SttResult(job.turn, runner.epoch, "Tell me a joke", False, 2500.0, time.time(), pause=job.pause)
+    )
+    await host.settle()
+    assert [e["text"] for e in host.events("transcript") if e["final"]] == ["Tell me a joke"]
+    assert len(decoded(host)) == 1 and len(host.jobs("llm")) == 1

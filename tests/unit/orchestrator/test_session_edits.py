@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from services.orchestrator.config import TurnSettings
+from services.orchestrator.config import EndOfTurnConfig, EndpointSettings, TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import protocol as p
 from shared.config import Settings
@@ -16,11 +16,15 @@ from shared.messages import Command, LlmDone, LlmJob, LlmToken, SessionStart, Tt
 from shared.sessions import Session
 from tests.unit.orchestrator.test_session import TTS_RATE, FakeHost, answer, speak, utterance
 
+# the state machine's tests end a turn on silence alone (288 ms); the adaptive end of turn the
+# stack runs by default has its own tests below / in test_end_of_turn.py
+SILENCE_MODE = TurnSettings(endpoint=EndpointSettings(end_of_turn=EndOfTurnConfig(mode="silence")))
+
 
 @pytest.fixture
 async def setup() -> tuple[SessionRunner, FakeHost]:
     host = FakeHost()
-    runner = SessionRunner(host, Session(id="s1"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    runner = SessionRunner(host, Session(id="s1"), 1, "0-0", Settings(), SILENCE_MODE, vad_stream=object())
     await runner.on_start(
         SessionStart("s1", "sts", None, 16000, False, {}, False, time.time()), resumed=False
     )
