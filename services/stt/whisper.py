@@ -4,9 +4,10 @@ Owns: locating/assembling the model weights (the packaged Whisper base for the C
 a local CTranslate2 directory, or a model name for hosts with a hub), loading
 `faster_whisper.WhisperModel`, and turning one `SttRequest` (PCM16 mono) into one
 `Transcript`. Partial and probe requests use a cheaper decode: greedy, no timestamps, no
-temperature fallback. Audio shorter than `encoder_window_s` is encoded in a window that short
-instead of Whisper's 30 s (`ShortWindow`): the encoder's cost follows the window, and a question
-of a few seconds no longer pays for 30 s of padding (figures: docs/BENCHMARKS.md, "STT").
+temperature fallback. Audio that fills at most half of `encoder_window_s` is encoded in a
+window that long instead of Whisper's 30 s (`ShortWindow`): the encoder's cost follows the
+window, and a question of a few seconds no longer pays for 30 s of padding (figures:
+docs/BENCHMARKS.md, "STT").
 The model is warmed at load (one decode of each kind), so the first turn is not slower.
 
 VAD is the orchestrator's job, so `vad_filter=False`; each request is an independent
@@ -53,10 +54,12 @@ FULL_WINDOW = 3000
 
 
 def encoder_frames(samples: int, window_s: float) -> int:
-    """The encoder window for `samples` of 16 kHz audio: `window_s`, or the audio and half a
-    second of silence when that is longer; never more than Whisper's 30 s."""
-    seconds = max(window_s, samples / WHISPER_RATE + 0.5)
-    return min(FULL_WINDOW, int(np.ceil(seconds * FRAMES_PER_S)))
+    """The encoder window for `samples` of 16 kHz audio: `window_s` when the audio fills at most
+    half of it, else Whisper's 30 s. Whisper base needs the silence: with a window only a
+    second or two longer than the speech it loops on made-up words (docs/BENCHMARKS.md, "STT")."""
+    if samples / WHISPER_RATE <= window_s / 2:
+        return min(FULL_WINDOW, int(np.ceil(window_s * FRAMES_PER_S)))
+    return FULL_WINDOW
 
 
 _short_window_class: Any = None
@@ -231,7 +234,7 @@ class WhisperStt(Model[SttRequest, Transcript]):
             opts |= {"beam_size": 1, "best_of": 1, "temperature": 0.0, "without_timestamps": True}
         else:
             opts |= {
-                "beam_size": s.beam_size,
+                "beam_size": s.resolved_beam_size(),
                 "temperature": list(s.temperatures),
                 "without_timestamps": s.without_timestamps,
             }
