@@ -9,7 +9,7 @@ windows, each on a fresh server:
   from turn 11 on the prompt's prefix changes every turn and the whole window is evaluated anew;
 - `hop` (the LLM client's window now, `OpenAIChat.build_messages`) over the orchestrator's
   sliding 20 messages: the window is shorter (11-20 messages) but its start still moves;
-- `hop, whole history`: the same client given the whole history (an orchestrator window wider
+- `hop over all history`: the same client given the whole history (an orchestrator window wider
   than the client's): the window's first message stays put for five turns at a time.
 Prints one row per turn and the turn 20 / turn 2 ratios; writes bench-results/long-session-*.json.
 """
@@ -90,7 +90,7 @@ WINDOWS: dict[str, tuple[Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
     # name: (what the LLM client is given, whether the client's own window applies)
     "slide": (_slide, False),
     "hop": (lambda h: h[-ORCHESTRATOR_WINDOW:], True),
-    "hop, whole history": (lambda h: h, True),
+    "hop over all history": (lambda h: h, True),
 }
 
 
@@ -123,17 +123,24 @@ async def play(base_url: str, window: str, turns: int) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.long_session", description=__doc__)
     ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--windows", default=",".join(WINDOWS), help=f"comma-separated, of: {', '.join(WINDOWS)}")
+    ap.add_argument("--priority", type=int, default=None, help="renice this process and its server (root)")
     ap.add_argument("--out", default=str(ROOT / "bench-results"))
     args = ap.parse_args(argv)
+    import os
+
+    from bench.monitor import renice
     from bench.report import table
     from bench.scenarios import machine
 
+    if args.priority is not None:  # the LLM server started below inherits it
+        renice({"bench": os.getpid()}, args.priority)
     results: dict[str, list[float]] = {}
-    for name in WINDOWS:
+    for name in [w.strip() for w in args.windows.split(",")]:
         with llama_server() as url:
             results[name] = asyncio.run(play(url, name, args.turns))
         print(f"  {name}: done", flush=True)
-    names = list(WINDOWS)
+    names = list(results)
     rows = [[t + 1, *[round(results[n][t]) for n in names]] for t in range(args.turns)]
     ratios = {n: round(results[n][-1] / results[n][1], 2) for n in names if args.turns >= 2}
     rows.append(["last / turn 2", *[ratios.get(n) for n in names]])
