@@ -95,9 +95,9 @@ def test_shared_imports_no_service_and_services_no_other_services_internals():
         for dep in imports:
             if module.startswith("shared") and dep.startswith(("services", "jarvis")):
                 bad.append((module, dep))
-            if module.startswith("services.") and dep.startswith("services."):
-                if dep.split(".")[1] != module.split(".")[1] and dep not in CLIENT_MODULES:
-                    bad.append((module, dep))
+            other_service = dep.startswith("services.") and dep.split(".")[1] != module.split(".")[1]
+            if module.startswith("services.") and other_service and dep not in CLIENT_MODULES:
+                bad.append((module, dep))
     assert bad == []
 
 
