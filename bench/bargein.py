@@ -166,6 +166,7 @@ def summarize_kind(trials: list[dict]) -> dict:
     ok = [t for t in trials if not t.get("error") and not t.get("invalid")]
     pause = [t["pause_ms"] for t in ok if t["pause_ms"] is not None]
     cut = [t["cut_ms"] for t in ok if t["cut_ms"] is not None]
+    resume = [t["resume_ms"] for t in ok if t["resume_ms"] is not None]
     kept = [t["kept"] for t in ok if t["cut"]]
     return {
         "trials": len(trials),
@@ -176,6 +177,7 @@ def summarize_kind(trials: list[dict]) -> dict:
         "cut": sum(t["cut"] for t in ok),
         "cut_ms": summarize(cut, 1),
         "resumed": sum(t["resumed"] for t in ok),
+        "resume_ms": summarize(resume, 1),  # how long the reply stayed paused before it went on
         "kept": sum(k is True for k in kept),
         "kept_of": len(kept),
         "errors": sum(bool(t.get("error")) for t in trials),
@@ -698,7 +700,7 @@ def render_bargein(r: dict) -> str:
     rows = []
     for profile, pr in r["profiles"].items():
         if "error" in pr:
-            rows.append([profile, pr["error"], *[None] * 9])
+            rows.append([profile, pr["error"], *[None] * 10])
             continue
         for kind, k in pr["kinds"].items():
             rows.append(
@@ -712,6 +714,7 @@ def render_bargein(r: dict) -> str:
                     k["cut"],
                     k["cut_ms"]["p50"],
                     k["resumed"],
+                    k["resume_ms"]["p50"],
                     f"{k['kept']}/{k['kept_of']}" if k["kept_of"] else "-",
                     EXPECTED[kind],
                 ]
@@ -728,6 +731,7 @@ def render_bargein(r: dict) -> str:
                 "cut",
                 "cut p50",
                 "resumed",
+                "resume p50",
                 "words kept",
                 "should",
             ],

@@ -89,7 +89,8 @@ def test_outcome_a_reply_that_played_out():
 
 
 def test_summarize_kind_leaves_out_broken_trials():
-    base = {"paused": True, "pause_ms": 100.0, "cut": True, "cut_ms": 700.0, "resumed": False, "kept": True}
+    base = {"paused": True, "pause_ms": 100.0, "cut": True, "cut_ms": 700.0, "resumed": False}
+    base |= {"resume_ms": None, "kept": True}
     trials = [
         base,
         {**base, "pause_ms": 400.0, "kept": False},
