@@ -1,4 +1,4 @@
-"""`python -m bench [--scenario a,b,c,d,eot] [--max-n 150] [--turns 6] ...` (`make bench` runs a-d).
+"""`python -m bench [--scenario a,b,c,d,eot,bargein] [--max-n 150] [--turns 6] ...` (`make bench` runs a-d).
 
 See docs/BENCHMARKS.md for what the figures mean and how they are measured.
 """
@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
-SCENARIOS = ("a", "b", "c", "d", "eot")
+SCENARIOS = ("a", "b", "c", "d", "eot", "bargein")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         default="a,b,c,d",
         help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process), "
-        "eot (end-of-turn strategies on a labelled corpus; not in the default set)",
+        "eot (end-of-turn strategies on a labelled corpus), bargein (talking over a reply; stub and CPU "
+        "profiles); eot and bargein are not in the default set",
     )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
     ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
@@ -72,6 +73,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--baseline-sessions", type=int, default=50, help="d: sessions in lockstep for the CPU figure"
     )
+    ap.add_argument(
+        "--bargein-trials", type=int, default=10, help="bargein: trials per kind of sound (default 10)"
+    )
+    ap.add_argument(
+        "--bargein-stt-delay",
+        type=float,
+        default=0.15,
+        help="bargein: seconds the stub profile's STT takes per job (default 0.15, a GPU-class STT)",
+    )
+    ap.add_argument(
+        "--bargein-profiles", default="stub,cpu", help="bargein: the profiles to run (default stub,cpu)"
+    )
     ap.add_argument("--question", default=None, help="the spoken question (espeak-ng)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
@@ -106,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench import report
     from bench.audio import DEFAULT_QUESTION, load_clip
+    from bench.bargein import render_bargein, scenario_bargein
     from bench.eot import render_eot, scenario_eot
     from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
     from jarvis.launcher import default_orchestrators
@@ -218,6 +232,18 @@ def main(argv: list[str] | None = None) -> int:
             "eot: end-of-turn strategies on the labelled corpus (real Silero, Smart Turn, Whisper base) ...",
             lambda: scenario_eot(out_dir, endpoint, vad, log=log),
             render_eot,
+        ),
+        "bargein": (
+            "bargein: talking over a reply (stub profile: cutting words; CPU profile: the decisions) ...",
+            lambda: scenario_bargein(
+                opts,
+                out_dir,
+                trials=args.bargein_trials,
+                stub_stt_delay=args.bargein_stt_delay,
+                profiles=tuple(x.strip() for x in args.bargein_profiles.split(",") if x.strip()),
+                log=log,
+            ),
+            render_bargein,
         ),
     }
     try:
