@@ -80,27 +80,7 @@ def observe(metrics: p.Metrics) -> None:
 # "mhm", "mm-hmm", "MHN", so any word of m, h and n only counts as one too), and the words
 # Whisper makes up around a hum ("and HM.", "Thank you.")
 BACKCHANNELS = frozenset(
-    [
-        "uh",
-        "huh",
-        "um",
-        "umm",
-        "ah",
-        "oh",
-        "yeah",
-        "yep",
-        "yes",
-        "ok",
-        "okay",
-        "right",
-        "sure",
-        "aha",
-        "and",
-        "so",
-        "you",
-        "thank",
-        "thanks",
-    ]
+    "uh huh um umm ah oh yeah yep yes ok okay right sure aha and you thank thanks".split()  # fmt: skip
 )
 _HUM = re.compile(r"[mhn]+")
 
