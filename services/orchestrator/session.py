@@ -80,7 +80,8 @@ def observe(metrics: p.Metrics) -> None:
 # "mhm", "mm-hmm", "MHN", so any word of m, h and n only counts as one too), and the words
 # Whisper makes up around a hum ("and HM.", "Thank you.")
 BACKCHANNELS = frozenset(
-    "uh huh um umm ah oh yeah yep yes ok okay right sure aha and you thank thanks".split()  # fmt: skip
+    {"uh", "huh", "um", "umm", "ah", "oh", "yeah", "yep", "yes", "ok", "okay", "right", "sure", "aha"}
+    | {"and", "you", "thank", "thanks"}
 )
 _HUM = re.compile(r"[mhn]+")
 
