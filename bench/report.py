@@ -270,7 +270,45 @@ def render_c(c: dict) -> str:
         [_dist_row(k, v)[:-1] for k, v in c["spans"].items()],
         "  the same as consecutive spans",
     )
-    return f"{head}\n{stages}\n{spans}"
+    parts = [head, stages, spans]
+    if c.get("per_turn"):
+        parts.append(
+            table(
+                ["turn", "voice-to-voice", "end of turn", "STT", "LLM first token", "TTS first audio"],
+                [
+                    [
+                        t["turn"],
+                        t["voice_to_voice_ms"],
+                        t["end_of_turn_ms"],
+                        t["stt_ms"],
+                        t["llm_first_token_ms"],
+                        t["tts_first_audio_ms"],
+                    ]
+                    for t in c["per_turn"]
+                ],
+                "  per turn (ms; voice-to-voice at the client, the stages as consecutive spans)",
+            )
+        )
+    alone = c.get("alone")
+    if alone and "error" not in alone:
+        parts.append(
+            table(
+                ["stage run alone (ms, median)", "ms"],
+                [
+                    ["end-of-turn silence (setting)", alone["end_of_turn_ms"]],
+                    ["STT of the question", alone["stt_ms"]],
+                    ["LLM first token", alone["llm_first_token_ms"]],
+                    ["TTS first chunk of the first unit", alone["tts_first_chunk_ms"]],
+                    ["sum, back to back", alone["sum_ms"]],
+                ],
+                f"  each stage alone, nothing else running (transcript {alone['transcript']!r}, "
+                f"first unit {alone['first_unit']!r})",
+            )
+        )
+    ratios = c.get("ratios") or {}
+    if ratios:
+        parts.append("  ratios: " + ", ".join(f"{k} = {v}" for k, v in ratios.items()))
+    return "\n".join(parts)
 
 
 def render_d(d: dict, a: dict | None, b: dict | None) -> str:
@@ -323,10 +361,15 @@ def render_summary(res: dict) -> str:
             [
                 f"voice-to-voice p50, {c.get('profile', 'cpu')} profile (ms)",
                 c["voice_to_voice_ms"]["p50"],
-                "-",
+                "<= 1200",
                 "-",
             ]
         )
+        r = c.get("ratios") or {}
+        if "v2v_p50_over_stages_alone" in r:
+            rows.append(["voice-to-voice p50 / stages alone", r["v2v_p50_over_stages_alone"], "<= 0.7", "-"])
+        if "turn20_over_turn2" in r:
+            rows.append(["turn 20 / turn 2 (voice-to-voice)", r["turn20_over_turn2"], "<= 1.1", "-"])
     if d and "error" not in d:
         rows.append(["in-process framework overhead p50 (ms)", d["framework_ms"]["p50"], "-", "-"])
     return table(["figure", "measured", "target", "Pipecat 1.14"], rows, "Summary")

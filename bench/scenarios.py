@@ -205,7 +205,16 @@ def run_load(
             t["framework_ms"] for t in turns_all if t.get("question") == k and t["framework_ms"] is not None
         ]
         ko = [t["overhead_ms"] for t in turns_all if t.get("question") == k and t["overhead_ms"] is not None]
-        by_turn[str(k + 1)] = {"framework_ms": summarize(ks), "overhead_ms": summarize(ko)}
+        kv = [
+            t["voice_to_voice_ms"]
+            for t in turns_all
+            if t.get("question") == k and t.get("voice_to_voice_ms") is not None
+        ]
+        by_turn[str(k + 1)] = {
+            "framework_ms": summarize(ks),
+            "overhead_ms": summarize(ko),
+            "voice_to_voice_ms": summarize(kv),
+        }
     result["by_turn"] = by_turn
     if hops_raw:
         result["hops"] = _hops([(raw, clients[i], per_client[i]) for i, raw in hops_raw])
@@ -465,7 +474,171 @@ def scenario_c(clip: Clip, opts: Options, endpoint, vad) -> dict:
             spans["llm_first_token"].append(f - t)
             spans["tts_first_audio"].append(a - f)
     r["spans"] = {k: summarize(v) for k, v in spans.items()}
+    r["per_turn"] = per_turn(r)
+    if profile == "cpu" and "error" not in r:
+        r["alone"] = stages_alone(clip, opts)
+    r["ratios"] = ratios(r)
     return r
+
+
+def per_turn(r: dict) -> list[dict]:
+    """Each turn's voice-to-voice time (at the client) and its stages as consecutive spans (from
+    the orchestrator's `metrics` event of that turn)."""
+    events = {m.get("turn"): m for m in r.get("metrics_events", []) if not m.get("interrupted")}
+    rows = []
+    for k, fig in sorted((r.get("by_turn") or {}).items(), key=lambda kv: int(kv[0])):
+        m = events.get(int(k), {})
+        e, t, f, a = (
+            m.get(x) for x in ("end_of_turn_ms", "transcript_ms", "first_token_ms", "first_audio_ms")
+        )
+        full = None not in (e, t, f, a)
+        rows.append(
+            {
+                "turn": int(k),
+                "voice_to_voice_ms": (fig.get("voice_to_voice_ms") or {}).get("p50"),
+                "end_of_turn_ms": e,
+                "stt_ms": t - e if full else None,
+                "llm_first_token_ms": f - t if full else None,
+                "tts_first_audio_ms": a - f if full else None,
+            }
+        )
+    return rows
+
+
+def ratios(r: dict) -> dict:
+    """voice-to-voice p50 / the stages run alone back to back (the share of model time the
+    pipeline does not hide); turn 20 / turn 2 and the last five turns / turns 2-6 (p50)."""
+    from bench.stats import percentile
+
+    out: dict = {}
+    v2v = (r.get("voice_to_voice_ms") or {}).get("p50")
+    alone = (r.get("alone") or {}).get("sum_ms")
+    if v2v and alone:
+        out["v2v_p50_over_stages_alone"] = round(v2v / alone, 3)
+    by = {row["turn"]: row["voice_to_voice_ms"] for row in r.get("per_turn", [])}
+    if by.get(20) and by.get(2):
+        out["turn20_over_turn2"] = round(by[20] / by[2], 3)
+    last = max(by, default=0)
+    if last >= 10:
+        late = percentile([by[k] for k in range(last - 4, last + 1) if by.get(k)], 50)
+        early = percentile([by[k] for k in range(2, 7) if by.get(k)], 50)
+        if late and early:
+            out[f"turns{last - 4}_{last}_over_turns2_6"] = round(late / early, 3)
+    return out
+
+
+def stages_alone(clip: Clip, opts: Options, repeat: int = 3) -> dict:
+    """The question's stages run one at a time in this process, nothing else running, each
+    warmed first and timed `repeat` times (median): the end-of-turn silence (the setting),
+    Whisper on the utterance as the orchestrator sends it (with its pre- and post-roll), the
+    LLM server's first token for the transcript, Piper's first chunk of the reply's first unit
+    (as the splitter cuts it). The models and settings are the CPU profile's, as the stack runs them."""
+    import subprocess
+    import urllib.request
+
+    import numpy as np
+
+    from bench.stats import RATE, percentile
+    from jarvis.redis_server import free_port
+    from services.llm.llamacpp import server_command, server_env
+    from services.llm.openai_chat import OpenAIChat
+    from services.stt.whisper import WhisperStt
+    from services.tts.piper import PiperTts
+    from shared.model import LlmDelta, LlmRequest, SttRequest, TtsRequest
+    from shared.sentences import SentenceSplitter
+
+    if opts.priority is not None:  # as the stack ran (this process's threads; children inherit)
+        renice({"bench": os.getpid()}, opts.priority)
+    endpoint = EndpointSettings(end_silence_ms=opts.end_silence_ms)
+    pre = np.zeros(int(RATE * endpoint.pre_roll_ms / 1000), np.int16)
+    post = np.zeros(int(RATE * endpoint.post_roll_ms / 1000), np.int16)
+    pcm = np.concatenate([pre, clip.samples[: clip.speech_end], post]).astype("<i2").tobytes()
+
+    def timed(fn) -> tuple[float, object]:
+        """(median ms of `repeat` calls after one to warm, the last value)."""
+        fn()
+        runs = []
+        value = None
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            value = fn()
+            runs.append((time.perf_counter() - t0) * 1000)
+        return round(percentile(runs, 50) or 0.0, 1), value
+
+    stt = WhisperStt()
+    run_async(stt.load())
+    stt_ms, transcript = timed(lambda: stt.transcribe(SttRequest(pcm, RATE)))
+
+    port = free_port()
+    server = subprocess.Popen(
+        server_command(port), env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the LLM server did not start") from None
+                time.sleep(0.5)
+        llm = OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", tools_enabled=False, temperature=0.2)
+        reply: list[str] = []
+
+        async def first_token_ms() -> float:
+            t0 = time.perf_counter()
+            first = None
+            text = ""
+            async for out in llm.infer(LlmRequest([{"role": "user", "content": str(transcript)}])):
+                if isinstance(out, LlmDelta) and out.text:
+                    first = first if first is not None else time.perf_counter() - t0
+                    text += out.text
+            reply.append(text)
+            return (first or 0.0) * 1000
+
+        async def llm_runs() -> list[float]:  # one event loop: the client's connections live in it
+            runs = [await first_token_ms() for _ in range(repeat + 1)]
+            await llm.unload()
+            return runs[1:]  # the first warms
+
+        llm_ms = round(percentile(run_async(llm_runs()), 50) or 0.0, 1)
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    splitter = SentenceSplitter()
+    units = splitter.feed(reply[-1]) + splitter.flush()
+    first_unit = units[0] if units else reply[-1]
+    tts = PiperTts()
+    run_async(tts.load())
+
+    async def first_chunk_ms() -> float:
+        t0 = time.perf_counter()
+        first = None
+        async for _ in tts.infer(TtsRequest(first_unit)):  # to the end: nothing left running
+            first = first if first is not None else time.perf_counter() - t0
+        return (first or 0.0) * 1000
+
+    async def tts_runs() -> list[float]:
+        runs = [await first_chunk_ms() for _ in range(repeat + 1)]
+        return runs[1:]
+
+    tts_ms = round(percentile(run_async(tts_runs()), 50) or 0.0, 1)
+    return {
+        "end_of_turn_ms": endpoint.end_silence_ms,
+        "stt_ms": stt_ms,
+        "llm_first_token_ms": llm_ms,
+        "tts_first_chunk_ms": tts_ms,
+        "sum_ms": round(endpoint.end_silence_ms + stt_ms + llm_ms + tts_ms, 1),
+        "transcript": transcript,
+        "first_unit": first_unit,
+        "repeat": repeat,
+    }
 
 
 def _cpu_profile_missing() -> str | None:

@@ -33,6 +33,12 @@ def jobs_stream(kind: str) -> str:
     return f"jobs:{kind}"
 
 
+def partial_jobs_stream(kind: str) -> str:
+    """A worker's low-priority lane (`jobs:stt-partial`): its jobs run only while no job of
+    `jobs_stream(kind)` is running or waiting, so a partial transcript never delays a final one."""
+    return f"jobs:{kind}-partial"
+
+
 def epoch_key(sid: str) -> str:
     return f"epoch:{sid}"
 

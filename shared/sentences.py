@@ -27,6 +27,12 @@ Rules (all of them decided on the text alone, no model):
   else the first one after ``max_chars``; past ``hard_max_chars`` (300) with no clause
   mark it is cut at the last space, so TTS never waits forever. The rule looks only at the
   text so far, so the result does not depend on how the reply was chunked into deltas.
+* The first unit of a reply may be a clause: the first clause mark (``, ; :`` or a dash)
+  followed by a space, with at least ``first_clause_words`` (4) words before it and no
+  sentence end before it, ends the first unit ("Well, the sky is blue, because ..." gives
+  "Well, the sky is blue,"). TTS starts on it a sentence sooner; Piper reads a unit ending
+  in a comma with a continuing fall and the next unit follows while it plays
+  (docs/BENCHMARKS.md, "First audio"). Later units are whole sentences again.
 * What is emitted is cleaned for speech: markdown emphasis (``**bold**``, ``*it*``,
   ``__x__``, backticks), heading marks and leading bullets (``- ``, ``* ``, ``• ``) are
   removed, whitespace collapsed, and fragments with no letter or digit are dropped, so
@@ -62,6 +68,7 @@ _EMPHASIS = re.compile(r"(\*{1,3}|_{2,3})(?=\S)(.+?)(?<=\S)\1")
 _STRAY_MARKUP = re.compile(r"\*{2,}|_{2,}|`+")
 _LEADING = re.compile(r"^(?:\s*(?:#{1,6}|>|[-*•+‣◦▪])\s+)+")
 _WORDY = re.compile(r"\w")
+_WORDY_RUN = re.compile(r"\w+(?:['’]\w+)*")
 _WS = re.compile(r"\s+")
 
 
@@ -78,13 +85,15 @@ def clean_for_speech(text: str) -> str:
 class SentenceSplitter:
     """Incremental sentence splitter for one reply: ``feed`` deltas, then ``flush``."""
 
-    def __init__(self, max_chars: int = 200, hard_max_chars: int = 300) -> None:
+    def __init__(self, max_chars: int = 200, hard_max_chars: int = 300, first_clause_words: int = 4) -> None:
         if not 0 < max_chars <= hard_max_chars:
             raise ValueError("need 0 < max_chars <= hard_max_chars")
         self.max_chars = max_chars
         self.hard_max_chars = hard_max_chars
+        self.first_clause_words = first_clause_words  # 0: the first unit is a whole sentence too
         self._buf = ""
         self._scan = 0  # everything before this index is known not to hold a boundary
+        self._first = True  # nothing emitted yet in this reply
 
     @property
     def pending(self) -> str:
@@ -107,12 +116,14 @@ class SentenceSplitter:
         self._emit(out, self._buf)
         self._buf = ""
         self._scan = 0
+        self._first = True
         return out
 
     def reset(self) -> None:
         """Drop pending text (e.g. the reply was interrupted)."""
         self._buf = ""
         self._scan = 0
+        self._first = True
 
     # -- internals -------------------------------------------------------------------
 
@@ -120,6 +131,7 @@ class SentenceSplitter:
         text = clean_for_speech(text)
         if text:
             out.append(text)
+            self._first = False
 
     def _cut(self, out: list[str], at: int, resume: int) -> bool:
         """Emit buf[:at]; keep buf[resume:]. Always True (a cut was made)."""
@@ -209,6 +221,14 @@ class SentenceSplitter:
                 return "no"  # "U.S. Army", "5 p.m. Eastern": merging is the safer mistake
         return "here"
 
+    def _cut_first_clause(self, out: list[str], limit: int) -> bool:
+        """The reply's first unit ends at its first clause mark within ``buf[:limit]`` that has
+        ``first_clause_words`` words before it; True if cut."""
+        for m in _CLAUSE.finditer(self._buf, 0, limit):
+            if len(_WORDY_RUN.findall(self._buf, 0, m.start())) >= self.first_clause_words:
+                return self._cut(out, m.end(), m.end())
+        return False
+
     def _cut_long(self, out: list[str], limit: int) -> bool:
         """Cut a run-on whose decided text ``buf[:limit]`` is past max_chars; True if cut.
 
@@ -216,6 +236,8 @@ class SentenceSplitter:
         else after the first one ending in (max_chars, hard_max_chars], else (once the text
         is past hard_max_chars) at the last space before hard_max_chars.
         """
+        if self._first and self.first_clause_words and self._cut_first_clause(out, limit):
+            return True
         if limit <= self.max_chars:
             return False
         buf = self._buf

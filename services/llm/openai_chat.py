@@ -136,6 +136,27 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
             self._client = None
         await super().unload()
 
+    async def warm(self, wait_s: float = 60.0) -> bool:
+        """One short reply to a greeting, once the server answers (within `wait_s`): the server's
+        first request is slow (buffers, kernels), and its prompt cache then holds the system
+        prompt that begins every request (llama.cpp's server, vLLM's prefix caching). True
+        when it answered; never raises (a server that starts later warms on its first turn)."""
+        deadline = time.monotonic() + wait_s
+        messages = self.build_messages([{"role": "user", "content": "Hello."}])
+        while True:
+            try:
+                await self._one_token(messages)
+                return True
+            except LlmUnavailable as exc:
+                if exc.status is not None or time.monotonic() > deadline:
+                    log.info("LLM warm-up skipped: %s", exc)
+                    return False
+                await asyncio.sleep(1.0)
+
+    async def _one_token(self, messages: list[dict[str, Any]]) -> None:
+        request: dict[str, Any] = {"model": await self.model_name(), "messages": messages, "max_tokens": 1}
+        await self._call(lambda c: c.chat.completions.create(**request))
+
     async def health(self) -> bool:
         """True when the server answers GET /models."""
         try:

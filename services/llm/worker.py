@@ -1,9 +1,11 @@
 """The LLM worker: streams tokens (and tool context updates) to the session's orchestrator.
 For a spoken reply (`LlmJob.speak`) it also starts the first sentence's TTS job, in the same
-epoch-gated write as the tokens that close that sentence."""
+epoch-gated write as the tokens that close that sentence (the splitter's first unit: a clause
+or a sentence, cut exactly as the orchestrator cuts it). At start it warms the model server."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 
@@ -15,6 +17,16 @@ from shared.worker import Worker
 
 class LlmWorker(Worker):
     kind = "llm"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.model.load()
+        warm = getattr(self.model, "warm", None)  # a model server's first request is slow
+        task = asyncio.create_task(warm()) if warm is not None else None
+        try:
+            await super().run(stop)
+        finally:
+            if task is not None:
+                task.cancel()
 
     async def process(self, job: LlmJob) -> None:
         """Stream the reply. Tokens that arrive while a write is in flight go out together

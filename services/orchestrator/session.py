@@ -48,6 +48,7 @@ from shared.messages import (
     jobs_stream,
     llm_job,
     out_stream,
+    partial_jobs_stream,
 )
 from shared.sessions import Session, TurnRecord
 
@@ -428,10 +429,8 @@ class SessionRunner:
                 self.detector.speech_ms + self.endpoint.pre_roll_ms
             )
             pcm = self.ctx.slice(start, self.ctx.samples_in)
-            self.job(
-                "stt",
-                SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time()),
-            )
+            job = SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time())
+            self.host.put(partial_jobs_stream("stt"), job, self.settings.jobs_maxlen)
 
     def on_pause(self, ev: ScoreNeeded, ts: float) -> None:
         """A pause in the user's speech reached the candidate silence: is the thought finished?"""

@@ -3,8 +3,12 @@
 Owns: locating/assembling the model weights (the packaged Whisper base for the CPU profile,
 a local CTranslate2 directory, or a model name for hosts with a hub), loading
 `faster_whisper.WhisperModel`, and turning one `SttRequest` (PCM16 mono) into one
-`Transcript`. Partial requests (speech still going on) use a cheaper decode: greedy,
-no timestamps, no temperature fallback.
+`Transcript`. Partial and probe requests use a cheaper decode: greedy, no timestamps, no
+temperature fallback. Audio that fills at most half of `encoder_window_s` is encoded in a
+window that long instead of Whisper's 30 s (`ShortWindow`): the encoder's cost follows the
+window, and a question of a few seconds no longer pays for 30 s of padding (figures:
+docs/BENCHMARKS.md, "STT").
+The model is warmed at load (one decode of each kind), so the first turn is not slower.
 
 VAD is the orchestrator's job, so `vad_filter=False`; each request is an independent
 utterance, so `condition_on_previous_text=False`.
@@ -18,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,6 +44,43 @@ _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 # Below this RMS (of full scale 1.0) the audio is treated as silence: Whisper tends to
 # "hear" stock phrases in pure silence, and there is nothing to transcribe anyway.
 SILENCE_RMS = 1e-4
+
+
+# The encoder window of the decode running on this thread (mel frames, 100 a second), read by
+# ShortWindow.encode: faster-whisper pads every window to 30 s before it calls encode().
+_window = threading.local()
+FRAMES_PER_S = 100
+FULL_WINDOW = 3000
+
+
+def encoder_frames(samples: int, window_s: float) -> int:
+    """The encoder window for `samples` of 16 kHz audio: `window_s` when the audio fills at most
+    half of it, else Whisper's 30 s. Whisper base needs the silence: with a window only a
+    second or two longer than the speech it loops on made-up words (docs/BENCHMARKS.md, "STT")."""
+    if samples / WHISPER_RATE <= window_s / 2:
+        return min(FULL_WINDOW, int(np.ceil(window_s * FRAMES_PER_S)))
+    return FULL_WINDOW
+
+
+_short_window_class: Any = None
+
+
+def short_window_class() -> Any:
+    """faster-whisper's WhisperModel whose encoder reads only the first `_window.frames` frames
+    of each (zero-padded) window (made on first use: faster-whisper loads lazily)."""
+    global _short_window_class
+    if _short_window_class is None:
+        from faster_whisper import WhisperModel
+
+        class ShortWindow(WhisperModel):
+            def encode(self, features: np.ndarray) -> Any:
+                frames = getattr(_window, "frames", None)
+                if frames and features.shape[-1] > frames:
+                    features = np.ascontiguousarray(features[..., :frames])
+                return super().encode(features)
+
+        _short_window_class = ShortWindow
+    return _short_window_class
 
 
 class WhisperAssemblyError(RuntimeError):
@@ -146,11 +188,9 @@ class WhisperStt(Model[SttRequest, Transcript]):
         return s.model  # a faster-whisper size name or hub id: needs a hub unless cached
 
     def _load_blocking(self) -> None:
-        from faster_whisper import WhisperModel
-
         s = self.settings
         self.model_path = self._resolve_model()
-        self._model = WhisperModel(
+        self._model = short_window_class()(
             self.model_path,
             device=s.device,
             compute_type=s.resolved_compute_type(),
@@ -158,6 +198,11 @@ class WhisperStt(Model[SttRequest, Transcript]):
             download_root=str(s.cache_dir / "hub"),
             local_files_only=s.local_files_only,
         )
+        # Warm up: the first decodes allocate the encoder's and the decoder's buffers.
+        rng = np.random.default_rng(0)
+        hum = (rng.standard_normal(WHISPER_RATE) * 0.05 * 32767).astype("<i2").tobytes()
+        for partial in (False, True):
+            self.transcribe(SttRequest(hum, WHISPER_RATE, partial=partial))
 
     async def load(self) -> None:
         if self._model is not None:
@@ -180,21 +225,24 @@ class WhisperStt(Model[SttRequest, Transcript]):
         if audio.size == 0 or float(np.sqrt(np.mean(audio * audio))) < SILENCE_RMS:
             return ""
         s = self.settings
-        common: dict[str, Any] = {
+        opts: dict[str, Any] = {
             "language": request.language or s.language,
             "vad_filter": False,
             "condition_on_previous_text": False,
         }
-        if request.partial:
-            opts: dict[str, Any] = {
-                "beam_size": 1,
-                "best_of": 1,
-                "temperature": 0.0,
-                "without_timestamps": True,
-            }
+        if request.partial or request.probe:
+            opts |= {"beam_size": 1, "best_of": 1, "temperature": 0.0, "without_timestamps": True}
         else:
-            opts = {"beam_size": s.beam_size, "temperature": list(s.temperatures)}
-        segments, _info = self._model.transcribe(audio, **common, **opts)
+            opts |= {
+                "beam_size": s.resolved_beam_size(),
+                "temperature": list(s.temperatures),
+                "without_timestamps": s.without_timestamps,
+            }
+        _window.frames = encoder_frames(audio.size, s.encoder_window_s)
+        try:
+            segments = list(self._model.transcribe(audio, **opts)[0])
+        finally:
+            _window.frames = None
         floor = s.probe_min_logprob if request.probe else -float("inf")
         return " ".join(
             seg.text.strip() for seg in segments if seg.text.strip() and seg.avg_logprob >= floor

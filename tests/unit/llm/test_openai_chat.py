@@ -332,3 +332,24 @@ async def test_closed_port_raises_llm_unavailable():
     assert info.value.status is None
     assert await chat.health() is False
     await chat.unload()
+
+
+async def test_warm_up_asks_for_one_token_behind_the_system_prompt_every_request_begins_with():
+    from tests.support.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(reply="Hi.") as api:
+        chat = OpenAIChat(base_url=api.url, api_key=API_KEY, system_prompt="Be brief.", max_retries=0)
+        assert await chat.warm(wait_s=5) is True
+        (body,) = api.requests
+        assert body["model"] == "fake-model" and body["max_tokens"] == 1
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+        await chat.unload()
+
+
+async def test_warm_up_gives_up_quietly_when_no_server_answers():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chat = OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, model="m", max_retries=0)
+    assert await chat.warm(wait_s=1.5) is False
+    await chat.unload()

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from shared.sentences import SentenceSplitter, clean_for_speech
 
 
-def split(text: str, step: int = 3) -> list[str]:
-    """Stream ``text`` in ``step``-character deltas, then flush."""
-    splitter = SentenceSplitter()
+def split(text: str, step: int = 3, first_clause_words: int = 0) -> list[str]:
+    """Stream ``text`` in ``step``-character deltas, then flush (the sentence rules alone unless
+    ``first_clause_words`` is given)."""
+    splitter = SentenceSplitter(first_clause_words=first_clause_words)
     out: list[str] = []
     for i in range(0, len(text), step):
         out += splitter.feed(text[i : i + step])
@@ -206,3 +207,34 @@ def test_chunking_never_changes_the_sentences_and_no_words_are_lost(parts, cuts)
 def test_no_piece_is_ever_much_longer_than_the_hard_limit(words):
     out = split(" ".join(words), step=5)
     assert all(len(piece) <= 300 for piece in out)
+
+
+@pytest.mark.parametrize("step", [1, 4, 1000])
+def test_the_first_unit_of_a_reply_ends_at_a_comma_after_a_few_words(step):
+    text = "Well, the sky looks blue to us, because air scatters blue light. It is red at sunset, too."
+    assert split(text, step, first_clause_words=4) == [
+        "Well, the sky looks blue to us,",  # "Well," has too few words before it
+        "because air scatters blue light.",
+        "It is red at sunset, too.",  # later units are whole sentences
+    ]
+
+
+def test_a_short_first_sentence_is_not_cut_and_numbers_keep_their_commas():
+    assert split("Sure, I can. It costs 3,000 dollars, more or less.", 2, first_clause_words=4) == [
+        "Sure, I can.",
+        "It costs 3,000 dollars, more or less.",
+    ]
+    assert split("It costs about 3,000 dollars, more or less.", 2, first_clause_words=4) == [
+        "It costs about 3,000 dollars,",
+        "more or less.",
+    ]
+
+
+def test_the_first_clause_waits_for_the_space_after_its_comma():
+    splitter = SentenceSplitter()  # the default both the LLM worker and the orchestrator use
+    assert splitter.feed("The sky is blue,") == []  # ",5" may follow ("1,5")
+    assert splitter.feed(" because") == ["The sky is blue,"]
+    assert splitter.feed(" of light. And") == ["because of light."]
+    assert splitter.flush() == ["And"]
+    assert splitter.feed("A new reply starts here, again.") == ["A new reply starts here,"]  # afresh
+    assert splitter.flush() == ["again."]

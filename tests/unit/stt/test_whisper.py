@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from services.stt.whisper import WhisperStt, assemble_packaged_base
+from services.stt.whisper import WhisperStt, assemble_packaged_base, encoder_frames
 from shared.model import SttRequest, Transcript
 from tests.support.speech import have_espeak, noise, silence, speak, wer
 
@@ -130,3 +130,21 @@ def test_model_cache_env_is_honoured(monkeypatch, tmp_path):
     assert model.settings.beam_size == 3
     assert model.settings.resolved_compute_type() == "int8"
     assert os.fspath(WhisperStt(device="cuda").settings.resolved_compute_type()) == "float16"
+
+
+def test_the_encoder_window_is_short_only_where_the_audio_leaves_it_silence():
+    assert encoder_frames(2 * 16000, 10.0) == 1000  # 2 s of speech in a 10 s window
+    assert encoder_frames(6 * 16000, 10.0) == 3000  # more than half of it: Whisper's 30 s
+    assert encoder_frames(2 * 16000, 30.0) == 3000
+
+
+@pytest.mark.parametrize("window_s", [10.0, 30.0])
+async def test_a_short_question_is_heard_in_either_encoder_window(whisper, window_s):
+    text = "What time is it in Tokyo right now?"
+    before = whisper.settings
+    whisper.settings = before.model_copy(update={"encoder_window_s": window_s})
+    try:
+        out = await transcribe(whisper, speak(text).tobytes())
+    finally:
+        whisper.settings = before
+    assert wer(text, out[0].text) <= 0.15, out[0].text
