@@ -1,4 +1,5 @@
-"""A Realtime API connection on the gateway: `/v1/realtime[?model=…&session_id=…]`.
+"""A Realtime API connection on the gateway:
+`/v1/realtime[?model=…&session_id=…&resume_secret=…]`.
 
 The socket's JSON events go through the connection's `Translator`; what it asks of Jarvis
 goes out through the gateway's own machinery (`Gateway.start_session`, `command`, `audio`),
@@ -8,6 +9,7 @@ gateway's one out-stream reader like every other connection's.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -31,10 +33,13 @@ DEFAULT_MODEL = "jarvis"
 
 
 class RealtimeConn(Conn):
-    def __init__(self, ws: ServerConnection, gw: Gateway, translator: Translator) -> None:
+    def __init__(
+        self, ws: ServerConnection, gw: Gateway, translator: Translator, resume_secret: str | None = None
+    ) -> None:
         super().__init__(ws)
         self.gw = gw
         self.tr = translator
+        self.resume_secret = resume_secret
 
     def deliver(self, eid: bytes, msg: object) -> None:
         try:
@@ -76,11 +81,19 @@ class RealtimeConn(Conn):
             elif self.sid is None:
                 continue
             elif isinstance(cmd, bytes):
-                self.gw.audio(self.sid, cmd)
+                try:
+                    self.gw.audio(self.sid, cmd, conn=self)
+                except p.ProtocolError as exc:
+                    raise rt.RealtimeError(exc.code.value, exc.message) from None
             else:
-                self.gw.command(self.sid, cmd)
+                try:
+                    self.gw.command(self.sid, cmd)
+                except p.ProtocolError as exc:
+                    raise rt.RealtimeError(exc.code.value, exc.message) from None
 
     async def _open(self, start: p.Start) -> None:
+        if start.session_id:
+            start = start.model_copy(update={"resume_secret": self.resume_secret})
         try:
             await self.gw.start_session(self, start)
         except p.ProtocolError as exc:
@@ -88,7 +101,16 @@ class RealtimeConn(Conn):
             raise rt.RealtimeError(exc.code.value, exc.message, "session_id") from None
         assert self.sid is not None
         self.tr.opened(self.sid)
-        self.flush_events()
+        events = self.tr.take()[0]
+        for ev in events:
+            if isinstance(ev, rt.ConversationCreated) and self.secret:
+                # the resume secret rides on the conversation (an extra field SDKs keep): with the
+                # id, it is what `?session_id=…&resume_secret=…` takes to resume
+                body = json.loads(ev.dump())
+                body.setdefault("conversation", {})["resume_secret"] = self.secret
+                self.send(json.dumps(body))
+            else:
+                self.send(ev.dump())
 
 
 async def serve_realtime(gw: Gateway, ws: ServerConnection) -> None:
@@ -97,6 +119,7 @@ async def serve_realtime(gw: Gateway, ws: ServerConnection) -> None:
     query = parse_qs(urlsplit(ws.request.path).query)
     model = (query.get("model") or [DEFAULT_MODEL])[0]
     resume = query["session_id"][0] if query.get("session_id") else None
+    secret = query["resume_secret"][0] if query.get("resume_secret") else None
     if resume is not None:
         try:
             validate_id(resume)
@@ -104,7 +127,7 @@ async def serve_realtime(gw: Gateway, ws: ServerConnection) -> None:
             await ws.send(rt.error_event(rt.RealtimeError("bad_session_id", str(exc), "session_id")).dump())
             await ws.close(1008, "bad session_id")
             return
-    conn = RealtimeConn(ws, gw, Translator(model, gw.settings.sample_rate, resume))
+    conn = RealtimeConn(ws, gw, Translator(model, gw.settings.sample_rate, resume), secret)
     async with gw.connection(conn):
         conn.send(conn.tr.created().dump())
         async for frame in ws:
