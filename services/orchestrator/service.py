@@ -73,6 +73,7 @@ OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches 
 SWEEP_S = 0.01  # session timers run at most this often (and at their deadlines)
 BATCH_ABOVE = 16  # sessions: past this many, reads are paced to batch work
 BATCH_MS = 4
+VAD_CATCH_UP = 8  # windows (256 ms) one session may queue before its VAD call runs mid-read
 WORKERS_TTL_S = 1  # how long "is there a worker for jobs:{kind}" is trusted (the reaper refreshes it)
 REAP_S = 0.25  # how often dead workers are looked for (one round trip)
 
@@ -129,6 +130,8 @@ class Orchestrator:
         self._orphans: set[str] = set()  # sessions seen without an owner at the last scan
         self._redis_run: str | None = None  # Redis's run id: a new one means it restarted
         self._saving: dict[str, int] = {}  # sid -> session saves in flight
+        self._vad_queued: dict[str, int] = {}  # sid -> windows waiting for this round's VAD call
+        self._vad_due = False  # a session has a burst of windows waiting (a replay, a fast client)
 
     # ---- SessionHost: services for runners ---------------------------------------------------
 
@@ -172,6 +175,10 @@ class Orchestrator:
         batch = self.vad_batch
         for w in windows:
             batch.append((runner, w, ts))
+        n = self._vad_queued.get(runner.sid, 0) + len(windows)
+        self._vad_queued[runner.sid] = n
+        if n >= VAD_CATCH_UP:
+            self._vad_due = True
 
     async def prepare(
         self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False
@@ -456,6 +463,7 @@ class Orchestrator:
                 log.error("input read refused: %s", exc)
                 await asyncio.sleep(0.1)
                 entries = []
+            read_wall = time.time()
             for stream, eid, msg in entries:
                 if stream == self.wake:
                     wake_id = eid
@@ -471,7 +479,10 @@ class Orchestrator:
                     if type(msg) is Audio:  # the per-frame path: no coroutine
                         if runner.detached_at is not None and msg.ts > runner.detached_at:
                             runner.detached_at = None  # its client is there
+                        runner.received_at = read_wall
                         runner.on_audio(msg)
+                        if self._vad_due:  # score a burst as it comes: idle-audio trimming must
+                            self._run_vad()  # not drop speech the detector has not seen yet
                     elif self._stale_stop(runner.sid, msg):
                         log.info("ignored a stop sent before the session was opened again")
                     else:
@@ -521,6 +532,8 @@ class Orchestrator:
     def _run_vad(self) -> None:
         """One model call per round for every session with a window ready."""
         batch, self.vad_batch = self.vad_batch, []
+        self._vad_queued.clear()
+        self._vad_due = False
         if not batch:
             return
         if self.vad is None:

@@ -153,6 +153,7 @@ class SessionRunner:
         self.bumping = False  # an epoch bump (barge-in, continuation) is in flight
         self.ended_early: tuple[float, float] | None = None  # a turn end that came before it landed
         self.orphaned: tuple[int, str, float] | None = None  # (turn, kind, since): no live worker for it
+        self.received_at = 0.0  # wall clock when the host last read an audio frame (replays included)
 
     # ---- output helpers -----------------------------------------------------------
 
@@ -817,7 +818,10 @@ class SessionRunner:
         ):
             self._recording(False, now)  # push to talk held (or the client's VAD stuck) too long
         if (self.detector.in_speech or ctx.recording and self.client_vad) and ctx.last_frame_ts:
-            gap = now - ctx.last_frame_ts
+            # frames replayed after a takeover carry old stamps: the stream stalls when frames
+            # stop arriving, not when their stamps are old
+            last = max(ctx.last_frame_ts, self.received_at)
+            gap = now - last
             limit = (self.endpoint.end_silence_ms + 500) / 1000
             if gap > limit:  # the client stopped sending audio mid-speech: end the turn
                 if ctx.recording:
@@ -825,7 +829,7 @@ class SessionRunner:
                 else:
                     self._end_stalled_speech(now)
             else:
-                d = ctx.last_frame_ts + limit
+                d = last + limit
                 deadline = d if deadline is None else min(deadline, d)
         turn = self.turn
         if turn is not None:
