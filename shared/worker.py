@@ -1,7 +1,7 @@
 """The job loop every model worker shares: consume `jobs:{kind}` as a consumer group,
 drop jobs whose session epoch moved on (barge-in), run the model off the event loop,
-write results only while the epoch still holds, then ack and delete the job (its payload
-leaves Redis at once). A heartbeat thread stamps `workers:{kind}`: when it stops, an
+write results only while the epoch still holds, then ack (and delete a job carrying audio or
+an image, so its payload leaves Redis at once). A heartbeat thread stamps `workers:{kind}`: when it stops, an
 orchestrator runs this worker's unfinished jobs again and deletes its consumer
 (`services.orchestrator.service`, the reaper).
 """
@@ -31,6 +31,11 @@ T = TypeVar("T")
 
 JOB_SECONDS = Histogram("jarvis_job_seconds", "Time to finish a job", ["kind"])
 JOBS = Counter("jarvis_jobs_total", "Jobs by outcome", ["kind", "outcome"])
+
+
+# job kinds whose entries carry bulk (a turn's audio, a camera frame): deleted once done, not
+# left for the stream's trim (the others are small and trimmed by age and length)
+BULKY = frozenset({"stt", "vlm"})
 
 
 class Cancelled(Exception):
@@ -191,8 +196,10 @@ class Worker(abc.ABC):
                 pass
         finally:
             JOB_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
-            if finished:
+            if finished and self.kind in BULKY:
                 await self.bus.ack_delete(self.stream, self.group, [eid])
+            elif finished:
+                await self.bus.ack(self.stream, self.group, [eid])
             self.slots.release()
 
 

@@ -5,6 +5,7 @@ the Realtime endpoint's translation in `services.gateway.realtime`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class Conn:
             _OUT_EVENT.inc()
             head = '{"id":"' + eid.decode() + '",'
             if self.secret is not None and msg.json.startswith('{"type":"ready"'):
-                head += '"resume_secret":"' + self.secret + '",'  # url-safe: no escaping needed
+                head += '"resume_secret":' + json.dumps(self.secret) + ","
             self.send(head + msg.json[1:])
         elif isinstance(msg, AudioOut):
             _OUT_AUDIO.inc()

@@ -61,7 +61,15 @@ from shared.messages import (
     wake_stream,
 )
 from shared.ratelog import RateLimitedLog
-from shared.sessions import BadSessionId, Session, new_id, new_secret, secret_matches, validate_id
+from shared.sessions import (
+    BadSessionId,
+    Session,
+    hash_secret,
+    new_id,
+    new_secret,
+    secret_matches,
+    validate_id,
+)
 
 log = logging.getLogger("jarvis.gateway")
 _log = RateLimitedLog(log)
@@ -78,6 +86,7 @@ OUT_LAG = Histogram(
 
 WEB_DIR = Path(__file__).parent / "web"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MIN_SECRET = 16  # characters of a resume secret a client chooses itself
 _IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png"}
 
 
@@ -283,6 +292,12 @@ class Gateway:
         else:  # ids are issued here: a client can't pick one (nor guess another's)
             sid = new_id()
             secret, digest = new_secret()
+            if msg.resume_secret:  # the client's own (the Realtime endpoint's query parameter)
+                if len(msg.resume_secret) < MIN_SECRET:
+                    raise p.ProtocolError(
+                        p.ErrorCode.INVALID, f"a resume_secret of your own needs {MIN_SECRET}+ characters"
+                    )
+                secret, digest = msg.resume_secret, hash_secret(msg.resume_secret)
             await self.bus.retry(
                 lambda: self.bus.redis.set(secret_key(sid), digest, ex=self.settings.resume_ttl_s, nx=True)
             )

@@ -9,7 +9,6 @@ gateway's one out-stream reader like every other connection's.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -92,8 +91,9 @@ class RealtimeConn(Conn):
                     raise rt.RealtimeError(exc.code.value, exc.message) from None
 
     async def _open(self, start: p.Start) -> None:
-        if start.session_id:
-            start = start.model_copy(update={"resume_secret": self.resume_secret})
+        # the query's resume_secret: the one a resumed session takes, or the one a new session
+        # gets (the Realtime protocol has no event to tell the client one the server made)
+        start = start.model_copy(update={"resume_secret": self.resume_secret})
         try:
             await self.gw.start_session(self, start)
         except p.ProtocolError as exc:
@@ -101,16 +101,7 @@ class RealtimeConn(Conn):
             raise rt.RealtimeError(exc.code.value, exc.message, "session_id") from None
         assert self.sid is not None
         self.tr.opened(self.sid)
-        events = self.tr.take()[0]
-        for ev in events:
-            if isinstance(ev, rt.ConversationCreated) and self.secret:
-                # the resume secret rides on the conversation (an extra field SDKs keep): with the
-                # id, it is what `?session_id=…&resume_secret=…` takes to resume
-                body = json.loads(ev.dump())
-                body.setdefault("conversation", {})["resume_secret"] = self.secret
-                self.send(json.dumps(body))
-            else:
-                self.send(ev.dump())
+        self.flush_events()
 
 
 async def serve_realtime(gw: Gateway, ws: ServerConnection) -> None:
