@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+ORDER = ("a", "b", "c", "d", "faults", "soak")
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
 
 
@@ -25,7 +26,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--scenario",
         default="a,b,c,d",
-        help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process)",
+        help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process); "
+        "faults (a kill campaign) and soak (a long run) only when named",
+    )
+    ap.add_argument("--kills", type=int, default=102, help="faults: processes killed (default 102)")
+    ap.add_argument("--fault-sessions", type=int, default=4, help="faults: sessions talking (default 4)")
+    ap.add_argument("--soak-minutes", type=float, default=30.0, help="soak: how long (default 30)")
+    ap.add_argument(
+        "--soak-sessions",
+        type=int,
+        default=None,
+        help="soak: sessions (default 80%% of the density bench-results/latest.json measured)",
     )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
     ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
@@ -110,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     from services.orchestrator.vad import SileroVad
 
     wanted = [s.strip() for s in args.scenario.split(",") if s.strip()]
-    bad = [s for s in wanted if s not in "abcd" or len(s) != 1]
+    bad = [s for s in wanted if s not in ORDER]
     if bad:
-        print(f"unknown scenario(s) {bad}; pick from a, b, c, d", file=sys.stderr)
+        print(f"unknown scenario(s) {bad}; pick from {', '.join(ORDER)}", file=sys.stderr)
         return 2
     if os.environ.pop("JARVIS_REDIS_URL", None):
         print("bench: ignoring JARVIS_REDIS_URL; every stack gets its own embedded Redis", file=sys.stderr)
@@ -211,9 +222,19 @@ def main(argv: list[str] | None = None) -> int:
             lambda: scenario_d(clip, opts, endpoint, vad, sessions=args.baseline_sessions),
             lambda r: report.render_d(r, res["scenarios"].get("a"), res["scenarios"].get("b")),
         ),
+        "faults": (
+            f"faults: {args.kills} kills while {args.fault_sessions} sessions talk ...",
+            lambda: _faults(clip, args),
+            _render_faults,
+        ),
+        "soak": (
+            f"soak: {args.soak_minutes:g} minutes ...",
+            lambda: _soak(clip, args, opts, out_dir),
+            _render_soak,
+        ),
     }
     try:
-        for key in "abcd":
+        for key in ORDER:
             if key not in wanted:
                 continue
             intro, run, render = runs[key]
@@ -241,6 +262,32 @@ def main(argv: list[str] | None = None) -> int:
     path = report.save(res, out_dir)
     log(f"\nbench: {res['elapsed_s']:.0f} s; results in {path} (and {out_dir / 'latest.json'})")
     return 0
+
+
+def _faults(clip, args: argparse.Namespace) -> dict:
+    from bench.faults import scenario_faults
+
+    return scenario_faults(clip.samples, kills=args.kills, sessions=args.fault_sessions)
+
+
+def _render_faults(res: dict) -> str:
+    from bench.faults import render
+
+    return render(res)
+
+
+def _soak(clip, args: argparse.Namespace, opts, out_dir: Path) -> dict:
+    from bench.soak import scenario_soak
+
+    return scenario_soak(
+        clip, minutes=args.soak_minutes, sessions=args.soak_sessions, opts=opts, results=out_dir
+    )
+
+
+def _render_soak(res: dict) -> str:
+    from bench.soak import render
+
+    return render(res)
 
 
 if __name__ == "__main__":

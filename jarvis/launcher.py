@@ -45,11 +45,13 @@ class Proc:
     popen: subprocess.Popen | None = None
     restarts: list[float] = field(default_factory=list)
     optional: bool = False  # the stack serves without it: given up alone when it keeps crashing
+    started_at: float = 0.0  # monotonic, when it was last started
     next_start: float | None = None  # when supervision starts it again (it died)
     given_up: bool = False
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(
             self.argv,
@@ -111,6 +113,7 @@ def _wait_http(url: str, timeout: float, proc: Proc) -> None:
 
 BACKOFF_MAX_S = 30.0  # the longest wait before restarting a service that keeps dying
 GIVE_UP_AFTER = 5  # restarts within a minute after which an optional service is given up
+STABLE_S = 10.0  # a process that ran this long before dying starts its backoff afresh
 
 
 def default_orchestrators() -> int:
@@ -347,6 +350,8 @@ class Stack:
             if p.given_up or p.alive():
                 continue
             if p.next_start is None:
+                if now - p.started_at >= STABLE_S:
+                    p.restarts.clear()  # it ran fine for a while: a death, not a crash loop
                 p.restarts = [t for t in p.restarts if now - t < 60]
                 if p.optional and len(p.restarts) >= GIVE_UP_AFTER:
                     p.given_up = True
