@@ -97,6 +97,7 @@ BACKCHANNELS = frozenset(
     ]
 )
 _HUM = re.compile(r"[mhn]+")
+MAX_REDISPATCH = 2  # a turn's job is run again at most this often after its worker died
 
 
 def _has_words(text: str) -> bool:
@@ -154,6 +155,7 @@ class SessionRunner:
         self.ended_early: tuple[float, float] | None = None  # a turn end that came before it landed
         self.orphaned: tuple[int, str, float] | None = None  # (turn, kind, since): no live worker for it
         self.received_at = 0.0  # wall clock when the host last read an audio frame (replays included)
+        self.lost: dict[tuple[int, str], int] = {}  # (turn, kind) -> jobs lost with their worker
 
     # ---- output helpers -----------------------------------------------------------
 
@@ -929,6 +931,13 @@ class SessionRunner:
             return
         turn = self.turn
         if turn is None or turn.n != lost.turn or turn.epoch != lost.epoch:
+            return
+        n = self.lost[(turn.n, lost.kind)] = self.lost.get((turn.n, lost.kind), 0) + 1
+        if n > MAX_REDISPATCH:  # a job that kills every worker that takes it: stop feeding it
+            self.lost.clear()
+            self.on_failed(
+                JobFailed(lost.kind, turn.n, turn.epoch, f"its worker died {n} times on it", time.time())
+            )
             return
         log.warning(
             "a %s worker died holding this turn's job; running it again",

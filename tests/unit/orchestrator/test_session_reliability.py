@@ -138,3 +138,15 @@ async def test_the_idle_replay_cursor_keeps_the_last_second_of_input():
     runner.cursor = "1700000004000-3"  # never backwards
     runner.tick(time.time())
     assert runner.safe_cursor == "1700000003950-0"
+
+
+async def test_a_job_that_kills_every_worker_is_given_up_with_an_error():
+    host = FakeHost()
+    runner = await _runner(host)
+    await _ask(runner, host)
+    turn = runner.turn
+    for _ in range(3):
+        runner.on_lost(JobLost("stt", turn.n, turn.epoch))
+    assert len([j for j in host.jobs("stt") if not j.partial]) == 3  # the first and two more tries
+    (err,) = host.events("error")
+    assert err["code"] == "model_error" and "died 3 times" in err["message"]
