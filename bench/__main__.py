@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
-SCENARIOS = ("a", "b", "c", "d", "eot", "bargein")
+SCENARIOS = ("a", "b", "c", "d", "eot", "bargein", "faults", "soak")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +28,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="a,b,c,d",
         help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process), "
         "eot (end-of-turn strategies on a labelled corpus), bargein (talking over a reply; stub and CPU "
-        "profiles); eot and bargein are not in the default set",
+        "profiles), faults (a kill campaign), soak (a long run); the last four only when named",
+    )
+    ap.add_argument("--kills", type=int, default=102, help="faults: processes killed (default 102)")
+    ap.add_argument("--fault-sessions", type=int, default=4, help="faults: sessions talking (default 4)")
+    ap.add_argument("--soak-minutes", type=float, default=30.0, help="soak: how long (default 30)")
+    ap.add_argument(
+        "--soak-sessions",
+        type=int,
+        default=None,
+        help="soak: sessions (default 80%% of the density bench-results/latest.json measured)",
     )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
     ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
@@ -245,6 +254,16 @@ def main(argv: list[str] | None = None) -> int:
             ),
             render_bargein,
         ),
+        "faults": (
+            f"faults: {args.kills} kills while {args.fault_sessions} sessions talk ...",
+            lambda: _faults(clip, args),
+            _render_faults,
+        ),
+        "soak": (
+            f"soak: {args.soak_minutes:g} minutes ...",
+            lambda: _soak(clip, args, opts, out_dir),
+            _render_soak,
+        ),
     }
     try:
         for key in SCENARIOS:
@@ -275,6 +294,32 @@ def main(argv: list[str] | None = None) -> int:
     path = report.save(res, out_dir)
     log(f"\nbench: {res['elapsed_s']:.0f} s; results in {path} (and {out_dir / 'latest.json'})")
     return 0
+
+
+def _faults(clip, args: argparse.Namespace) -> dict:
+    from bench.faults import scenario_faults
+
+    return scenario_faults(clip.samples, kills=args.kills, sessions=args.fault_sessions)
+
+
+def _render_faults(res: dict) -> str:
+    from bench.faults import render
+
+    return render(res)
+
+
+def _soak(clip, args: argparse.Namespace, opts, out_dir: Path) -> dict:
+    from bench.soak import scenario_soak
+
+    return scenario_soak(
+        clip, minutes=args.soak_minutes, sessions=args.soak_sessions, opts=opts, results=out_dir
+    )
+
+
+def _render_soak(res: dict) -> str:
+    from bench.soak import render
+
+    return render(res)
 
 
 if __name__ == "__main__":
