@@ -27,6 +27,10 @@ class State(StrEnum):
     SPEAKING = "SPEAKING"
 
 
+# the pipelines a session can run (their definitions: services/orchestrator/pipeline.py)
+PIPELINE_NAMES = frozenset({"sts", "chat", "vision"})
+
+
 class Trigger(StrEnum):
     VAD = "vad"  # server VAD, or the client's `vad` flags when it announced client_vad
     MANUAL = "manual"  # push to talk: `turn` begin / end
