@@ -42,7 +42,6 @@ from services.gateway.conn import Conn
 from services.gateway.publisher import Publisher, Unencodable
 from services.gateway.realtime import PATH as REALTIME_PATH
 from services.gateway.realtime.handler import serve_realtime
-from services.orchestrator.pipeline import PIPELINES
 from shared import codec
 from shared import protocol as p
 from shared.bus import Bus
@@ -258,10 +257,10 @@ class Gateway:
             raise p.ProtocolError(p.ErrorCode.NO_SESSION, f"send 'start' before '{msg.type}'")
         if isinstance(msg, p.Config):
             self.check_options(msg.options)
-            if msg.pipeline is not None and msg.pipeline not in PIPELINES:
+            if msg.pipeline is not None and msg.pipeline not in p.PIPELINE_NAMES:
                 raise p.ProtocolError(
                     p.ErrorCode.UNKNOWN_PIPELINE,
-                    f"unknown pipeline {msg.pipeline!r}; have {sorted(PIPELINES)}",
+                    f"unknown pipeline {msg.pipeline!r}; have {sorted(p.PIPELINE_NAMES)}",
                 )
         self.command(conn.sid, msg)
         if isinstance(msg, p.Stop):
@@ -279,9 +278,10 @@ class Gateway:
                 p.ErrorCode.BAD_RATE,
                 f"audio must be PCM16 mono at {self.settings.sample_rate} Hz, not {msg.sample_rate}",
             )
-        if msg.pipeline not in PIPELINES:
+        if msg.pipeline not in p.PIPELINE_NAMES:
             raise p.ProtocolError(
-                p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {msg.pipeline!r}; have {sorted(PIPELINES)}"
+                p.ErrorCode.UNKNOWN_PIPELINE,
+                f"unknown pipeline {msg.pipeline!r}; have {sorted(p.PIPELINE_NAMES)}",
             )
         self.check_options(msg.options)
         if msg.last_event_id is not None and not _STREAM_ID.fullmatch(msg.last_event_id):

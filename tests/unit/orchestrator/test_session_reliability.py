@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import time
 
-from services.orchestrator.config import TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import protocol as p
 from shared.config import Settings
 from shared.messages import JobLost, LlmToken, SessionStart, SttResult, TtsProgress
 from shared.sessions import Session
-from tests.unit.orchestrator.test_session import QUIET, SPEECH, FakeHost, speak
+from tests.unit.orchestrator.test_session import QUIET, SILENCE_MODE, SPEECH, FakeHost, speak
 
 
 async def _runner(host: FakeHost, **settings) -> SessionRunner:
     runner = SessionRunner(
-        host, Session(id="s1"), 1, "0-0", Settings(**settings), TurnSettings(), vad_stream=object()
+        host, Session(id="s1"), 1, "0-0", Settings(**settings), SILENCE_MODE, vad_stream=object()
     )
     await runner.on_start(SessionStart("s1", "sts", None, 16000, False, {}, False, time.time()), False)
     await host.settle()
