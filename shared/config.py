@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # silent for worker_dead_ms is dead: its jobs are run again and its consumer deleted
     worker_heartbeat_ms: int = 200
     worker_dead_ms: int = 1000
-    worker_gone_s: float = 2.0  # a turn waiting on a kind with no live worker this long ends with an error
+    worker_gone_s: float = 3.0  # a turn waiting on a kind with no live worker this long ends with an error
     jobs_keep_s: int = 300  # job entries older than this are trimmed (acked ones are deleted at once)
 
     # Orchestrator

@@ -388,3 +388,9 @@ def _depth(obj: Any) -> int:
         elif isinstance(node, list):
             stack.extend((v, d + 1) for v in node)
     return deepest
+
+
+# the pipelines a `start` / `config` may name (services/orchestrator/pipeline.py defines them;
+# tests/unit/gateway/test_pipeline_names.py keeps the two equal), so the gateway refuses an
+# unknown one before it opens anything
+PIPELINE_NAMES = frozenset({"sts", "chat", "vision"})

@@ -44,7 +44,7 @@ def fault_stack(tmp: Path, **env: str) -> Stack:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = fault_stack(tmp_path_factory.mktemp("faults"))
     s.start(timeout=180)

@@ -57,6 +57,8 @@ async def _kill_during(stack, kind: str, when: str) -> None:
         if done["type"] == "metrics":  # each question once, with all its words
             assert len(users) == 2, users
             assert all_words(users[0], words1) and all_words(users[1], words2), (users, words1, words2)
+        elif kind != "stt":  # answered with an error: the question is in the history, whole
+            assert len(users) == 2 and all_words(users[0], words1), (users, words1)
         else:  # the first question's words begin the next turn: none lost, none twice
             assert len(users) == 1, users
             both = spoken_seconds(words1) + spoken_seconds(words2)
