@@ -533,14 +533,10 @@ def stages_alone(clip: Clip, opts: Options, repeat: int = 3) -> dict:
     Whisper on the utterance as the orchestrator sends it (with its pre- and post-roll), the
     LLM server's first token for the transcript, Piper's first chunk of the reply's first unit
     (as the splitter cuts it). The models and settings are the CPU profile's, as the stack runs them."""
-    import subprocess
-    import urllib.request
-
     import numpy as np
 
+    from bench.long_session import llama_server
     from bench.stats import RATE, percentile
-    from jarvis.redis_server import free_port
-    from services.llm.llamacpp import server_command, server_env
     from services.llm.openai_chat import OpenAIChat
     from services.stt.whisper import WhisperStt
     from services.tts.piper import PiperTts
@@ -569,21 +565,8 @@ def stages_alone(clip: Clip, opts: Options, repeat: int = 3) -> dict:
     run_async(stt.load())
     stt_ms, transcript = timed(lambda: stt.transcribe(SttRequest(pcm, RATE)))
 
-    port = free_port()
-    server = subprocess.Popen(
-        server_command(port), env=server_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the LLM server did not start") from None
-                time.sleep(0.5)
-        llm = OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", tools_enabled=False, temperature=0.2)
+    with llama_server() as base_url:
+        llm = OpenAIChat(base_url=base_url, tools_enabled=False, temperature=0.2)
         reply: list[str] = []
 
         async def first_token_ms() -> float:
@@ -603,13 +586,6 @@ def stages_alone(clip: Clip, opts: Options, repeat: int = 3) -> dict:
             return runs[1:]  # the first warms
 
         llm_ms = round(percentile(run_async(llm_runs()), 50) or 0.0, 1)
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
     splitter = SentenceSplitter()
     units = splitter.feed(reply[-1]) + splitter.flush()

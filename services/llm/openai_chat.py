@@ -208,7 +208,8 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
     def build_messages(
         self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """System prompt + the last `history_messages` non-system messages.
+        """System prompt + the last `history_messages` non-system messages at most, the window
+        moving in hops of half that (a prompt prefix that stays put for the server's cache).
 
         A system message in `messages` replaces the configured system prompt. Facts saved by
         `remember` (context keys `memory.*`) are added to the system prompt. Content lists
@@ -222,7 +223,15 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
                 system = msg.get("content") or system
             else:
                 rest.append(msg)
-        window = rest[-s.history_messages :]
+        # The window moves in hops of half its length, not one turn at a time: its first
+        # message, hence the prompt's prefix, stays the same for several turns, so the server's
+        # prompt cache holds and only the newest messages are evaluated (docs/BENCHMARKS.md,
+        # "Long sessions"). It holds history_messages // 2 + 1 to history_messages messages.
+        cut = len(rest) - s.history_messages
+        if cut > 0:
+            hop = max(1, s.history_messages // 2)
+            cut = -(-cut // hop) * hop
+        window = rest[max(cut, 0) :]
         while window and window[0].get("role") == "tool":  # its assistant tool_calls turn was cut off
             window = window[1:]
         facts = [

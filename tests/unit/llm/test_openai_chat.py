@@ -353,3 +353,18 @@ async def test_warm_up_gives_up_quietly_when_no_server_answers():
     chat = OpenAIChat(base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, model="m", max_retries=0)
     assert await chat.warm(wait_s=1.5) is False
     await chat.unload()
+
+
+def test_the_history_window_hops_so_the_prompt_prefix_stays_put_for_several_turns():
+    chat = OpenAIChat(api_key=API_KEY, history_messages=20)
+    history: list[dict] = []
+    firsts = []
+    for turn in range(1, 31):
+        history.append({"role": "user", "content": f"q{turn}"})
+        sent = chat.build_messages(history)[1:]
+        assert 11 <= len(sent) <= 20 or len(history) < 11
+        assert sent[-1]["content"] == f"q{turn}"  # the newest words always go
+        firsts.append(sent[0]["content"])
+        history.append({"role": "assistant", "content": f"a{turn}"})
+    changes = [t for t in range(1, 30) if firsts[t] != firsts[t - 1]]
+    assert len(changes) <= 5  # over 30 turns, sliding would have moved it 20 times
