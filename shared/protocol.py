@@ -27,7 +27,8 @@ class State(StrEnum):
     SPEAKING = "SPEAKING"
 
 
-# the pipelines a session can run (their definitions: services/orchestrator/pipeline.py)
+# the pipelines a `start` / `config` may name (services/orchestrator/pipeline.py defines them and
+# checks the two agree), so the gateway refuses an unknown one before it opens anything
 PIPELINE_NAMES = frozenset({"sts", "chat", "vision"})
 
 
@@ -388,9 +389,3 @@ def _depth(obj: Any) -> int:
         elif isinstance(node, list):
             stack.extend((v, d + 1) for v in node)
     return deepest
-
-
-# the pipelines a `start` / `config` may name (services/orchestrator/pipeline.py defines them;
-# tests/unit/gateway/test_pipeline_names.py keeps the two equal), so the gateway refuses an
-# unknown one before it opens anything
-PIPELINE_NAMES = frozenset({"sts", "chat", "vision"})
