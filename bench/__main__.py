@@ -1,4 +1,4 @@
-"""`python -m bench [--scenario a,b,c,d,eot] [--max-n 150] [--turns 6] ...` (`make bench` runs a-d).
+"""`python -m bench [--scenario a,b,c,d,eot,bargein] [--max-n 150] [--turns 6] ...` (`make bench` runs a-d).
 
 See docs/BENCHMARKS.md for what the figures mean and how they are measured.
 """
@@ -16,7 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
-SCENARIOS = ("a", "b", "c", "d", "eot")
+SCENARIOS = ("a", "b", "c", "d", "eot", "bargein", "faults", "soak")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +27,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         default="a,b,c,d",
         help="comma-separated: a (1 session, stub), b (density, stub), c (CPU profile), d (in-process), "
-        "eot (end-of-turn strategies on a labelled corpus; not in the default set)",
+        "eot (end-of-turn strategies on a labelled corpus), bargein (talking over a reply; stub and CPU "
+        "profiles), faults (a kill campaign), soak (a long run); the last four only when named",
+    )
+    ap.add_argument("--kills", type=int, default=102, help="faults: processes killed (default 102)")
+    ap.add_argument("--fault-sessions", type=int, default=4, help="faults: sessions talking (default 4)")
+    ap.add_argument("--soak-minutes", type=float, default=30.0, help="soak: how long (default 30)")
+    ap.add_argument(
+        "--soak-sessions",
+        type=int,
+        default=None,
+        help="soak: sessions (default 80%% of the density bench-results/latest.json measured)",
     )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
     ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
@@ -72,6 +82,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--baseline-sessions", type=int, default=50, help="d: sessions in lockstep for the CPU figure"
     )
+    ap.add_argument(
+        "--bargein-trials", type=int, default=10, help="bargein: trials per kind of sound (default 10)"
+    )
+    ap.add_argument(
+        "--bargein-stt-delay",
+        type=float,
+        default=0.15,
+        help="bargein: seconds the stub profile's STT takes per job (default 0.15, a GPU-class STT)",
+    )
+    ap.add_argument(
+        "--bargein-profiles", default="stub,cpu", help="bargein: the profiles to run (default stub,cpu)"
+    )
     ap.add_argument("--question", default=None, help="the spoken question (espeak-ng)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument(
@@ -106,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench import report
     from bench.audio import DEFAULT_QUESTION, load_clip
+    from bench.bargein import render_bargein, scenario_bargein
     from bench.eot import render_eot, scenario_eot
     from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
     from jarvis.launcher import default_orchestrators
@@ -219,6 +242,28 @@ def main(argv: list[str] | None = None) -> int:
             lambda: scenario_eot(out_dir, endpoint, vad, log=log),
             render_eot,
         ),
+        "bargein": (
+            "bargein: talking over a reply (stub profile: cutting words; CPU profile: the decisions) ...",
+            lambda: scenario_bargein(
+                opts,
+                out_dir,
+                trials=args.bargein_trials,
+                stub_stt_delay=args.bargein_stt_delay,
+                profiles=tuple(x.strip() for x in args.bargein_profiles.split(",") if x.strip()),
+                log=log,
+            ),
+            render_bargein,
+        ),
+        "faults": (
+            f"faults: {args.kills} kills while {args.fault_sessions} sessions talk ...",
+            lambda: _faults(clip, args),
+            _render_faults,
+        ),
+        "soak": (
+            f"soak: {args.soak_minutes:g} minutes ...",
+            lambda: _soak(clip, args, opts, out_dir),
+            _render_soak,
+        ),
     }
     try:
         for key in SCENARIOS:
@@ -249,6 +294,32 @@ def main(argv: list[str] | None = None) -> int:
     path = report.save(res, out_dir)
     log(f"\nbench: {res['elapsed_s']:.0f} s; results in {path} (and {out_dir / 'latest.json'})")
     return 0
+
+
+def _faults(clip, args: argparse.Namespace) -> dict:
+    from bench.faults import scenario_faults
+
+    return scenario_faults(clip.samples, kills=args.kills, sessions=args.fault_sessions)
+
+
+def _render_faults(res: dict) -> str:
+    from bench.faults import render
+
+    return render(res)
+
+
+def _soak(clip, args: argparse.Namespace, opts, out_dir: Path) -> dict:
+    from bench.soak import scenario_soak
+
+    return scenario_soak(
+        clip, minutes=args.soak_minutes, sessions=args.soak_sessions, opts=opts, results=out_dir
+    )
+
+
+def _render_soak(res: dict) -> str:
+    from bench.soak import render
+
+    return render(res)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 Which service runs is read from the processes in the container (`python -m services.X`),
 so one image serves every service and each still gets its own check:
 - gateway: GET http://127.0.0.1:$JARVIS_PORT/healthz
-- the llama.cpp server (`services.llm.llamacpp`): GET /v1/models on its --port
+- the llama.cpp server (`services.llm.llamacpp`): GET /openapi.json on its --port (not
+  /v1/models, which waits for the model and, without --interrupt_requests False, cuts a reply)
 - every other service (orchestrator, stt, llm, tts, vlm, resource): `bus`. A worker connects
   to Redis, loads its model, and only then starts consuming its job stream, so "one of
   this container's Redis connections has run a command past start-up (XREADGROUP, XREAD,
@@ -199,7 +200,7 @@ def check_auto() -> int:
         return check_http(f"http://127.0.0.1:{os.environ.get('JARVIS_PORT', '8765')}/healthz")
     if module == "services.llm.llamacpp":
         port = argv[argv.index("--port") + 1] if "--port" in argv[:-1] else "8000"
-        return check_http(f"http://127.0.0.1:{port}/v1/models")
+        return check_http(f"http://127.0.0.1:{port}/openapi.json")  # /v1/models takes the model lock
     return check_bus()
 
 

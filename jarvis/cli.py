@@ -34,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     talk.add_argument("--image", help="a JPEG/PNG for the vision pipeline")
     talk.add_argument("--pipeline", help="sts, chat or vision (default from the inputs)")
     talk.add_argument("--out", help="save the spoken reply here (WAV)")
-    talk.add_argument("--session", help="resume this session id")
+    talk.add_argument("--session", help="resume this session id (with --secret)")
+    talk.add_argument(
+        "--secret",
+        default=os.environ.get("JARVIS_RESUME_SECRET"),
+        help="the session's resume secret (printed when the session was opened)",
+    )
     talk.add_argument("--token", default=os.environ.get("JARVIS_AUTH_TOKEN"))
     talk.add_argument("--timeout", type=float, default=180.0)
     talk.add_argument(

@@ -1,11 +1,14 @@
 """`jarvis up`: the whole stack on one machine as supervised processes.
 
-Starts an embedded Redis (unless JARVIS_REDIS_URL points at a reachable one), the model
-server the profile needs (the CPU profile's llama.cpp server), then every service as
-`python -m services.<name>`; arbitrated (`Stack(arbitrated=True)`, the GPU profile's default),
-the resource service starts first and starts the model servers and STT/TTS workers itself.
-A service that dies is restarted with backoff; Ctrl-C (or `stop()`) ends every process it
-started, by pid, even on failure.
+Starts an embedded Redis (unless JARVIS_REDIS_URL points at a reachable one; persistent, in
+the work dir), the model server the profile needs (the CPU profile's llama.cpp server), then
+every service as `python -m services.<name>`; arbitrated (`Stack(arbitrated=True)`, the GPU
+profile's default), the resource service starts first and starts the model servers and STT/TTS
+workers itself. Supervision: a process that dies (Redis included) is restarted at once, then
+with growing backoff if it keeps dying; an optional service (the VLM worker, a resource
+service that is not arbitrating) that keeps crashing is given up alone and reported, while the
+rest of the stack goes on serving. Ctrl-C (or `stop()`) ends every process it started, by pid,
+even on failure.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -42,9 +46,14 @@ class Proc:
     log: Path
     popen: subprocess.Popen | None = None
     restarts: list[float] = field(default_factory=list)
+    optional: bool = False  # the stack serves without it: given up alone when it keeps crashing
+    started_at: float = 0.0  # monotonic, when it was last started
+    next_start: float | None = None  # when supervision starts it again (it died)
+    given_up: bool = False
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(
             self.argv,
@@ -104,6 +113,11 @@ def _wait_http(url: str, timeout: float, proc: Proc) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout:.0f}s")
 
 
+BACKOFF_MAX_S = 30.0  # the longest wait before restarting a service that keeps dying
+GIVE_UP_AFTER = 5  # restarts within a minute after which an optional service is given up
+STABLE_S = 10.0  # a process that ran this long before dying starts its backoff afresh
+
+
 def default_orchestrators() -> int:
     """One orchestrator per core, up to four: each runs its own event loop and VAD batch, so
     the turns of many sessions are decided in parallel instead of queueing behind one loop."""
@@ -121,6 +135,7 @@ class Stack:
         env: dict[str, str] | None = None,
         stub_llm_delay: float = 0.0,
         stub_stt_delay: float = 0.0,
+        stub_tts_delay: float = 0.0,
         vlm: bool | None = None,
         resource: bool | None = None,
         vlm_stub: bool | None = None,
@@ -134,6 +149,7 @@ class Stack:
         self.extra_env = env or {}
         self.stub_llm_delay = stub_llm_delay
         self.stub_stt_delay = stub_stt_delay
+        self.stub_tts_delay = stub_tts_delay
         # a VLM worker for the vision pipeline: always with stub models, else when a VLM server is configured
         self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
         # the stub profile's VLM worker runs the stub model, unless a VLM server is named
@@ -156,6 +172,9 @@ class Stack:
         self.procs: list[Proc] = []
         self.model_procs: list[Proc] = []
         self.metrics: dict[str, str] = {}  # service -> its Prometheus endpoint
+        self.given_up: list[str] = []  # optional services supervision gave up on
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def _get(self, name: str) -> str | None:
         return self.extra_env.get(name) or os.environ.get(name)
@@ -185,12 +204,13 @@ class Stack:
         self.redis = RedisServer(workdir=self.workdir / "redis").start()
         self.redis_url = self.redis.url
 
-    def _service(self, name: str, module: str, *args: str) -> Proc:
+    def _service(self, name: str, module: str, *args: str, optional: bool = False) -> Proc:
         env = self._env()
         port = free_port()
         env["JARVIS_METRICS_PORT"] = str(port)  # Prometheus, loopback only
         self.metrics[name] = f"http://127.0.0.1:{port}/metrics"
-        p = Proc(name, [sys.executable, "-m", module, *args], env, self.workdir / "logs" / f"{name}.log")
+        log = self.workdir / "logs" / f"{name}.log"
+        p = Proc(name, [sys.executable, "-m", module, *args], env, log, optional=optional)
         self.procs.append(p)
         return p
 
@@ -250,9 +270,12 @@ class Stack:
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
         self._service("llm", "services.llm", *llm_args)
         if not self.arbitrated:
-            self._service("tts", "services.tts", *stub)
+            tts_args = [*stub, "--stub-delay", str(self.stub_tts_delay)] if stub else []
+            self._service("tts", "services.tts", *tts_args)
         if self.vlm:
-            vlm = self._service("vlm", "services.llm", "--role", "vlm", *(llm_args if self.vlm_stub else []))
+            vlm = self._service(
+                "vlm", "services.llm", "--role", "vlm", *(llm_args if self.vlm_stub else []), optional=True
+            )
             if not self.vlm_stub and self.profile == "stub":
                 vlm.env["JARVIS_PROFILE"] = "cpu"  # services.llm picks the stub model for the stub profile
         self._service("gateway", "services.gateway")
@@ -268,7 +291,7 @@ class Stack:
 
         from services.resource.messages import ALIVE_KEY
 
-        proc = self._service("resource", "services.resource")
+        proc = self._service("resource", "services.resource", optional=not self.arbitrated)
         proc.start()
         popen = proc.popen
         assert popen is not None
@@ -325,23 +348,72 @@ class Stack:
             return False
 
     def supervise(self, stop_after: float | None = None) -> None:
-        """Restart services that die (backoff; give up after 5 restarts in a minute)."""
+        """Restart what dies until stopped (`stop_after` seconds, or forever)."""
         started = time.monotonic()
-        while stop_after is None or time.monotonic() - started < stop_after:
-            time.sleep(0.5)
-            for p in self.procs + self.model_procs:
-                if p.alive():
-                    continue
-                now = time.monotonic()
+        while (stop_after is None or time.monotonic() - started < stop_after) and not self._stopping.is_set():
+            time.sleep(0.1)
+            self.supervise_once()
+
+    def watch(self) -> Stack:
+        """Supervise from a background thread (tests and the bench; `jarvis up` supervises in
+        its main thread) until `stop()`."""
+
+        def run() -> None:
+            while not self._stopping.wait(0.1):
+                self.supervise_once()
+
+        self._watcher = threading.Thread(target=run, name="supervisor", daemon=True)
+        self._watcher.start()
+        return self
+
+    def supervise_once(self) -> None:
+        """One look at every process: Redis and each service that died is started again, at
+        once the first time, then after a backoff that grows while it keeps dying (capped at
+        BACKOFF_MAX_S); an optional service dying GIVE_UP_AFTER times within a minute is given
+        up and reported, and the others keep running."""
+        if self._stopping.is_set():
+            return
+        now = time.monotonic()
+        if self.redis is not None and not self.redis.alive():
+            print("jarvis: redis exited; restarting it on its data", file=sys.stderr, flush=True)
+            try:
+                self.redis.restart()
+            except RuntimeError as exc:
+                print(f"jarvis: redis did not come back: {exc}", file=sys.stderr, flush=True)
+        for p in self.procs + self.model_procs:
+            if p.given_up or p.alive():
+                continue
+            if p.next_start is None:
+                if now - p.started_at >= STABLE_S:
+                    p.restarts.clear()  # it ran fine for a while: a death, not a crash loop
                 p.restarts = [t for t in p.restarts if now - t < 60]
-                if len(p.restarts) >= 5:
-                    raise RuntimeError(f"{p.name} keeps dying; see {p.log}")
-                print(f"jarvis: {p.name} exited ({p.returncode}); restarting", file=sys.stderr)
-                time.sleep(0.5 * 2 ** len(p.restarts))
+                if p.optional and len(p.restarts) >= GIVE_UP_AFTER:
+                    p.given_up = True
+                    self.given_up.append(p.name)
+                    print(
+                        f"jarvis: {p.name} keeps crashing ({len(p.restarts)} restarts in a minute); "
+                        f"giving it up, the rest of the stack goes on (see {p.log})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
+                delay = 0.0 if not p.restarts else min(BACKOFF_MAX_S, 0.5 * 2 ** (len(p.restarts) - 1))
+                p.next_start = now + delay
+                print(
+                    f"jarvis: {p.name} exited ({p.returncode}); restarting in {delay:.1f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if now >= p.next_start:
+                p.next_start = None
                 p.restarts.append(now)
                 p.start()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+            self._watcher = None
         everything = self.procs + self.model_procs
         for p in everything:
             p.signal(signal.SIGTERM)

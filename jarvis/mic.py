@@ -130,6 +130,7 @@ async def run(
     token: str | None = None,
     pipeline: str = "sts",
     session_id: str | None = None,
+    resume_secret: str | None = None,
     duplex: bool = False,
     ptt: bool = False,
     device: int | str | None = None,
@@ -146,6 +147,7 @@ async def run(
     speaker = Speaker(sd)
     session: dict[str, Any] = status if status is not None else {}
     session["id"] = session_id
+    session.setdefault("secret", resume_secret)
 
     try:
         sd.check_input_settings(device=device, samplerate=RATE, channels=1, dtype="int16")
@@ -170,7 +172,9 @@ async def run(
 
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with connect(url, additional_headers=headers, compression=None, max_size=16 << 20) as ws:
-        start = {"type": "start", "pipeline": pipeline, "session_id": session_id, "sample_rate": RATE}
+        start = {"type": "start", "pipeline": pipeline, "sample_rate": RATE}
+        if session_id:
+            start.update(session_id=session_id, resume_secret=resume_secret)
         if ptt:
             start["trigger"] = p.Trigger.MANUAL.value
         await ws.send(json.dumps(start))
@@ -185,6 +189,7 @@ async def run(
                 kind = ev.get("type")
                 if kind == "ready":
                     session["id"] = ev["session_id"]
+                    session["secret"] = ev.get("resume_secret") or session.get("secret")
                 elif kind == "audio_start":
                     speaker.begin(ev["sample_rate"])
                 elif kind == "interrupted":
@@ -272,7 +277,7 @@ def main(args) -> int:
             file=sys.stderr,
         )
         return 1
-    status: dict[str, Any] = {"id": getattr(args, "session", None)}
+    status: dict[str, Any] = {"id": getattr(args, "session", None), "secret": getattr(args, "secret", None)}
     try:
         asyncio.run(
             run(
@@ -281,6 +286,7 @@ def main(args) -> int:
                 token=getattr(args, "token", None),
                 pipeline=getattr(args, "pipeline", None) or "sts",
                 session_id=status["id"],
+                resume_secret=status["secret"],
                 duplex=bool(getattr(args, "duplex", False)),
                 ptt=bool(getattr(args, "ptt", False)),
                 device=getattr(args, "device", None),
@@ -296,5 +302,6 @@ def main(args) -> int:
         print(f"jarvis talk --mic: {exc}", file=sys.stderr)
         return 1
     if status.get("id"):
-        print(f"\nsession: {status['id']} (resume with --session {status['id']})")
+        print(f"\nsession: {status['id']}  secret: {status.get('secret')}")
+        print(f"  resume with: --session {status['id']} --secret {status.get('secret')}")
     return 0

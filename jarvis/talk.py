@@ -43,6 +43,7 @@ class TalkResult:
     audio: bytearray = field(default_factory=bytearray)
     sample_rate: int = 0
     session_id: str | None = None
+    resume_secret: str | None = None
 
     def of(self, kind: str) -> list[dict]:
         return [e for e in self.events if e.get("type") == kind]
@@ -58,6 +59,7 @@ async def talk(
     pipeline: str | None = None,
     token: str | None = None,
     session_id: str | None = None,
+    resume_secret: str | None = None,
     turns: int = 1,
     timeout: float = 120.0,
     realtime: bool = True,
@@ -69,7 +71,10 @@ async def talk(
     if pipeline is None:
         pipeline = "vision" if image else "chat" if text else "sts"
     async with connect(url, additional_headers=headers, compression=None, max_size=16 << 20) as ws:
-        await ws.send(json.dumps({"type": "start", "pipeline": pipeline, "session_id": session_id}))
+        start: dict = {"type": "start", "pipeline": pipeline}
+        if session_id:
+            start.update(session_id=session_id, resume_secret=resume_secret)
+        await ws.send(json.dumps(start))
         done = asyncio.Event()
         ready = asyncio.Event()
         finished_turns = 0
@@ -88,7 +93,10 @@ async def talk(
                 kind = ev.get("type")
                 if kind == "ready":
                     res.session_id = ev["session_id"]
+                    res.resume_secret = ev.get("resume_secret") or res.resume_secret
                     ready.set()
+                elif kind == "error" and res.session_id is None:
+                    raise ConnectionError(f"{ev.get('code')}: {ev.get('message')}")
                 elif kind == "audio_start":
                     res.sample_rate = ev["sample_rate"]
                 elif kind == "metrics" or (kind == "error" and ev.get("fatal")):
@@ -174,6 +182,7 @@ def main(args) -> int:
                 pipeline=args.pipeline,
                 token=args.token,
                 session_id=args.session,
+                resume_secret=args.secret,
                 timeout=args.timeout,
             )
         )
@@ -187,5 +196,6 @@ def main(args) -> int:
         save_wav(args.out, bytes(res.audio), res.sample_rate)
         secs = len(res.audio) / 2 / (res.sample_rate or 16000)
         print(f"saved {secs:.1f}s of reply audio to {args.out}")
-    print(f"session: {res.session_id} (resume with --session {res.session_id})")
+    print(f"session: {res.session_id}  secret: {res.resume_secret}")
+    print(f"  resume with: --session {res.session_id} --secret {res.resume_secret}")
     return 0 if res.of("metrics") else 1

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -22,8 +24,10 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from shared import codec
 from shared.messages import DEAD_LETTER
+from shared.ratelog import RateLimitedLog
 
 log = logging.getLogger("jarvis.bus")
+_outage_log = RateLimitedLog(log, every_s=5.0)
 T = TypeVar("T")
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
@@ -66,12 +70,62 @@ return #KEYS
 """
 
 
+# Worker liveness, on Redis's clock (so no two hosts' clocks are compared).
+_HEARTBEAT = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[1])
+return 1
+"""
+# KEYS: workers:{kind}; ARGV: how recent a heartbeat must be (ms). Also forgets members silent
+# for an hour (a worker that died long ago).
+_LIVE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 3600000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
+
+
+class Heartbeat(threading.Thread):
+    """Stamps `member` into the sorted set `key` every `period_s`, from a thread of its own, so a
+    busy or blocked event loop is never taken for a dead process: only the process dying stops
+    it. `stop()` removes the member (a clean exit is noticed at once)."""
+
+    def __init__(self, url: str, key: str, member: str, period_s: float) -> None:
+        super().__init__(name=f"heartbeat-{member}", daemon=True)
+        import redis
+
+        self.key, self.member, self.period_s = key, member, period_s
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._beat = self._redis.register_script(_HEARTBEAT)
+        self._stop = threading.Event()
+
+    def beat(self) -> bool:
+        try:
+            self._beat(keys=[self.key], args=[self.member])
+            return True
+        except Exception:  # noqa: BLE001 - Redis away: the next beat tries again
+            return False
+
+    def run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self._redis.zrem(self.key, self.member)
+        except Exception:  # noqa: BLE001 - Redis away: the member just ages out
+            pass
+        self._redis.close()
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
 class Bus:
-    def __init__(self, url: str, *, socket_timeout: float = 30.0, max_backoff: float = 2.0) -> None:
+    def __init__(self, url: str, *, socket_timeout: float = 30.0, max_backoff: float = 0.5) -> None:
         self.url = url
         extra: dict[str, Any] = (
             {"connection_class": _Connection} if HIREDIS_AVAILABLE and url.startswith("redis://") else {}
@@ -84,6 +138,8 @@ class Bus:
         self.max_backoff = max_backoff
         self._epoch_xadd = self.redis.register_script(_EPOCH_XADD)
         self._multi_xadd = self.redis.register_script(_MULTI_XADD)
+        self._live = self.redis.register_script(_LIVE)
+        self.live_script = self._live  # for pipelines: live_script(keys=, args=, client=pipe)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Bus:
@@ -99,8 +155,8 @@ class Bus:
             try:
                 return await fn()
             except _TRANSIENT as exc:
-                log.warning(
-                    "%s: redis unavailable (%s); retrying in %.2fs", what, exc.__class__.__name__, delay
+                _outage_log.warning(
+                    what, "%s: redis unavailable (%s); retrying", what, exc.__class__.__name__
                 )
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, self.max_backoff)
@@ -118,13 +174,18 @@ class Bus:
 
     async def add_many(self, items: Sequence[tuple[str, Any, int | None]]) -> None:
         """XADD many entries in one round trip, in order (one script call)."""
+        await self.add_encoded([(stream, codec.encode(msg), maxlen) for stream, msg, maxlen in items])
+
+    async def add_encoded(self, items: Sequence[tuple[str, bytes, int | None]]) -> None:
+        """`add_many` for entries already encoded (`codec.encode`): callers that must know an
+        entry is valid before it joins a batch encode it first."""
         if not items:
             return
         keys: list[str] = []
         args: list[Any] = [codec.FIELD]
-        for stream, msg, maxlen in items:
+        for stream, payload, maxlen in items:
             keys.append(stream)
-            args += [maxlen or 0, codec.encode(msg)]
+            args += [maxlen or 0, payload]
         await self.retry(lambda: self._multi_xadd(keys=keys, args=args), "xadd batch")
 
     async def add_if_epoch(
@@ -241,6 +302,85 @@ class Bus:
         ids = list(ids)
         if ids:
             await self.retry(lambda: self.redis.xack(stream, group, *ids), f"xack {stream}")
+
+    async def ack_delete(self, stream: str, group: str, ids: Iterable[bytes]) -> None:
+        """Ack and delete in one round trip: a done job's payload (audio, an image) leaves Redis
+        at once instead of waiting for the stream's trim."""
+        ids = list(ids)
+        if not ids:
+            return
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.xack(stream, group, *ids)
+                pipe.xdel(stream, *ids)
+                await pipe.execute()
+
+        await self.retry(run, f"xack {stream}")
+
+    # ---- worker liveness ---------------------------------------------------------
+
+    async def live_workers(self, kind_key: str, within_ms: int) -> set[str]:
+        """Members of the heartbeat set `kind_key` seen within `within_ms` (Redis's clock)."""
+        res = await self.retry(lambda: self._live(keys=[kind_key], args=[within_ms]), "live workers")
+        return {_s(m) for m in res}
+
+    async def consumers(self, stream: str, group: str) -> list[tuple[str, int, int]]:
+        """(name, pending, idle ms) of each consumer of `group`; [] when there is no such group."""
+
+        async def run() -> Any:
+            try:
+                return await self.redis.xinfo_consumers(stream, group)
+            except ResponseError:  # no stream or no group yet
+                return []
+
+        res = await self.retry(run, f"xinfo {stream}")
+        return [(_s(c["name"]), int(c["pending"]), int(c["idle"])) for c in res]
+
+    async def take_pending(self, stream: str, group: str, consumer: str) -> list[tuple[bytes, Any]]:
+        """The entries `consumer` holds and never acked (a dead worker's jobs), decoded (None
+        where the entry is gone or does not decode)."""
+        pend = await self.retry(
+            lambda: self.redis.xpending_range(
+                stream, group, min="-", max="+", count=1000, consumername=consumer
+            ),
+            "xpending",
+        )
+        out: list[tuple[bytes, Any]] = []
+        for p in pend:
+            eid = p["message_id"]
+            got = await self.retry(partial(self.redis.xrange, stream, eid, eid), "xrange")
+            msg = None
+            if got and got[0][1]:
+                try:
+                    msg = codec.from_entry(got[0][1])
+                except codec.CodecError:
+                    msg = None
+            out.append((eid, msg))
+        return out
+
+    async def drop_consumer(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        ids: Sequence[bytes],
+        notices: Sequence[tuple[str, Any, int]],
+    ) -> None:
+        """Forget a dead consumer in one transaction: write `notices` (what replaces its jobs),
+        ack and delete the jobs it held, delete it from the group."""
+
+        async def run() -> None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for dest, msg, maxlen in notices:
+                    pipe.xadd(dest, codec.entry(msg), maxlen=maxlen, approximate=True)
+                if ids:
+                    pipe.xack(stream, group, *ids)
+                    pipe.xdel(stream, *ids)
+                pipe.xgroup_delconsumer(stream, group, consumer)
+                await pipe.execute()
+
+        await self.retry(run, f"drop consumer {consumer}")
 
     async def reclaim(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, max_deliveries: int, count: int = 16

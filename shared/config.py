@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     max_frame_bytes: int = 4 << 20  # larger frames get an error event and are dropped
     hard_frame_bytes: int = 16 << 20  # the WebSocket layer closes the connection past this
     sample_rate: int = 16000  # the client's audio rate this deployment accepts
+    # browser origins allowed to open a WebSocket (comma-separated; "*" any); default: the
+    # gateway's own (http(s)://host:port, localhost and 127.0.0.1). Clients sending no Origin
+    # header (not browsers) are not affected.
+    allowed_origins: str | None = None
+    start_timeout_s: float = 10.0  # a connection that sends no `start` by then is closed
+    max_options_bytes: int = 16384  # `options` of a start / config, as JSON
+    # audio faster than real time is refused beyond this many seconds ahead of the clock
+    audio_burst_s: float = 10.0
+    max_recording_s: float = 60.0  # a manual / client-VAD recording is ended at this length
+    publish_buffer_s: float = 10.0  # while Redis is away, client input older than this is dropped
+    resume_ttl_s: int = 30 * 86400  # a session's resume secret (hashed) is kept this long unused
 
     # Session storage
     sessions_dir: Path = Path("var/sessions")
@@ -48,6 +59,12 @@ class Settings(BaseSettings):
     lease_ms: int = 3000
     job_min_idle_ms: int = 60000  # reclaim a job pending this long (longer than the slowest honest job)
     max_deliveries: int = 3  # then it goes to the dead-letter stream
+    # every worker process stamps `workers:{kind}` this often (from a thread of its own); one
+    # silent for worker_dead_ms is dead: its jobs are run again and its consumer deleted
+    worker_heartbeat_ms: int = 200
+    worker_dead_ms: int = 1000
+    worker_gone_s: float = 3.0  # a turn waiting on a kind with no live worker this long ends with an error
+    jobs_keep_s: int = 300  # job entries older than this are trimmed (acked ones are deleted at once)
 
     # Orchestrator
     pipeline: str = "sts"

@@ -285,3 +285,45 @@ class AudioOut:
 class Wake:
     reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- reliability: worker liveness, lost jobs, resume secrets -------------------------
+
+JOB_KINDS = ("stt", "llm", "vlm", "tts")
+
+
+def workers_key(kind: str) -> str:
+    """Sorted set: live worker consumers of `jobs:{kind}`, scored by their last heartbeat (ms)."""
+    return f"workers:{kind}"
+
+
+def secret_key(sid: str) -> str:
+    """The SHA-256 of the session's resume secret (hex)."""
+    return f"secret:{sid}"
+
+
+@message("r.lost")
+@dataclass(slots=True)
+class JobLost:
+    """A worker died holding this job (its heartbeat stopped): the orchestrator runs it again.
+    Written by whichever orchestrator found the dead worker, from the job itself."""
+
+    kind: str
+    turn: int
+    epoch: int
+    seq: int = 0  # a TTS job's sentence
+    partial: bool = False  # an STT partial (nothing to redo)
+    probe: int = 0  # an STT probe's number
+    ts: float = 0.0
+
+    @classmethod
+    def of(cls, kind: str, job: Any) -> JobLost:
+        return cls(
+            kind,
+            job.turn,
+            job.epoch,
+            getattr(job, "seq", 0),
+            bool(getattr(job, "partial", False)),
+            getattr(job, "probe", 0),
+            time.time(),
+        )

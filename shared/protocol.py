@@ -27,6 +27,11 @@ class State(StrEnum):
     SPEAKING = "SPEAKING"
 
 
+# the pipelines a `start` / `config` may name (services/orchestrator/pipeline.py defines them and
+# checks the two agree), so the gateway refuses an unknown one before it opens anything
+PIPELINE_NAMES = frozenset({"sts", "chat", "vision"})
+
+
 class Trigger(StrEnum):
     VAD = "vad"  # server VAD, or the client's `vad` flags when it announced client_vad
     MANUAL = "manual"  # push to talk: `turn` begin / end
@@ -48,6 +53,7 @@ class ErrorCode(StrEnum):
     MODEL_ERROR = "model_error"
     WONT_FIT = "wont_fit"
     INTERNAL = "internal"
+    RATE_LIMITED = "rate_limited"  # audio faster than real time beyond the burst allowance
 
 
 class _Msg(BaseModel):
@@ -66,6 +72,7 @@ class Start(_Msg):
     trigger: Trigger | None = None  # default: the pipeline's
     client_vad: bool = False  # the client sends `vad` flags; server VAD is then off
     options: dict[str, Any] = Field(default_factory=dict)
+    resume_secret: str | None = Field(default=None, max_length=256)  # with session_id: the one `ready` gave
 
 
 class Stop(_Msg):
@@ -181,6 +188,9 @@ class Ready(_Event):
     sample_rate: int
     resumed: bool = False
     turns: int = 0  # turns already in the session's history
+    # what resuming this session takes (with `session_id`); only the connection that opened or
+    # resumed the session gets it (the gateway adds it; it is never stored, only its hash)
+    resume_secret: str | None = None
 
 
 class StateChanged(_Event):
@@ -332,3 +342,50 @@ def parse_client_text(raw: str | bytes) -> Start | _Relayed:
 def dump(event: _Event) -> str:
     """JSON text of a server event, without unset optional fields."""
     return event.model_dump_json(exclude_none=True)
+
+
+MAX_JSON_DEPTH = 32
+
+
+def parse_client_frame(raw: str | bytes) -> Start | _Relayed:
+    """`parse_client_text` hardened for any input: a `type` that is not a string, JSON nested
+    deeper than MAX_JSON_DEPTH, or text that is not UTF-8 get a clear ProtocolError (never an
+    internal error)."""
+    import json
+
+    try:
+        obj = json.loads(raw)
+    except RecursionError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.INVALID, "a message must be a JSON object with a 'type'")
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        shown = kind if isinstance(kind, str | int | float | bool | None) else type(kind).__name__
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {shown!r}")
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise ProtocolError(ErrorCode.INVALID, f"{kind}: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return client_message.validate_python(obj)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc'][1:])) or e['loc'][0]}: {e['msg']}" for e in exc.errors()
+        )
+        raise ProtocolError(ErrorCode.INVALID, f"invalid {kind}: {details}") from None
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of decoded JSON, without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_JSON_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest

@@ -7,6 +7,8 @@ sessions folder.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -34,6 +36,34 @@ def new_id() -> str:
     return "s" + secrets.token_hex(8)
 
 
+def new_secret() -> tuple[str, str]:
+    """A session's resume secret and the hash kept of it (only the client holds the secret)."""
+    secret = secrets.token_urlsafe(24)
+    return secret, hash_secret(secret)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def secret_matches(secret: str | None, digest: str | None) -> bool:
+    """Constant-time check of a resume secret against its stored hash."""
+    if not secret or not digest:
+        return False
+    return hmac.compare_digest(hash_secret(secret), digest)
+
+
+def stream_id(eid: bytes | str) -> str:
+    """A Redis stream id as text."""
+    return eid.decode() if isinstance(eid, bytes) else eid
+
+
+def id_order(eid: bytes | str) -> tuple[int, int]:
+    """Sort key of a stream id ("ms-seq")."""
+    ms, _, seq = stream_id(eid).partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
 class TurnRecord(BaseModel):
     turn: int
     user: str
@@ -52,6 +82,9 @@ class Session(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)  # trigger, client_vad, sample_rate, options
     instructions: str | None = None  # the session's own system prompt (`instructions`)
+    # the `in:{sid}` id the history is complete up to: a new owner replays input after it only
+    cursor: str = "0-0"
+    secret_hash: str | None = None  # SHA-256 of the resume secret (the client holds the secret)
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
 

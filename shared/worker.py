@@ -1,6 +1,9 @@
 """The job loop every model worker shares: consume `jobs:{kind}` as a consumer group,
 drop jobs whose session epoch moved on (barge-in), run the model off the event loop,
-write results only while the epoch still holds, ack, and reclaim jobs a dead worker left.
+write results only while the epoch still holds, then ack (and delete a job carrying audio or
+an image, so its payload leaves Redis at once). A heartbeat thread stamps `workers:{kind}`: when it stops, an
+orchestrator runs this worker's unfinished jobs again and deletes its consumer
+(`services.orchestrator.service`, the reaper).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
 
-from shared.bus import Bus
+from shared.bus import Bus, Heartbeat
 from shared.config import Settings
 from shared.logs import session_var, turn_var
-from shared.messages import JobFailed, epoch_key, in_stream, jobs_stream, out_stream
+from shared.messages import JobFailed, epoch_key, in_stream, jobs_stream, out_stream, workers_key
 from shared.model import Model
 
 log = logging.getLogger("jarvis.worker")
@@ -28,6 +31,11 @@ T = TypeVar("T")
 
 JOB_SECONDS = Histogram("jarvis_job_seconds", "Time to finish a job", ["kind"])
 JOBS = Counter("jarvis_jobs_total", "Jobs by outcome", ["kind", "outcome"])
+
+
+# job kinds whose entries carry bulk (a turn's audio, a camera frame): deleted once done, not
+# left for the stream's trim (the others are small and trimmed by age and length)
+BULKY = frozenset({"stt", "vlm"})
 
 
 class Cancelled(Exception):
@@ -130,29 +138,22 @@ class Worker(abc.ABC):
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.wait_ready(timeout=60)
         await self.model.load()
+        heartbeat = Heartbeat(
+            self.bus.url, workers_key(self.kind), self.consumer, self.settings.worker_heartbeat_ms / 1000
+        )
+        heartbeat.beat()  # alive before it joins: a fresh consumer is never taken for a dead one
+        heartbeat.start()
         await self.bus.join_group(
             self.stream, self.group, self.consumer
         )  # ready: the launcher waits for this
         log.info("ready", extra={"worker": self.consumer, "model": self.model.name})
-        last_reclaim = 0.0
         try:
             while not stop.is_set():
                 await self.slots.acquire()
                 self.slots.release()
-                jobs: list = []
-                if time.monotonic() - last_reclaim > 5:
-                    last_reclaim = time.monotonic()
-                    jobs = await self.bus.reclaim(
-                        self.stream,
-                        self.group,
-                        self.consumer,
-                        self.settings.job_min_idle_ms,
-                        self.settings.max_deliveries,
-                    )
-                if not jobs:
-                    jobs = await self.bus.consume(
-                        self.stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1
-                    )
+                jobs = await self.bus.consume(
+                    self.stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1
+                )
                 for eid, job in jobs:
                     await self.slots.acquire()
                     task = asyncio.create_task(self._handle(eid, job))
@@ -161,12 +162,15 @@ class Worker(abc.ABC):
         finally:
             for t in list(self.tasks):
                 t.cancel()
+            # its unfinished jobs are run again by a live worker as soon as this leaves the set
+            await asyncio.to_thread(heartbeat.stop)
             await self.model.unload()
 
     async def _handle(self, eid: bytes, job: Any) -> None:
         session_var.set(getattr(job, "sid", None))
         turn_var.set(getattr(job, "turn", None))
         started = time.perf_counter()
+        finished = True
         try:
             # no epoch check up front (a round trip on every job): a stale job is cancelled at
             # its first write, which the epoch gate refuses
@@ -175,6 +179,11 @@ class Worker(abc.ABC):
         except Cancelled:
             JOBS.labels(self.kind, "cancelled").inc()
             log.info("job cancelled by barge-in")
+        except asyncio.CancelledError:
+            # the worker is stopping mid-job: the job stays pending, and is run again elsewhere
+            # once this worker's heartbeat is gone
+            finished = False
+            raise
         except Exception as exc:
             JOBS.labels(self.kind, "failed").inc()
             log.exception("job failed")
@@ -187,7 +196,10 @@ class Worker(abc.ABC):
                 pass
         finally:
             JOB_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
-            await self.bus.ack(self.stream, self.group, [eid])
+            if finished and self.kind in BULKY:
+                await self.bus.ack_delete(self.stream, self.group, [eid])
+            elif finished:
+                await self.bus.ack(self.stream, self.group, [eid])
             self.slots.release()
 
 

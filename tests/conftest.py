@@ -16,6 +16,10 @@ from jarvis.redis_server import RedisServer
 
 log = logging.getLogger("tests")
 
+# containers publish their ports on loopback only, so testcontainers must reach them there (in a
+# sandbox it would otherwise pick the bridge's gateway address); read when testcontainers loads
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+
 REDIS_IMAGE = f"jarvis/redis:{os.environ.get('JARVIS_TAG', 'latest')}"
 _which_redis: list[str] = []
 

@@ -5,7 +5,9 @@ the Realtime endpoint's translation in `services.gateway.realtime`)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 from dataclasses import dataclass, field
 
 from prometheus_client import Counter
@@ -28,6 +30,21 @@ class Conn:
     sid: str | None = None
     last_id: bytes | str = "0-0"
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE))
+    secret: str | None = None  # the session's resume secret, told to this client in `ready`
+    started: bool = False  # a session was opened on this connection
+    # audio pacing: stream time this client sent ahead of the wall clock (seconds)
+    _audio_clock: float = 0.0
+
+    def admit_audio(self, samples: int, rate: int, burst_s: float) -> bool:
+        """Whether `samples` more audio keep this client within real time plus `burst_s`
+        seconds of allowance (a client may catch up after a stall, not flood)."""
+        now = time.monotonic()
+        clock = max(self._audio_clock, now)
+        ahead = clock + samples / rate - now
+        if ahead > burst_s:
+            return False
+        self._audio_clock = clock + samples / rate
+        return True
 
     def send(self, item: str | bytes) -> None:
         try:
@@ -49,7 +66,10 @@ class Conn:
         if isinstance(msg, ClientEvent):
             # the stream id is the event's resume cursor
             _OUT_EVENT.inc()
-            self.send('{"id":"' + eid.decode() + '",' + msg.json[1:])
+            head = '{"id":"' + eid.decode() + '",'
+            if self.secret is not None and msg.json.startswith('{"type":"ready"'):
+                head += '"resume_secret":' + json.dumps(self.secret) + ","
+            self.send(head + msg.json[1:])
         elif isinstance(msg, AudioOut):
             _OUT_AUDIO.inc()
             self.send(bytes((p.AUDIO,)) + msg.pcm)

@@ -7,12 +7,19 @@ Out: one XREAD over every connected session's `out:{sid}` (plus a wake-up stream
 joins) forwards events and reply audio in order, each JSON event carrying its stream id
 so a client can resume where it left off. Bad input gets an `error` event; it never
 closes another session or crashes the process.
+
+Security: browsers' `Origin` is checked against an allow-list at the handshake; session ids
+are issued here, each with a resume secret (told once, in `ready`; only its hash is kept), and
+resuming a session takes that secret: no one else gets its history or its event replay.
+Bounds: a connection must `start` within `JARVIS_START_TIMEOUT_S`, options are size-capped,
+audio may run ahead of real time by `JARVIS_AUDIO_BURST_S` only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import mimetypes
 import re
@@ -32,9 +39,10 @@ from websockets.http11 import Request, Response
 
 from services.gateway.auth import allowed, token_of
 from services.gateway.conn import Conn
-from services.gateway.publisher import Publisher
+from services.gateway.publisher import Publisher, Unencodable
 from services.gateway.realtime import PATH as REALTIME_PATH
 from services.gateway.realtime.handler import serve_realtime
+from shared import codec
 from shared import protocol as p
 from shared.bus import Bus
 from shared.config import Settings
@@ -48,11 +56,22 @@ from shared.messages import (
     Wake,
     in_stream,
     out_stream,
+    secret_key,
     wake_stream,
 )
-from shared.sessions import BadSessionId, new_id, validate_id
+from shared.ratelog import RateLimitedLog
+from shared.sessions import (
+    BadSessionId,
+    Session,
+    hash_secret,
+    new_id,
+    new_secret,
+    secret_matches,
+    validate_id,
+)
 
 log = logging.getLogger("jarvis.gateway")
+_log = RateLimitedLog(log)
 
 FRAMES_IN = Counter("jarvis_gateway_frames_in_total", "Frames from clients", ["kind"])
 ERRORS = Counter("jarvis_gateway_errors_total", "Error events sent to clients", ["code"])
@@ -66,6 +85,7 @@ OUT_LAG = Histogram(
 
 WEB_DIR = Path(__file__).parent / "web"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+MIN_SECRET = 16  # characters of a resume secret a client chooses itself
 _IMAGE_MAGIC = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png"}
 
 
@@ -75,9 +95,10 @@ class Gateway:
         self.bus = bus
         self.id = f"gw-{uuid.uuid4().hex[:8]}"
         self.wake = wake_stream(self.id)
-        self.publisher = Publisher(bus)
+        self.publisher = Publisher(bus, max_age_s=settings.publish_buffer_s)
         self.conns: dict[str, Conn] = {}
         self._reader: asyncio.Task | None = None
+        self.origins = allowed_origins(settings)
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -99,9 +120,17 @@ class Gateway:
             if path == "/healthz":
                 return await self._health(connection)
             return self._http(connection, path)
+        origin = request.headers.get("Origin")
+        if origin is not None and "*" not in self.origins and origin.lower() not in self.origins:
+            # a page of another site driving this gateway from a user's browser (cross-site
+            # WebSocket hijacking); clients that are not browsers send no Origin
+            _log.warning("origin", "refused a connection from origin %r (JARVIS_ALLOWED_ORIGINS)", origin)
+            return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
         if not allowed(self.settings.auth_token, token_of(request.path, request.headers)):
-            log.warning(
-                "refused a connection without a valid token", extra={"peer": str(connection.remote_address)}
+            _log.warning(
+                "token",
+                "refused a connection without a valid token",
+                extra={"peer": str(connection.remote_address)},
             )
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None
@@ -148,8 +177,13 @@ class Gateway:
                         await self._on_text(conn, frame if isinstance(frame, str) else frame.decode())
                 except p.ProtocolError as exc:
                     self._error(conn, exc.code, exc.message)
-                except Exception:
-                    log.exception("failed handling a client frame", extra={"session": conn.sid})
+                except Exception as exc:
+                    _log.error(
+                        f"frame:{type(exc).__name__}",
+                        "failed handling a client frame",
+                        exc_info=True,
+                        extra={"session": conn.sid},
+                    )
                     self._error(conn, p.ErrorCode.INTERNAL, "internal error handling that message")
 
     @contextlib.asynccontextmanager
@@ -159,6 +193,7 @@ class Gateway:
         CONNECTIONS.inc()
         self.publisher.senders += 1
         writer = asyncio.create_task(conn.write())
+        deadline = asyncio.create_task(self._start_deadline(conn))
         try:
             yield conn
         except ConnectionClosed:
@@ -167,30 +202,66 @@ class Gateway:
             CONNECTIONS.dec()
             self.publisher.senders -= 1
             writer.cancel()
+            deadline.cancel()
             if conn.sid and self.conns.get(conn.sid) is conn:
                 del self.conns[conn.sid]
                 self.publisher.put(in_stream(conn.sid), Detached(time.time()), self.settings.in_maxlen)
 
-    def command(self, sid: str, msg: BaseModel, ts: float | None = None) -> None:
-        """A validated client command into the session's input."""
-        body = msg.model_dump(mode="json")
-        self.publisher.put(in_stream(sid), Command(body, ts or time.time()), self.settings.in_maxlen)
+    async def _start_deadline(self, conn: Conn) -> None:
+        """Close a connection that opens no session in time (it would hold a socket forever)."""
+        await asyncio.sleep(self.settings.start_timeout_s)
+        if not conn.started:
+            with contextlib.suppress(Exception):
+                await conn.ws.close(1008, f"no session started within {self.settings.start_timeout_s:.0f}s")
 
-    def audio(self, sid: str, pcm: bytes, ts: float | None = None) -> None:
-        """PCM16 at the session's rate into the session's input."""
+    def command(self, sid: str, msg: BaseModel, ts: float | None = None) -> None:
+        """A validated client command into the session's input (ProtocolError if it can't be
+        written: that message alone fails)."""
+        body = msg.model_dump(mode="json")
+        try:
+            self.publisher.put(in_stream(sid), Command(body, ts or time.time()), self.settings.in_maxlen)
+        except Unencodable as exc:
+            raise p.ProtocolError(p.ErrorCode.INVALID, f"this message can't be relayed: {exc}") from None
+
+    def audio(self, sid: str, pcm: bytes, ts: float | None = None, conn: Conn | None = None) -> None:
+        """PCM16 at the session's rate into the session's input; audio faster than real time
+        beyond the burst allowance is refused (ProtocolError)."""
+        if conn is not None and not conn.admit_audio(
+            len(pcm) // 2, self.settings.sample_rate, self.settings.audio_burst_s
+        ):
+            raise p.ProtocolError(
+                p.ErrorCode.RATE_LIMITED,
+                f"audio is arriving faster than real time (more than {self.settings.audio_burst_s:.0f}s "
+                "ahead); this frame was dropped",
+            )
         self.publisher.put(in_stream(sid), Audio(pcm, ts or time.time()), self.settings.in_maxlen)
+
+    def check_options(self, options: dict) -> None:
+        size = len(json.dumps(options, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > self.settings.max_options_bytes:
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID,
+                f"options of {size} bytes are over the {self.settings.max_options_bytes}-byte limit",
+            )
 
     def _error(self, conn: Conn, code: p.ErrorCode, message: str) -> None:
         ERRORS.labels(code.value).inc()
         conn.send(p.dump(p.Error(code=code, message=message)))
 
     async def _on_text(self, conn: Conn, raw: str) -> None:
-        msg = p.parse_client_text(raw)
+        msg = p.parse_client_frame(raw)
         if isinstance(msg, p.Start):
             await self.start_session(conn, msg)
             return
         if conn.sid is None:
             raise p.ProtocolError(p.ErrorCode.NO_SESSION, f"send 'start' before '{msg.type}'")
+        if isinstance(msg, p.Config):
+            self.check_options(msg.options)
+            if msg.pipeline is not None and msg.pipeline not in p.PIPELINE_NAMES:
+                raise p.ProtocolError(
+                    p.ErrorCode.UNKNOWN_PIPELINE,
+                    f"unknown pipeline {msg.pipeline!r}; have {sorted(p.PIPELINE_NAMES)}",
+                )
         self.command(conn.sid, msg)
         if isinstance(msg, p.Stop):
             self.conns.pop(conn.sid, None)
@@ -207,12 +278,43 @@ class Gateway:
                 p.ErrorCode.BAD_RATE,
                 f"audio must be PCM16 mono at {self.settings.sample_rate} Hz, not {msg.sample_rate}",
             )
-        try:
-            sid = validate_id(msg.session_id) if msg.session_id else new_id()
-        except BadSessionId as exc:
-            raise p.ProtocolError(p.ErrorCode.BAD_SESSION_ID, str(exc)) from None
+        if msg.pipeline not in p.PIPELINE_NAMES:
+            raise p.ProtocolError(
+                p.ErrorCode.UNKNOWN_PIPELINE,
+                f"unknown pipeline {msg.pipeline!r}; have {sorted(p.PIPELINE_NAMES)}",
+            )
+        self.check_options(msg.options)
         if msg.last_event_id is not None and not _STREAM_ID.fullmatch(msg.last_event_id):
             raise p.ProtocolError(p.ErrorCode.INVALID, "last_event_id must look like '1700000000000-0'")
+        if msg.session_id:
+            sid = await self._check_resume(msg.session_id, msg.resume_secret)
+            secret = msg.resume_secret
+        else:  # ids are issued here: a client can't pick one (nor guess another's)
+            sid = new_id()
+            secret, digest = new_secret()
+            if msg.resume_secret:  # the client's own (the Realtime endpoint's query parameter)
+                if len(msg.resume_secret) < MIN_SECRET:
+                    raise p.ProtocolError(
+                        p.ErrorCode.INVALID, f"a resume_secret of your own needs {MIN_SECRET}+ characters"
+                    )
+                secret, digest = msg.resume_secret, hash_secret(msg.resume_secret)
+            await self.bus.retry(
+                lambda: self.bus.redis.set(secret_key(sid), digest, ex=self.settings.resume_ttl_s, nx=True)
+            )
+        try:
+            start = SessionStart(
+                sid=sid,
+                pipeline=msg.pipeline,
+                trigger=msg.trigger.value if msg.trigger else None,
+                sample_rate=msg.sample_rate,
+                client_vad=msg.client_vad,
+                options=msg.options,
+                resume=msg.session_id is not None,
+                ts=time.time(),
+            )
+            payload = codec.encode(start)
+        except (ValueError, TypeError) as exc:  # e.g. a lone surrogate in the options
+            raise p.ProtocolError(p.ErrorCode.INVALID, f"this start can't be relayed: {exc}") from None
         out = out_stream(sid)
         if msg.last_event_id:
             start_id: bytes | str = msg.last_event_id
@@ -222,21 +324,47 @@ class Gateway:
         previous = self.conns.get(sid)
         if previous is not None and previous is not conn:
             previous.sid = None
-            await previous.ws.close(4001, "session taken over by another connection")
-        conn.sid, conn.last_id = sid, start_id
+            # not awaited: a dead peer would hold this start up for the close timeout
+            asyncio.ensure_future(previous.ws.close(4001, "session taken over by another connection"))
+        conn.sid, conn.last_id, conn.secret, conn.started = sid, start_id, secret, True
         self.conns[sid] = conn
-        start = SessionStart(
-            sid=sid,
-            pipeline=msg.pipeline,
-            trigger=msg.trigger.value if msg.trigger else None,
-            sample_rate=msg.sample_rate,
-            client_vad=msg.client_vad,
-            options=msg.options,
-            resume=msg.session_id is not None,
-            ts=time.time(),
-        )
-        await self.bus.add_many([(self.wake, Wake("join"), 16), (CTL, start, 10000)])
+        await self.bus.add_encoded([(self.wake, codec.encode(Wake("join")), 16), (CTL, payload, 10000)])
         log.info("session started", extra={"session": sid, "resume": start.resume})
+
+    async def _check_resume(self, session_id: str, secret: str | None) -> str:
+        """The session id, if it names a session and `secret` is its resume secret."""
+        try:
+            sid = validate_id(session_id)
+        except BadSessionId as exc:
+            raise p.ProtocolError(p.ErrorCode.BAD_SESSION_ID, str(exc)) from None
+        raw = await self.bus.retry(lambda: self.bus.redis.get(secret_key(sid)))
+        digest = raw.decode() if raw is not None else await self._saved_digest(sid)
+        if digest is None:
+            raise p.ProtocolError(
+                p.ErrorCode.BAD_SESSION_ID,
+                "no session with that id (ids are issued by the server: start without one for a new session)",
+            )
+        if not secret_matches(secret, digest):
+            _log.warning(
+                "resume-secret", "refused a resume without the session's secret", extra={"session": sid}
+            )
+            raise p.ProtocolError(p.ErrorCode.UNAUTHORIZED, "resuming this session needs its resume_secret")
+        return sid
+
+    async def _saved_digest(self, sid: str) -> str | None:
+        """The secret's hash from the session file, where this gateway can read the sessions
+        folder (`jarvis up`) and Redis no longer has it; put back in Redis for the next time."""
+        try:
+            session = await asyncio.to_thread(Session.load, self.settings.sessions_dir, sid)
+        except (ValueError, OSError):
+            return None
+        if session is None or not session.secret_hash:
+            return None
+        digest = session.secret_hash
+        await self.bus.retry(
+            lambda: self.bus.redis.set(secret_key(sid), digest, ex=self.settings.resume_ttl_s)
+        )
+        return digest
 
     def _on_binary(self, conn: Conn, frame: bytes) -> None:
         if conn.sid is None:
@@ -256,7 +384,7 @@ class Gateway:
                 raise p.ProtocolError(
                     p.ErrorCode.BAD_FRAME, "audio must be whole PCM16 samples (even byte count)"
                 )
-            self.audio(conn.sid, payload, now)
+            self.audio(conn.sid, payload, now, conn)
         elif kind == p.IMAGE:
             mime = next((m for magic, m in _IMAGE_MAGIC.items() if payload.startswith(magic)), None)
             if mime is None:
@@ -295,6 +423,17 @@ class Gateway:
                 conn = target
                 conn.last_id = eid
                 conn.deliver(eid, msg)
+
+
+def allowed_origins(settings: Settings) -> frozenset[str]:
+    """Origins whose pages may open a WebSocket: JARVIS_ALLOWED_ORIGINS, else the gateway's own
+    (as the web client it serves is loaded from: its host, localhost, 127.0.0.1 on its port)."""
+    if settings.allowed_origins:
+        return frozenset(
+            o.strip().rstrip("/").lower() for o in settings.allowed_origins.split(",") if o.strip()
+        )
+    hosts = {settings.host, "localhost", "127.0.0.1", "[::1]"}
+    return frozenset(f"{scheme}://{h}:{settings.port}".lower() for h in hosts for scheme in ("http", "https"))
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

@@ -106,6 +106,10 @@ def server_command(
         str(n_threads),
         "--chat_format",
         chat_format,
+        # by default a new request cuts off the reply another one is streaming (one session's
+        # question, or a health check of /v1/models, would truncate another's answer)
+        "--interrupt_requests",
+        "False",
         "--verbose",
         "False",
     ]

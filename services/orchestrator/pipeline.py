@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.protocol import Trigger
+from shared.protocol import PIPELINE_NAMES, Trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,7 @@ PIPELINES: dict[str, PipelineConfig] = {
     "chat": PipelineConfig("chat", Trigger.MANUAL, ("llm",), speak=False),
     "vision": PipelineConfig("vision", Trigger.VAD, ("stt", "vlm", "tts"), vision=True),
 }
+assert set(PIPELINES) == PIPELINE_NAMES, "shared.protocol.PIPELINE_NAMES names every pipeline"
 
 
 _NO_WINDOWS = np.empty((0, 0), dtype="<i2")

@@ -6,9 +6,14 @@ Three loops on one event loop:
   relayed into that session's input stream, so its owner answers.
 - input: one blocking XREAD over every owned `in:{sid}` (plus a wake-up stream), then one
   batched Silero call for every session with a window ready, then one pipelined flush.
-- leases: renews the leases it holds, stores each session's safe replay cursor, and adopts
-  sessions whose owner died (lease expired): history from the session file, input replayed
-  from the cursor, epoch bumped so the dead owner's jobs are dropped.
+- leases: renews the leases it holds (re-claiming one a Redis restart forgot), stores each
+  session's safe replay cursor, restores epochs a Redis restart lost, re-runs the turns in
+  flight when Redis restarted, and adopts sessions whose owner died (lease expired): history
+  and replay cursor from the session file, input replayed from the cursor, epoch bumped so the
+  dead owner's jobs are dropped.
+- reaper: finds model workers whose heartbeat stopped (`workers:{kind}`), hands each job
+  they held back to its session as `JobLost` (the runner dispatches it again) and deletes
+  the dead consumer, in one transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,20 +39,27 @@ from shared.bus import Bus
 from shared.config import Settings
 from shared.messages import (
     CTL,
+    JOB_KINDS,
     ORCHESTRATORS,
     SESSIONS,
     Audio,
     ClientEvent,
+    Command,
+    Image,
+    JobLost,
     SessionStart,
     Wake,
     cursor_key,
     epoch_key,
     in_stream,
+    jobs_stream,
     out_stream,
     owner_key,
+    secret_key,
     wake_stream,
+    workers_key,
 )
-from shared.sessions import Session
+from shared.sessions import Session, id_order, stream_id
 
 log = logging.getLogger("jarvis.orchestrator")
 
@@ -60,14 +73,29 @@ OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches 
 SWEEP_S = 0.01  # session timers run at most this often (and at their deadlines)
 BATCH_ABOVE = 16  # sessions: past this many, reads are paced to batch work
 BATCH_MS = 4
-WORKERS_TTL_S = 5  # how long "is there a worker for jobs:{kind}" is trusted
+VAD_CATCH_UP = 8  # windows (256 ms) one session may queue before its VAD call runs mid-read
+WORKERS_TTL_S = 1  # how long "is there a worker for jobs:{kind}" is trusted (the reaper refreshes it)
+REAP_S = 0.25  # how often dead workers are looked for (one round trip)
 
+# Renew every lease held; one a Redis restart forgot (no key at all) is taken again, since no
+# other orchestrator holds it. Only a lease someone else holds now is lost.
 _RENEW = """
 local lost = {}
 for i, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2]) else table.insert(lost, k) end
+  local v = redis.call('GET', k)
+  if v == ARGV[1] then redis.call('PEXPIRE', k, ARGV[2])
+  elseif not v then redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+  else table.insert(lost, k) end
 end
 return lost
+"""
+# An epoch only goes up: one a Redis restart lost (the last second before a crash) is put back,
+# else every worker write of the session would be refused.
+_EPOCHS = """
+for i, k in ipairs(KEYS) do
+  if tonumber(redis.call('GET', k) or '0') < tonumber(ARGV[i]) then redis.call('SET', k, ARGV[i]) end
+end
+return 1
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -103,6 +131,13 @@ class Orchestrator:
         self._refreshing: set[str] = set()
         self._renew = bus.redis.register_script(_RENEW)
         self._release = bus.redis.register_script(_RELEASE)
+        self._epochs = bus.redis.register_script(_EPOCHS)
+        self._opened: dict[str, float] = {}  # sid -> when a client's start opened it here
+        self._orphans: set[str] = set()  # sessions seen without an owner at the last scan
+        self._redis_run: str | None = None  # Redis's run id: a new one means it restarted
+        self._saving: dict[str, int] = {}  # sid -> session saves in flight
+        self._vad_queued: dict[str, int] = {}  # sid -> windows waiting for this round's VAD call
+        self._vad_due = False  # a session has a burst of windows waiting (a replay, a fast client)
 
     # ---- SessionHost: services for runners ---------------------------------------------------
 
@@ -113,7 +148,20 @@ class Orchestrator:
         async with self._flush_lock:
             while self.outbox:
                 batch, self.outbox = self.outbox, []
-                await self.bus.add_many(batch)
+                await self._write(batch)
+
+    async def _write(self, batch: list[tuple[str, Any, int | None]]) -> None:
+        """One batched write; should Redis refuse it (not an outage: those are retried), the
+        entries go one by one and only the one it refuses is dropped."""
+        try:
+            await self.bus.add_many(batch)
+        except (ResponseError, ValueError, TypeError) as exc:
+            log.error("batched write refused (%s); writing entries one by one", exc)
+            for item in batch:
+                try:
+                    await self.bus.add_many([item])
+                except (ResponseError, ValueError, TypeError) as one:
+                    log.error("dropped an entry for %s: %s", item[0], one)
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -133,6 +181,10 @@ class Orchestrator:
         batch = self.vad_batch
         for w in windows:
             batch.append((runner, w, ts))
+        n = self._vad_queued.get(runner.sid, 0) + len(windows)
+        self._vad_queued[runner.sid] = n
+        if n >= VAD_CATCH_UP:
+            self._vad_due = True
 
     async def prepare(
         self, runner: SessionRunner, roles: tuple[str, ...], priority: str, quiet: bool = False
@@ -153,11 +205,7 @@ class Orchestrator:
         cached = self._workers.get(kind)
         if cached and now - cached[1] < WORKERS_TTL_S:
             return cached[0]
-        try:
-            groups = await self.bus.retry(lambda: self.bus.redis.xinfo_groups(f"jobs:{kind}"))
-            ok = any(g["consumers"] > 0 for g in groups)
-        except ResponseError:  # no such stream yet
-            ok = False
+        ok = bool(await self.bus.live_workers(workers_key(kind), self.settings.worker_dead_ms))
         self._workers[kind] = (ok, now)
         return ok
 
@@ -182,7 +230,7 @@ class Orchestrator:
         async with self._flush_lock:
             if self.outbox:
                 batch, self.outbox = self.outbox, []
-                await self.bus.add_many(batch)
+                await self._write(batch)
 
             async def run() -> list:
                 async with self.bus.redis.pipeline(transaction=True) as pipe:
@@ -199,7 +247,23 @@ class Orchestrator:
         return int(res[0])
 
     async def save(self, runner: SessionRunner) -> None:
-        await asyncio.to_thread(runner.session.save, self.settings.sessions_dir)
+        """Write the session file, and with it the replay cursor its history is complete up to
+        (a new owner replays from there: no finished turn twice, none lost); then the same
+        cursor in Redis."""
+        sid = runner.sid
+        cursor = stream_id(runner.safe_cursor)
+        runner.session.cursor = cursor
+        self._saving[sid] = self._saving.get(sid, 0) + 1
+        try:
+            await asyncio.to_thread(runner.session.save, self.settings.sessions_dir)
+            if self.runners.get(sid) is runner:
+                await self.bus.retry(
+                    lambda: self.bus.redis.set(cursor_key(sid), cursor, ex=self.settings.session_ttl_s)
+                )
+        finally:
+            self._saving[sid] -= 1
+            if not self._saving[sid]:
+                del self._saving[sid]
 
     async def end_session(self, runner: SessionRunner, quiet: bool = False) -> None:
         sid = runner.sid
@@ -210,12 +274,21 @@ class Orchestrator:
         if not quiet:
             runner.set_state(p.State.IDLE)
         await self.flush()
+        runner.safe_cursor = runner.cursor  # everything read is handled: a resume replays none of it
         await self.save(runner)
-        await self.bus.retry(
-            lambda: self.bus.redis.set(cursor_key(sid), runner.cursor, ex=self.settings.session_ttl_s)
-        )
+        ttl = self.settings.session_ttl_s
+        self._opened.pop(sid, None)
+
+        async def done() -> None:
+            async with self.bus.redis.pipeline(transaction=False) as pipe:
+                pipe.set(cursor_key(sid), stream_id(runner.cursor), ex=ttl)
+                for key in (in_stream(sid), out_stream(sid), epoch_key(sid)):
+                    pipe.expire(key, ttl)  # the session's keys go once it has been idle this long
+                pipe.hdel(SESSIONS, sid)
+                await pipe.execute()
+
+        await self.bus.retry(done, "end session")
         await self._release(keys=[owner_key(sid)], args=[self.id])
-        await self.bus.redis.hdel(SESSIONS, sid)
         log.info("session ended", extra={"session": sid})
 
     # ---- main ---------------------------------------------------------------------------
@@ -227,6 +300,7 @@ class Orchestrator:
             asyncio.create_task(self._control(), name="control"),
             asyncio.create_task(self._input(), name="input"),
             asyncio.create_task(self._leases(), name="leases"),
+            asyncio.create_task(self._reaper(), name="reaper"),
         ]
         log.info("ready", extra={"orchestrator": self.id, "vad": type(self.vad).__name__})
         stopper = asyncio.create_task(stop.wait())
@@ -267,13 +341,28 @@ class Orchestrator:
                 try:
                     if isinstance(msg, SessionStart):
                         await self._on_start(msg)
-                except Exception:
+                except Exception as exc:
                     log.exception("start failed", extra={"session": getattr(msg, "sid", None)})
+                    if isinstance(msg, SessionStart):
+                        await self._start_failed(msg.sid, exc)
                 await self.bus.ack(CTL, ORCHESTRATORS, [eid])
+
+    async def _start_failed(self, sid: str, exc: Exception) -> None:
+        """Tell the client its start failed (it would wait for `ready` forever) and let go."""
+        fatal = sid not in self.runners
+        if fatal:
+            await self._release(keys=[owner_key(sid)], args=[self.id])
+        err = p.Error(
+            code=p.ErrorCode.INTERNAL,
+            message=f"the session could not start: {type(exc).__name__}",
+            fatal=fatal,
+        )
+        await self.bus.add(out_stream(sid), ClientEvent(p.dump(err)), self.settings.out_maxlen)
 
     async def _on_start(self, start: SessionStart) -> None:
         sid = start.sid
         if sid in self.runners:
+            self._opened[sid] = start.ts
             await self.runners[sid].on_start(start, resumed=True)
             await self.flush()
             return
@@ -289,22 +378,76 @@ class Orchestrator:
     async def _adopt(self, sid: str, start: SessionStart | None) -> None:
         """Take a session we now hold the lease of: fresh, resumed, or from a dead owner."""
         r = self.bus.redis
-        session = await asyncio.to_thread(Session.load, self.settings.sessions_dir, sid)
+        session, problem = await asyncio.to_thread(self._load, sid)
+        existed = session is not None
         if session is None:
             session = Session(id=sid, pipeline=start.pipeline if start else "sts")
-        cursor = await self.bus.retry(lambda: r.get(cursor_key(sid))) or "0-0"
-        epoch = int(await self.bus.retry(lambda: r.incr(epoch_key(sid))))  # drop any earlier owner's work
+        cursor = max(
+            stream_id(await self.bus.retry(lambda: r.get(cursor_key(sid))) or "0-0"),
+            session.cursor,
+            key=id_order,
+        )
+        await self._secret(session)
         vad_stream = self.vad.new_stream() if self.vad is not None else None
-        runner = SessionRunner(self, session, epoch, cursor, self.settings, self.turn_settings, vad_stream)
+        runner = SessionRunner(self, session, 0, cursor, self.settings, self.turn_settings, vad_stream)
         self.runners[sid] = runner
-        await self.bus.retry(lambda: r.hset(SESSIONS, sid, self.id))
+        ttl = self.settings.session_ttl_s
+
+        async def claim() -> list:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.hset(SESSIONS, sid, self.id)
+                for key in (in_stream(sid), out_stream(sid), epoch_key(sid)):
+                    pipe.expire(key, ttl)  # bounded from the start, even if the session ends at once
+                return await pipe.execute()
+
+        await self.bus.retry(claim, "claim session")
         if start is not None:
-            await runner.on_start(start, resumed=start.resume)
+            runner.epoch = int(await self.bus.retry(lambda: r.incr(epoch_key(sid))))  # drop earlier work
+            self._opened[sid] = start.ts
+            if problem:
+                runner.error(p.ErrorCode.INTERNAL, problem)
+            await runner.on_start(start, resumed=start.resume and existed)
         else:
             log.info("took over session", extra={"session": sid, "cursor": str(cursor)})
+            # the dead owner's jobs are dropped, and the client told that the turn it may have
+            # been answering is answered again from its words (replayed from the cursor)
+            runner.epoch = await self.bump_epoch(runner, p.Interrupted(turn=runner.next_turn, continued=True))
+            runner.detached_at = time.time()  # ended after the idle timeout unless its client is there
             runner.set_state(p.State.LISTENING)
         await self.flush()
         await self.bus.add(self.wake, Wake("join"), 16)
+
+    def _load(self, sid: str) -> tuple[Session | None, str | None]:
+        """The saved session; one that can't be read is set aside (kept, never overwritten) and
+        the session starts without history, with the reason for the client."""
+        try:
+            return Session.load(self.settings.sessions_dir, sid), None
+        except (ValueError, OSError) as exc:
+            path = Session.path(self.settings.sessions_dir, sid)
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            try:
+                path.rename(aside)
+            except OSError:
+                aside = path
+            log.error(
+                "unreadable session file set aside: %s", exc, extra={"session": sid, "path": str(aside)}
+            )
+            return (
+                None,
+                f"the session's saved history could not be read (kept as {aside.name}); it starts anew",
+            )
+
+    async def _secret(self, session: Session) -> None:
+        """The session file keeps the resume secret's hash (the durable record); Redis holds it for
+        the gateway's check. Whichever has it gives it to the other."""
+        key = secret_key(session.id)
+        r = self.bus.redis
+        held = await self.bus.retry(lambda: r.get(key))
+        if held is not None:
+            session.secret_hash = held.decode()
+            await self.bus.retry(lambda: r.expire(key, self.settings.resume_ttl_s))
+        elif session.secret_hash:
+            await self.bus.retry(lambda: r.set(key, session.secret_hash, ex=self.settings.resume_ttl_s))
 
     # ---- input: audio, commands, worker results ----------------------------------------------
 
@@ -320,7 +463,13 @@ class Orchestrator:
             if next_deadline is not None:
                 block = max(5, min(block, int((next_deadline - time.time()) * 1000)))
             read_at = time.monotonic()
-            entries = await self.bus.read(streams, block_ms=block, count=256)
+            try:
+                entries = await self.bus.read(streams, block_ms=block, count=256)
+            except ResponseError as exc:  # not an outage (those are retried inside): never end the loop
+                log.error("input read refused: %s", exc)
+                await asyncio.sleep(0.1)
+                entries = []
+            read_wall = time.time()
             for stream, eid, msg in entries:
                 if stream == self.wake:
                     wake_id = eid
@@ -334,24 +483,45 @@ class Orchestrator:
                     continue
                 try:
                     if type(msg) is Audio:  # the per-frame path: no coroutine
+                        if runner.detached_at is not None and msg.ts > runner.detached_at:
+                            runner.detached_at = None  # its client is there
+                        runner.received_at = read_wall
                         runner.on_audio(msg)
+                        if self._vad_due:  # score a burst as it comes: idle-audio trimming must
+                            self._run_vad()  # not drop speech the detector has not seen yet
+                    elif self._stale_stop(runner.sid, msg):
+                        log.info("ignored a stop sent before the session was opened again")
                     else:
+                        if isinstance(msg, Command | Image) and runner.detached_at is not None:
+                            if msg.ts > runner.detached_at:
+                                runner.detached_at = None
+                        elif isinstance(msg, SessionStart):
+                            self._opened[runner.sid] = msg.ts
                         await runner.handle(msg)
                 except Exception:
                     log.exception("failed handling %s", type(msg).__name__, extra={"session": runner.sid})
-            self._run_vad()
-            now = time.time()
-            if now - last_sweep >= SWEEP_S or (next_deadline is not None and now >= next_deadline):
-                last_sweep = now
-                next_deadline = self._sweep(now)
-                self._run_vad()  # windows a silent-stream timer produced
-            await self.flush()
+            try:
+                self._run_vad()
+                now = time.time()
+                if now - last_sweep >= SWEEP_S or (next_deadline is not None and now >= next_deadline):
+                    last_sweep = now
+                    next_deadline = self._sweep(now)
+                    self._run_vad()  # windows a silent-stream timer produced
+                await self.flush()
+            except Exception:
+                log.exception("input round failed")
+                await asyncio.sleep(0.05)
             if len(self.runners) > BATCH_ABOVE:
                 # many sessions: read at most every BATCH_MS, so each read, VAD call and flush
                 # carries many sessions' frames (per-round-trip costs dominate otherwise)
                 pause = BATCH_MS / 1000 - (time.monotonic() - read_at)
                 if pause > 0:
                     await asyncio.sleep(pause)
+
+    def _stale_stop(self, sid: str, msg: Any) -> bool:
+        """A `stop` from before the client's latest start (replayed input): the session was
+        opened again since, so it must not end it again."""
+        return type(msg) is Command and msg.body.get("type") == "stop" and msg.ts < self._opened.get(sid, 0.0)
 
     def _sweep(self, now: float) -> float | None:
         """Every session's timers; returns the earliest next deadline."""
@@ -368,6 +538,8 @@ class Orchestrator:
     def _run_vad(self) -> None:
         """One model call per round for every session with a window ready."""
         batch, self.vad_batch = self.vad_batch, []
+        self._vad_queued.clear()
+        self._vad_due = False
         if not batch:
             return
         if self.vad is None:
@@ -407,6 +579,7 @@ class Orchestrator:
         r = self.bus.redis
         if self.resource is not None:
             await self.resource.refresh()  # so turns can tell at once whether there is one
+        restarted = await self._redis_restarted()
         sids = list(self.runners)
         if sids:
             lost = await self.bus.retry(
@@ -418,29 +591,131 @@ class Orchestrator:
                     "lost the lease; another orchestrator owns the session now", extra={"session": sid}
                 )
                 self.runners.pop(sid, None)
+                self._opened.pop(sid, None)
+            runners = list(self.runners.values())
+            if runners:
+                await self.bus.retry(
+                    lambda: self._epochs(
+                        keys=[epoch_key(x.sid) for x in runners], args=[x.epoch for x in runners]
+                    ),
+                    "epochs",
+                )
             ttl = self.settings.session_ttl_s
             out_min = f"{int((time.time() - OUT_KEEP_S) * 1000)}-0"
             async with r.pipeline(transaction=False) as pipe:
                 for sid, runner in self.runners.items():
-                    pipe.set(cursor_key(sid), runner.safe_cursor, ex=ttl)
+                    pipe.hset(SESSIONS, sid, self.id)  # a Redis restart may have lost it
+                    if not self._saving.get(sid):  # a save in flight writes its own cursor
+                        pipe.set(cursor_key(sid), stream_id(runner.safe_cursor), ex=ttl)
                     # keep Redis memory per session bounded: input before the replay point and
                     # events older than a resume can reach are no longer needed
-                    if runner.safe_cursor not in ("0-0", b"0-0"):
-                        pipe.xtrim(in_stream(sid), minid=runner.safe_cursor, approximate=True)
+                    if stream_id(runner.safe_cursor) != "0-0":
+                        pipe.xtrim(in_stream(sid), minid=stream_id(runner.safe_cursor), approximate=True)
                     pipe.xtrim(out_stream(sid), minid=out_min, approximate=True)
                     if refresh_ttl:
                         for key in (in_stream(sid), out_stream(sid), epoch_key(sid)):
                             pipe.expire(key, ttl)
                 await pipe.execute()
-        # adopt sessions whose owner is gone
-        active = await self.bus.retry(lambda: r.hgetall(SESSIONS))
-        for raw_sid in active:
-            sid = raw_sid.decode()
-            if sid in self.runners:
-                continue
+            if restarted:
+                # what was in flight may be gone with the last second Redis did not write to disk
+                for runner in list(self.runners.values()):
+                    runner.recover()
+        if refresh_ttl:
+            jobs_min = f"{int((time.time() - self.settings.jobs_keep_s) * 1000)}-0"
+            async with r.pipeline(transaction=False) as pipe:
+                for kind in JOB_KINDS:
+                    pipe.xtrim(jobs_stream(kind), minid=jobs_min, approximate=True)
+                await pipe.execute()
+        await self._adopt_orphans()
+
+    async def _adopt_orphans(self) -> None:
+        """Adopt sessions whose owner is gone: seen without a lease on two scans in a row, so an
+        owner that is alive re-takes a lease a Redis restart forgot before anyone else does."""
+        r = self.bus.redis
+        active = [raw.decode() for raw in await self.bus.retry(lambda: r.hgetall(SESSIONS))]
+        candidates = [sid for sid in active if sid not in self.runners]
+        if not candidates:
+            self._orphans.clear()
+            return
+        async with r.pipeline(transaction=False) as pipe:
+            for sid in candidates:
+                pipe.exists(owner_key(sid))
+            held = await pipe.execute()
+        missing = {sid for sid, h in zip(candidates, held, strict=True) if not h}
+        ready, self._orphans = missing & self._orphans, missing - self._orphans
+        for sid in ready:
             if await r.set(owner_key(sid), self.id, nx=True, px=self.settings.lease_ms):
                 try:
                     await self._adopt(sid, None)
                 except Exception:
                     log.exception("takeover failed", extra={"session": sid})
+                    self.runners.pop(sid, None)
                     await self._release(keys=[owner_key(sid)], args=[self.id])
+
+    async def _redis_restarted(self) -> bool:
+        """True once after Redis came back as a new process (its run id changed)."""
+        info = await self.bus.retry(lambda: self.bus.redis.info("server"), "info")
+        run = str(info.get("run_id"))
+        before, self._redis_run = self._redis_run, run
+        if before is not None and before != run:
+            log.warning("redis restarted; re-running the turns in flight")
+            return True
+        return False
+
+    # ---- reaper: the jobs of workers that died -------------------------------------------
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_S)
+            try:
+                await self._reap()
+            except Exception:
+                log.exception("reaping dead workers failed")
+
+    async def _reap(self) -> None:
+        """One round trip for every job kind's consumers and live workers; then, for each
+        consumer whose heartbeat stopped, its jobs go back to their sessions as `JobLost`."""
+        dead_ms = self.settings.worker_dead_ms
+        consumers, live = await self._liveness(dead_ms)
+        now = time.monotonic()
+        for kind in JOB_KINDS:
+            self._workers[kind] = (bool(live[kind]), now)
+            stream, group = jobs_stream(kind), f"{kind}-workers"
+            for name, idle in consumers[kind]:
+                if name in live[kind] or idle < dead_ms:
+                    continue
+                # one orchestrator reaps each dead consumer
+                claim = partial(self.bus.redis.set, f"reap:{stream}:{name}", self.id, nx=True, px=10_000)
+                if not await self.bus.retry(claim):
+                    continue
+                held = await self.bus.take_pending(stream, group, name)
+                notices = [
+                    (in_stream(job.sid), JobLost.of(kind, job), self.settings.in_maxlen)
+                    for _, job in held
+                    if job is not None and hasattr(job, "sid")
+                ]
+                await self.bus.drop_consumer(stream, group, name, [eid for eid, _ in held], notices)
+                log.warning(
+                    "%s worker %s is gone; %d job(s) handed back to their sessions", kind, name, len(notices)
+                )
+
+    async def _liveness(self, dead_ms: int) -> tuple[dict[str, list[tuple[str, int]]], dict[str, set[str]]]:
+        async def run() -> list[Any]:
+            async with self.bus.redis.pipeline(transaction=False) as pipe:
+                for kind in JOB_KINDS:
+                    pipe.xinfo_consumers(jobs_stream(kind), f"{kind}-workers")
+                for kind in JOB_KINDS:
+                    await self.bus.live_script(keys=[workers_key(kind)], args=[dead_ms], client=pipe)
+                return await pipe.execute(raise_on_error=False)
+
+        res = await self.bus.retry(run, "liveness")
+        n = len(JOB_KINDS)
+        consumers = {
+            kind: [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
+            for kind, r in zip(JOB_KINDS, res[:n], strict=True)
+        }
+        live = {
+            kind: set() if isinstance(r, Exception) else {stream_id(m) for m in r}
+            for kind, r in zip(JOB_KINDS, res[n:], strict=True)
+        }
+        return consumers, live

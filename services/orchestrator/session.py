@@ -36,6 +36,7 @@ from shared.messages import (
     Detached,
     Image,
     JobFailed,
+    JobLost,
     LlmDone,
     LlmPlan,
     LlmToken,
@@ -50,7 +51,7 @@ from shared.messages import (
     out_stream,
     partial_jobs_stream,
 )
-from shared.sessions import Session, TurnRecord
+from shared.sessions import Session, TurnRecord, id_order
 
 log = logging.getLogger("jarvis.orchestrator.session")
 
@@ -81,29 +82,11 @@ def observe(metrics: p.Metrics) -> None:
 # "mhm", "mm-hmm", "MHN", so any word of m, h and n only counts as one too), and the words
 # Whisper makes up around a hum ("and HM.", "Thank you.")
 BACKCHANNELS = frozenset(
-    [
-        "uh",
-        "huh",
-        "um",
-        "umm",
-        "ah",
-        "oh",
-        "yeah",
-        "yep",
-        "yes",
-        "ok",
-        "okay",
-        "right",
-        "sure",
-        "aha",
-        "and",
-        "so",
-        "you",
-        "thank",
-        "thanks",
-    ]
+    {"uh", "huh", "um", "umm", "ah", "oh", "yeah", "yep", "yes", "ok", "okay", "right", "sure", "aha"}
+    | {"and", "you", "thank", "thanks"}
 )
 _HUM = re.compile(r"[mhn]+")
+MAX_REDISPATCH = 2  # a turn's job is run again at most this often after its worker died
 
 
 def _has_words(text: str) -> bool:
@@ -163,6 +146,9 @@ class SessionRunner:
         self.paused_text: dict[float, SttResult] = {}
         self.bumping = False  # an epoch bump (barge-in, continuation) is in flight
         self.ended_early: tuple[float, float] | None = None  # a turn end that came before it landed
+        self.orphaned: tuple[int, str, float] | None = None  # (turn, kind, since): no live worker for it
+        self.received_at = 0.0  # wall clock when the host last read an audio frame (replays included)
+        self.lost: dict[tuple[int, str], int] = {}  # (turn, kind) -> jobs lost with their worker
 
     # ---- output helpers -----------------------------------------------------------
 
@@ -207,13 +193,17 @@ class SessionRunner:
     async def on_start(self, start: SessionStart, resumed: bool) -> None:
         """A client (re)connected: apply its settings, say ready, show the state."""
         self.detached_at = None
-        if start.pipeline not in PIPELINES:
-            self.error(
-                p.ErrorCode.UNKNOWN_PIPELINE, f"unknown pipeline {start.pipeline!r}; have {sorted(PIPELINES)}"
+        if start.pipeline not in PIPELINES:  # the gateway checks too: no `ready` for a start refused
+            self.event(
+                p.Error(
+                    code=p.ErrorCode.UNKNOWN_PIPELINE,
+                    message=f"unknown pipeline {start.pipeline!r}; have {sorted(PIPELINES)}",
+                    fatal=True,
+                )
             )
-        else:
-            self.pipeline = PIPELINES[start.pipeline]
-            self.session.pipeline = start.pipeline
+            return
+        self.pipeline = PIPELINES[start.pipeline]
+        self.session.pipeline = start.pipeline
         self.trigger = p.Trigger(start.trigger or self.pipeline.trigger)
         self.client_vad = start.client_vad
         self.voice = start.options.get("voice", self.voice)
@@ -270,6 +260,8 @@ class SessionRunner:
             self.on_tts(msg)
         elif isinstance(msg, JobFailed):
             self.on_failed(msg)
+        elif isinstance(msg, JobLost):
+            self.on_lost(msg)
         elif isinstance(msg, SessionStart):
             await self.on_start(msg, resumed=True)
 
@@ -884,7 +876,8 @@ class SessionRunner:
             self.start_audio_turn(pcm, t_eos, decided)
 
     def tick(self, now: float) -> float | None:
-        """Timers: playback end, a silent stream, idle expiry. Returns the next deadline."""
+        """Timers: playback end, a silent stream, a recording too long, a stage with no live
+        worker or no progress, idle expiry. Returns the next deadline."""
         deadline: float | None = None
         if self.last is not None:
             end = self.last.audio.playback_end()
@@ -895,19 +888,28 @@ class SessionRunner:
                     self._next_queued()
             else:
                 deadline = end
-        if (self.detector.in_speech or self.ctx.recording and self.client_vad) and self.ctx.last_frame_ts:
-            gap = now - self.ctx.last_frame_ts
-            limit = (self.detector.endpoint.end_silence_ms + 500) / 1000
+        ctx = self.ctx
+        if ctx.recording and (ctx.samples_in - ctx.audio_start) >= ctx.ms_to_sample(
+            self.settings.max_recording_s * 1000
+        ):
+            self._recording(False, now)  # push to talk held (or the client's VAD stuck) too long
+        if (self.detector.in_speech or ctx.recording and self.client_vad) and ctx.last_frame_ts:
+            # frames replayed after a takeover carry old stamps: the stream stalls when frames
+            # stop arriving, not when their stamps are old
+            last = max(ctx.last_frame_ts, self.received_at)
+            gap = now - last
+            limit = (self.endpoint.end_silence_ms + 500) / 1000  # the plain silence rule: no audio at all
             if gap > limit:  # the client stopped sending audio mid-speech: end the turn
-                if self.ctx.recording:
+                if ctx.recording:
                     self._recording(False, now)
                 else:
-                    windows = int(self.detector.endpoint.end_silence_ms / self.endpoint.window_ms) + 2
-                    for _ in range(windows):
-                        self.on_vad(0.0, now)
+                    self._end_stalled_speech(now)
             else:
-                d = self.ctx.last_frame_ts + limit
+                d = last + limit
                 deadline = d if deadline is None else min(deadline, d)
+        turn = self.turn
+        if turn is not None:
+            self._check_workers(turn, now)
         turn = self.turn
         if turn is not None:
             limit = turn.progress_ts + self.cfg.stage_timeout_s
@@ -919,14 +921,153 @@ class SessionRunner:
                 )
             else:
                 deadline = limit if deadline is None else min(deadline, limit)
+            if self.orphaned is not None:
+                d = self.orphaned[2] + self.settings.worker_gone_s
+                deadline = d if deadline is None else min(deadline, d)
         if (
             self.turn is None
             and self.last is None
             and not self.detector.in_speech
+            and not self.detector.speech_ms
             and not (self.prefix or self.held)
         ):
-            self.safe_cursor = self.cursor
+            # a new owner replays from here: keep the last stretch of audio before it, so the
+            # pre-roll of speech that is starting now (not yet a turn) is replayed too
+            lag = self.endpoint.pre_roll_ms + self.endpoint.min_speech_ms + 600
+            ms, _ = id_order(self.cursor)
+            lagged = f"{max(0, ms - int(lag))}-0"
+            self.safe_cursor = max(self.safe_cursor, min(self.cursor, lagged, key=id_order), key=id_order)
         return deadline
+
+    def _end_stalled_speech(self, now: float) -> None:
+        """End the turn of a stream that stalled mid-speech, at the end of its last speech
+        window, without advancing the detector's clock: stream time stays the audio's, so later
+        turns' sample positions and metrics stay right."""
+        det = self.detector
+        end_ms = det.now_ms - det.silence_ms
+        start_ms = end_ms - det.speech_ms
+        det.reset(keep_clock=True)
+        self.on_speech_end(start_ms, end_ms, now)
+
+    def _waiting_on(self, turn: Turn) -> str | None:
+        """The worker kind the turn waits for now."""
+        if turn.transcript_ts is None:
+            return "stt" if turn.pcm and turn.prepared else None
+        if not turn.llm_done:
+            return self._llm_kind if turn.prepared else None
+        if turn.audio.inflight is not None:
+            return "tts"
+        return None
+
+    def _check_workers(self, turn: Turn, now: float) -> None:
+        """A turn waiting on a kind of worker none of which is alive gets a clear error after
+        `worker_gone_s` (a restarting worker takes its job before that); its words are kept."""
+        kind = self._waiting_on(turn)
+        if kind is None or self.host.workers_known(kind):
+            self.orphaned = None
+            return
+        if self.orphaned is None or self.orphaned[:2] != (turn.n, kind):
+            self.orphaned = (turn.n, kind, now)
+            return
+        if now - self.orphaned[2] < self.settings.worker_gone_s:
+            return
+        self.orphaned = None
+        log.warning("no %s worker is alive", kind, extra={"session": self.sid, "turn": turn.n})
+        self.error(p.ErrorCode.MODEL_ERROR, f"no {kind} worker is running; the turn could not be answered")
+        if kind == "stt":  # the words were not heard yet: they begin the next turn
+            self.prefix = turn.pcm + self.prefix
+        self.host.spawn(self.interrupt(reason="no-worker"))
+
+    # ---- a job lost with its worker (or with Redis): run it again, keeping every word -----
+
+    def on_lost(self, lost: JobLost) -> None:
+        """A worker died holding this job: dispatch it again (a live or restarted worker takes
+        it). A reply already streaming is started over under a new epoch."""
+        if lost.epoch != self.epoch:
+            return
+        if lost.kind == "stt" and lost.partial:
+            self.partial_out = False
+            return
+        if lost.kind == "stt" and lost.probe:
+            pcm = self.held.get(lost.probe)
+            if pcm is not None:
+                job = SttJob(
+                    self.sid,
+                    self.next_turn,
+                    self.epoch,
+                    pcm,
+                    self.ctx.sample_rate,
+                    False,
+                    time.time(),
+                    probe=lost.probe,
+                )
+                self.job("stt", job)
+            return
+        turn = self.turn
+        if turn is None or turn.n != lost.turn or turn.epoch != lost.epoch:
+            return
+        n = self.lost[(turn.n, lost.kind)] = self.lost.get((turn.n, lost.kind), 0) + 1
+        if n > MAX_REDISPATCH:  # a job that kills every worker that takes it: stop feeding it
+            self.lost.clear()
+            self.on_failed(
+                JobFailed(lost.kind, turn.n, turn.epoch, f"its worker died {n} times on it", time.time())
+            )
+            return
+        log.warning(
+            "a %s worker died holding this turn's job; running it again",
+            lost.kind,
+            extra={"session": self.sid, "turn": turn.n},
+        )
+        turn.progress_ts = time.time()
+        if lost.kind == "stt":
+            if turn.transcript_ts is None and turn.pcm:
+                self.job("stt", self._stt_job(turn, turn.pcm))
+        elif lost.kind == "tts":
+            s = turn.audio.inflight
+            if s is not None and s.seq == lost.seq and not s.done:
+                self.job("tts", TtsJob(self.sid, turn.n, turn.epoch, s.seq, s.text, self.voice, time.time()))
+        elif not turn.llm_done:
+            if turn.reply or turn.audio.sentences:
+                self.host.spawn(self.restart_turn(turn))
+            else:
+                self.host.spawn(self._dispatch_llm(turn))
+
+    def recover(self) -> None:
+        """Redis restarted: the turn's jobs and results of its last second may be gone. Run the
+        turn again from what is known (its audio, or its words) under a new epoch."""
+        if self.turn is not None:
+            self.host.spawn(self.restart_turn(self.turn))
+
+    async def restart_turn(self, turn: Turn) -> None:
+        """Answer `turn` again from its words (or its audio) under a new epoch: whatever its
+        earlier attempt still writes is refused, and the client drops the reply it showed
+        (`interrupted` with `continued`, then the same turn's transcript)."""
+        if self.turn is not turn or self.bumping:
+            return
+        self.bumping = True
+        try:
+            self.epoch = await self.host.bump_epoch(self, p.Interrupted(turn=turn.n, continued=True))
+        finally:
+            self.bumping = False
+        if self.turn is not turn:
+            return
+        turn.epoch = self.epoch
+        turn.reply, turn.first_token_ts, turn.llm_done = "", None, False
+        audio = ReplyAudio(worker_sends_first=turn.speak)
+        self.recent = deque(
+            ((n, audio if n == turn.n else a) for n, a in self.recent), maxlen=self.recent.maxlen
+        )
+        turn.audio = audio
+        turn.progress_ts = time.time()
+        self.set_state(p.State.THINKING)
+        if turn.transcript_ts is None and turn.pcm:
+            self.job("stt", self._stt_job(turn, turn.pcm))
+            await self.host.flush()
+            return
+        if turn.user:
+            self.event(p.TranscriptEvent(turn=turn.n, text=turn.user, final=True))
+        await self._dispatch_llm(turn)
+        await self.host.flush()
 
     # ---- barge-in -----------------------------------------------------------------------
 

@@ -40,9 +40,10 @@ class SttSettings(BaseSettings):
     # Final transcripts without timestamp tokens (nothing here uses segment times; fewer tokens).
     without_timestamps: bool = True
     # a probe (is this short sound over a reply words, or a hum?) keeps only segments decoded at
-    # least this confidently: Whisper base decodes "stop", "wait", "no" at -0.55 to -0.35 and
-    # makes up words for a hum ("MHM", "Emendum.", "and make sure") at -0.7 to -1.0
-    probe_min_logprob: float = -0.65
+    # least this confidently: Whisper base decodes "stop", "wait", "no" at -0.8 to -0.35 (espeak
+    # voices lowest) and makes up words for a hum ("Emendum.", "Uh uh") at -0.88 to -1.0 ("MHM",
+    # -0.71, is caught by its letters); figures: docs/BENCHMARKS.md, scenario bargein
+    probe_min_logprob: float = -0.85
     # Final decodes retry at these temperatures when a result looks unreliable (Whisper's
     # fallback); fewer steps than Whisper's six bound the worst case on noise.
     temperatures: list[float] = Field(default_factory=lambda: [0.0, 0.4, 0.8], min_length=1)

@@ -17,7 +17,7 @@ def build_model(settings: Settings, args: argparse.Namespace):
     if engine == "stub":
         from services.tts.stub import StubTts
 
-        return StubTts()
+        return StubTts(delay_s=getattr(args, "stub_delay", 0.0))
     if engine == "chatterbox":
         from services.tts.chatterbox import ChatterboxTts
 
@@ -33,5 +33,9 @@ def make_worker(*a, **kw):
     return TtsWorker(*a, **kw)
 
 
+def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--stub-delay", type=float, default=0.0, help="seconds each stub audio chunk takes")
+
+
 if __name__ == "__main__":
-    worker_main("tts", build_model, make_worker, concurrency=2)
+    worker_main("tts", build_model, make_worker, concurrency=2, add_args=add_args)

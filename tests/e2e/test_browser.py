@@ -82,7 +82,7 @@ async def test_page_transcribes_replies_and_plays_audio(
             user = await page.text_content(".turn[data-turn='1'] .msg.user .text")
             bot = await page.text_content(".turn[data-turn='1'] .msg.bot .text")
             metrics = await page.text_content(".turn[data-turn='1'] .metrics")
-            assert user.startswith("I spoke for ") and user.endswith(" seconds"), user
+            assert user.startswith("I spoke for ") and user.endswith(" seconds."), user
             assert bot == f"You said: {user}.", bot
             assert "first audio" in metrics and "total" in metrics, metrics
             assert await page.evaluate("jarvis.counts.reply") > 2, "reply deltas stream in"

@@ -141,18 +141,3 @@ async def test_stop_stop_actually_cuts_the_reply_and_the_next_transcript_starts_
     assert words[:1] == ["stop"], final["text"]
     assert "joke" in words, final["text"]
     await c.close()
-
-
-async def test_an_mhm_over_the_reply_lets_it_finish(cpu_stack):
-    c = await _session(cpu_stack.url)
-    await _long_reply(c)
-    streamer = asyncio.create_task(c.stream(np.concatenate([speak_piper("Mhm."), silence(90)])))
-    try:
-        await c.wait_for("playback", action="pause", timeout=10)
-        await c.wait_for("playback", action="resume", timeout=30)
-        await c.wait_for("metrics", timeout=90)
-    finally:
-        streamer.cancel()
-    assert c.of("interrupted") == []
-    assert not c.of("metrics")[0]["interrupted"]
-    await c.close()

@@ -148,11 +148,13 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def realtime_session(
-    port: int, token: str = "unused", session_id: str | None = None
+    port: int, token: str = "unused", session_id: str | None = None, resume_secret: str | None = None
 ) -> AsyncIterator[Session]:
     """A Realtime connection through `AsyncOpenAI(base_url=...).realtime.connect()`."""
     client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token)
     query = {"session_id": session_id} if session_id else {}
+    if resume_secret:
+        query["resume_secret"] = resume_secret
     async with client.realtime.connect(model="jarvis", extra_query=query) as conn:
         s = Session(conn)
         s._task = asyncio.create_task(s._read())

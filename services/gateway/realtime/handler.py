@@ -1,4 +1,5 @@
-"""A Realtime API connection on the gateway: `/v1/realtime[?model=…&session_id=…]`.
+"""A Realtime API connection on the gateway:
+`/v1/realtime[?model=…&session_id=…&resume_secret=…]`.
 
 The socket's JSON events go through the connection's `Translator`; what it asks of Jarvis
 goes out through the gateway's own machinery (`Gateway.start_session`, `command`, `audio`),
@@ -31,10 +32,13 @@ DEFAULT_MODEL = "jarvis"
 
 
 class RealtimeConn(Conn):
-    def __init__(self, ws: ServerConnection, gw: Gateway, translator: Translator) -> None:
+    def __init__(
+        self, ws: ServerConnection, gw: Gateway, translator: Translator, resume_secret: str | None = None
+    ) -> None:
         super().__init__(ws)
         self.gw = gw
         self.tr = translator
+        self.resume_secret = resume_secret
 
     def deliver(self, eid: bytes, msg: object) -> None:
         try:
@@ -76,11 +80,20 @@ class RealtimeConn(Conn):
             elif self.sid is None:
                 continue
             elif isinstance(cmd, bytes):
-                self.gw.audio(self.sid, cmd)
+                try:
+                    self.gw.audio(self.sid, cmd, conn=self)
+                except p.ProtocolError as exc:
+                    raise rt.RealtimeError(exc.code.value, exc.message) from None
             else:
-                self.gw.command(self.sid, cmd)
+                try:
+                    self.gw.command(self.sid, cmd)
+                except p.ProtocolError as exc:
+                    raise rt.RealtimeError(exc.code.value, exc.message) from None
 
     async def _open(self, start: p.Start) -> None:
+        # the query's resume_secret: the one a resumed session takes, or the one a new session
+        # gets (the Realtime protocol has no event to tell the client one the server made)
+        start = start.model_copy(update={"resume_secret": self.resume_secret})
         try:
             await self.gw.start_session(self, start)
         except p.ProtocolError as exc:
@@ -97,6 +110,7 @@ async def serve_realtime(gw: Gateway, ws: ServerConnection) -> None:
     query = parse_qs(urlsplit(ws.request.path).query)
     model = (query.get("model") or [DEFAULT_MODEL])[0]
     resume = query["session_id"][0] if query.get("session_id") else None
+    secret = query["resume_secret"][0] if query.get("resume_secret") else None
     if resume is not None:
         try:
             validate_id(resume)
@@ -104,7 +118,7 @@ async def serve_realtime(gw: Gateway, ws: ServerConnection) -> None:
             await ws.send(rt.error_event(rt.RealtimeError("bad_session_id", str(exc), "session_id")).dump())
             await ws.close(1008, "bad session_id")
             return
-    conn = RealtimeConn(ws, gw, Translator(model, gw.settings.sample_rate, resume))
+    conn = RealtimeConn(ws, gw, Translator(model, gw.settings.sample_rate, resume), secret)
     async with gw.connection(conn):
         conn.send(conn.tr.created().dump())
         async for frame in ws:

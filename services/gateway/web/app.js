@@ -40,6 +40,7 @@ const app = {
   retries: 0,
   state: "IDLE",
   sessionId: store.get("session_id"),
+  resumeSecret: store.get("resume_secret"), // what resuming the session takes (from `ready`)
   lastEventId: store.get("last_event_id"),
   mic: null,
   player: null,
@@ -123,14 +124,7 @@ function open() {
     opened = true;
     app.resendImage = true;
     setConn("connected", "on");
-    send({
-      type: "start",
-      pipeline: ui.pipeline.value,
-      trigger: ui.mode.value,
-      sample_rate: 16000,
-      session_id: app.sessionId || undefined,
-      last_event_id: (app.sessionId && app.lastEventId) || undefined,
-    });
+    sendStart();
   };
   ws.onmessage = (e) => (typeof e.data === "string" ? onEvent(JSON.parse(e.data)) : onBinary(e.data));
   ws.onclose = (e) => {
@@ -215,6 +209,10 @@ function onEvent(ev) {
     case "ready":
       app.sessionId = ev.session_id;
       store.set("session_id", ev.session_id);
+      if (ev.resume_secret) {
+        app.resumeSecret = ev.resume_secret;
+        store.set("resume_secret", ev.resume_secret);
+      }
       app.retries = 0;
       app.connectedOnce = true;
       if (ui.pipeline.value !== ev.pipeline) {
@@ -271,10 +269,11 @@ function onEvent(ev) {
       break;
     case "error":
       showError(`${ev.message} (${ev.code})`);
-      if (ev.fatal) {
-        app.sessionId = null;
-        store.set("session_id", null);
-        store.set("last_event_id", null);
+      if (ev.fatal) forgetSession();
+      else if (!app.ready && (ev.code === "bad_session_id" || ev.code === "unauthorized")) {
+        // the saved session can't be resumed (expired, or its secret is gone): start a new one
+        forgetSession();
+        sendStart();
       }
       break;
   }
@@ -508,9 +507,7 @@ ui.settings.addEventListener("submit", (e) => {
 });
 
 ui.newSession.addEventListener("click", () => {
-  app.sessionId = app.lastEventId = null;
-  store.set("session_id", null);
-  store.set("last_event_id", null);
+  forgetSession();
   app.turns.clear();
   ui.log.replaceChildren(ui.hint);
   ui.hint.hidden = false;
@@ -616,6 +613,25 @@ ui.upload.addEventListener("change", async () => {
   }
   sendImage(await blob.arrayBuffer(), blob.type || "image/jpeg");
 });
+
+function sendStart() {
+  send({
+    type: "start",
+    pipeline: ui.pipeline.value,
+    trigger: ui.mode.value,
+    sample_rate: 16000,
+    session_id: app.sessionId || undefined,
+    resume_secret: (app.sessionId && app.resumeSecret) || undefined,
+    last_event_id: (app.sessionId && app.lastEventId) || undefined,
+  });
+}
+
+function forgetSession() {
+  app.sessionId = app.lastEventId = app.resumeSecret = null;
+  store.set("session_id", null);
+  store.set("resume_secret", null);
+  store.set("last_event_id", null);
+}
 
 // ---- start -------------------------------------------------------------------------------
 

@@ -307,7 +307,8 @@ async def test_bad_input_gets_errors_and_the_connection_stays_usable(stack):
 
 
 async def test_session_id_resumes_the_conversation(stack):
-    async with realtime_session(stack.port, TOKEN) as s:
+    secret = "a-secret-of-the-clients-own-making"
+    async with realtime_session(stack.port, TOKEN, resume_secret=secret) as s:
         await open_session(s, AUDIO_SESSION)
         sid = s.of("conversation.created")[0]["conversation"]["id"]
         await s.send(
@@ -322,7 +323,11 @@ async def test_session_id_resumes_the_conversation(stack):
         )
         await s.send({"type": "response.create"})
         await s.wait_for("response.done")
-    async with realtime_session(stack.port, TOKEN, session_id=sid) as s:
+    async with realtime_session(stack.port, TOKEN, session_id=sid) as s:  # without the secret
+        await s.send({"type": "session.update", "session": AUDIO_SESSION})
+        err = await s.wait_for("error")
+        assert err["error"]["code"] == "unauthorized" and not s.of("conversation.created")
+    async with realtime_session(stack.port, TOKEN, session_id=sid, resume_secret=secret) as s:
         await open_session(s, AUDIO_SESSION)
         assert s.of("conversation.created")[0]["conversation"]["id"] == sid
         await s.send(
@@ -378,7 +383,12 @@ async def test_jarvis_talk_realtime_speaks_a_wav_and_saves_the_reply(stack, tmp_
     samples, rate = read_wav(tmp_path / "reply.wav")
     assert rate == RATE and len(samples) == len(result.audio) // 2 > RATE // 2
     typed = await talk_realtime(
-        stack.url, text="hi there", token=TOKEN, session_id=result.session_id, quiet=True
+        stack.url,
+        text="hi there",
+        token=TOKEN,
+        session_id=result.session_id,
+        resume_secret=result.resume_secret,
+        quiet=True,
     )
     assert typed.session_id == result.session_id
     assert typed.of("response.output_audio_transcript.done")[0].transcript == "You said: hi there."

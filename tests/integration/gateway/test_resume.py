@@ -1,5 +1,6 @@
-"""A client that drops mid-reply and reconnects with its last event id gets every event it
-missed, none twice, and the session (history included) carries on."""
+"""A client that drops mid-reply and reconnects with its session id, resume secret and last event
+id gets every event it missed, none twice, and the session (history included) carries on. Ids
+are the server's, and no one without the secret gets a session's history or replay."""
 
 import asyncio
 
@@ -17,7 +18,8 @@ def stack(tmp_path_factory):
 
 async def test_reconnect_resumes_the_event_stream(stack):
     c = await Client.open(stack.url)
-    sid = (await c.start(pipeline="chat"))["session_id"]
+    ready = await c.start(pipeline="chat")
+    sid, secret = ready["session_id"], ready["resume_secret"]
     await c.wait_for("state", state="LISTENING")
     await c.send({"type": "text", "text": "one two three four five six seven eight nine ten"})
     await c.wait_for("reply", count=3)
@@ -27,8 +29,8 @@ async def test_reconnect_resumes_the_event_stream(stack):
 
     await asyncio.sleep(1.5)  # the reply finishes meanwhile
     c2 = await Client.open(stack.url)
-    ready = await c2.start(pipeline="chat", session_id=sid, last_event_id=last)
-    assert ready["resumed"] is True
+    ready = await c2.start(pipeline="chat", session_id=sid, resume_secret=secret, last_event_id=last)
+    assert ready["resumed"] is True and ready["resume_secret"] == secret
     await c2.wait_for("metrics")
     replayed = [e for e in c2.events if e["type"] != "ready"]
     ids = [e["id"] for e in replayed]
@@ -45,8 +47,39 @@ async def test_reconnect_resumes_the_event_stream(stack):
     await c2.close()
 
 
-async def test_resume_unknown_session_starts_fresh_with_that_id(stack):
+async def test_an_unknown_session_id_is_refused(stack):
     c = await Client.open(stack.url)
-    ready = await c.start(session_id="brand-new-session")
-    assert ready["session_id"] == "brand-new-session" and ready["turns"] == 0
+    await c.send({"type": "start", "session_id": "brand-new-session"})
+    err = await c.wait_for("error")
+    assert err["code"] == "bad_session_id"  # ids are issued by the server
+    ready = await c.start()  # the same connection can still open a session of its own
+    assert ready["session_id"] != "brand-new-session" and ready["resumed"] is False
+    assert ready["turns"] == 0 and len(ready["resume_secret"]) >= 16
     await c.close()
+
+
+async def test_taking_a_session_over_needs_its_resume_secret(stack):
+    owner = await Client.open(stack.url)
+    ready = await owner.start(pipeline="chat")
+    sid, secret = ready["session_id"], ready["resume_secret"]
+    await owner.wait_for("state", state="LISTENING")
+    await owner.send({"type": "text", "text": "my secret plan"})
+    await owner.wait_for("metrics")
+
+    for wrong in (None, "not-the-secret", secret[:-1] + ("A" if secret[-1] != "A" else "B")):
+        thief = await Client.open(stack.url)
+        msg = {"type": "start", "pipeline": "chat", "session_id": sid, "last_event_id": "0-0"}
+        if wrong is not None:
+            msg["resume_secret"] = wrong
+        await thief.send(msg)
+        err = await thief.wait_for("error")
+        assert err["code"] == "unauthorized"
+        await asyncio.sleep(0.5)
+        assert not thief.of("ready") and not thief.of("transcript") and not thief.of("reply")
+        await thief.close()
+    # the owner was not kicked and its session goes on
+    await owner.send({"type": "text", "text": "still here"})
+    m = await owner.wait_for("metrics", count=2)
+    assert m["turn"] == 2
+    assert owner.ws.close_code is None
+    await owner.close()

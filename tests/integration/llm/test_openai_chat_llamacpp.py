@@ -184,3 +184,23 @@ async def test_closed_port_is_llm_unavailable():
     with pytest.raises(LlmUnavailable) as info:
         await asyncio.wait_for(reply(chat, "hi"), timeout=30)
     assert url in str(info.value) and API_KEY not in str(info.value)
+
+
+async def test_a_second_session_does_not_cut_off_a_streaming_reply(llm_server):
+    # two sessions ask at once, and a health check polls the server meanwhile: both replies
+    # are whole (llama-cpp-python's server interrupts a streaming reply by default)
+    alone, _ = make_chat(llm_server, tools_enabled=False, max_tokens=40)
+    _, whole = await reply(alone, "Count from one to ten in words.")
+    first, _ = make_chat(llm_server, tools_enabled=False, max_tokens=40)
+    second, _ = make_chat(llm_server, tools_enabled=False, max_tokens=40)
+
+    async def poll_models() -> None:
+        for _ in range(10):
+            await asyncio.to_thread(lambda: urllib.request.urlopen(f"{llm_server}/models", timeout=30).read())
+            await asyncio.sleep(0.1)
+
+    (_, a), (_, b), _ = await asyncio.gather(
+        reply(first, "Count from one to ten in words."), reply(second, "Name three colours."), poll_models()
+    )
+    assert a == whole  # temperature 0: the same words as alone, none cut off
+    assert b.strip()

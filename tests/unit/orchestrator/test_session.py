@@ -552,3 +552,39 @@ async def test_the_ceiling_waits_for_a_pause_transcript_still_on_its_way(adaptiv
     await host.settle()
     assert [e["text"] for e in host.events("transcript") if e["final"]] == ["Tell me a joke"]
     assert len(decoded(host)) == 1 and len(host.jobs("llm")) == 1
+
+
+async def test_a_pause_transcript_of_a_turn_the_user_went_on_with_is_never_final_nor_answered(adaptive):
+    runner, host = adaptive
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 7)  # a pause: its transcript is asked for
+    early = pause_job(host)
+    speak(runner, host, [SPEECH] * 20)  # the user goes on before it comes back
+    # it comes back saying "complete", too late: nothing is shown, nothing is answered
+    runner.on_transcript(
+        SttResult(1, runner.epoch, "Set a timer.", False, 900.0, time.time(), pause=early.pause)
+    )
+    await host.settle()
+    assert [e for e in host.events("transcript") if e["final"]] == []
+    assert host.jobs("llm") == [] and runner.turn is None
+    speak(runner, host, [QUIET] * 7)
+    late = pause_job(host)
+    assert late.pause != early.pause and len(late.pcm) > len(early.pcm)  # the whole turn, again
+    text = "Set a timer for ten minutes."
+    runner.on_transcript(SttResult(1, runner.epoch, text, False, 900.0, time.time(), pause=late.pause))
+    await host.settle()
+    assert [e["text"] for e in host.events("transcript") if e["final"]] == [text]
+    (llm,) = host.jobs("llm")  # one turn reaches the LLM, with all its words
+    assert llm.messages[-1]["content"] == text
+
+
+async def test_nothing_reaches_the_llm_before_the_turn_has_ended(adaptive):
+    # so no tool with side effects can run for a turn the user has not finished
+    runner, host = adaptive
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 7)
+    job = pause_job(host)
+    assert job.then is None  # the pause's STT job carries no LLM job
+    runner.on_transcript(
+        SttResult(1, runner.epoch, "Delete all my", False, 40.0, time.time(), pause=job.pause)
+    )
+    speak(runner, host, [QUIET] * 10)
+    assert host.jobs("llm") == [] and runner.turn is None
