@@ -378,17 +378,15 @@ class SessionRunner:
         """A short sound over the reply: ask STT whether it holds words (the reply stays paused)."""
         self.probes += 1
         self.held[self.probes] = pcm
-        job = SttJob(
-            self.sid,
-            self.next_turn,
-            self.epoch,
-            pcm,
-            self.ctx.sample_rate,
-            False,
-            time.time(),
-            probe=self.probes,
+        self._decode(pcm, probe=self.probes)
+
+    def _decode(self, pcm: bytes, probe: int = 0, pause: int = 0) -> None:
+        """An STT job for the next turn's audio that is not its final: a probe or a pause."""
+        rate = self.ctx.sample_rate
+        self.job(
+            "stt",
+            SttJob(self.sid, self.next_turn, self.epoch, pcm, rate, False, time.time(), None, probe, pause),
         )
-        self.job("stt", job)
 
     def on_probe(self, r: SttResult) -> None:
         pcm = self.held.get(r.probe)
@@ -458,17 +456,7 @@ class SessionRunner:
         b = self.ctx.ms_to_sample(ev.end_ms + self.endpoint.post_roll_ms)
         pcm = self.prefix + self.ctx.slice(a, b)
         self.pauses[ev.request] = ev.end_ms
-        job = SttJob(
-            self.sid,
-            self.next_turn,
-            self.epoch,
-            pcm,
-            self.ctx.sample_rate,
-            False,
-            time.time(),
-            pause=ev.request,
-        )
-        self.job("stt", job)
+        self._decode(pcm, pause=ev.request)
 
     def on_pause_transcript(self, r: SttResult) -> None:
         end_ms = self.pauses.pop(r.pause, None)
