@@ -295,7 +295,7 @@ def test_lazy_growth_concurrency_and_deaths_stay_safe(data: Any) -> None:
     asyncio.run(scenario(data, lazy=True))
 
 
-@PROFILE
+@settings(PROFILE, max_examples=60)  # each example is a long walk: 60 keep it to seconds on a busy host
 @given(st.data())
 def test_long_random_walks_stay_exact_and_safe(data: Any) -> None:
     asyncio.run(scenario(data, lazy=data.draw(st.booleans()), walk=True))
