@@ -50,7 +50,7 @@ Semantics:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from services.orchestrator.config import EndOfTurnConfig, EndpointSettings, Mode
 from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
@@ -169,7 +169,8 @@ class EndOfTurnPolicy:
 
     def feed(self, prob: float) -> list[Event]:
         """Advance one VAD window; the detector's events, plus a ScoreNeeded at a candidate."""
-        events: list[Event] = list(self.detector.feed(prob))
+        # the detector hands back a new list each window: extend it, no copy on the per-window path
+        events = cast(list[Event], self.detector.feed(prob))
         for ev in events:
             if isinstance(ev, SpeechStart):
                 self._clear_turn()
