@@ -78,6 +78,13 @@ def test_profile_services(compose_cli: list[str], profile: str) -> None:
     assert gw["ports"][0]["target"] == 8765
     assert gw["ports"][0]["host_ip"] == "127.0.0.1"
     assert "sessions" in {v.get("source") for v in services["orchestrator"].get("volumes", [])}
+    # the gateway reads the session files (a resume secret Redis lost), read only
+    gw_vols = {v.get("source"): v for v in gw.get("volumes", [])}
+    assert gw_vols["sessions"].get("read_only") is True
+    assert (
+        gw["environment"]["JARVIS_SESSIONS_DIR"]
+        == services["orchestrator"]["environment"]["JARVIS_SESSIONS_DIR"]
+    )
     assert "redis-data" in {v.get("source") for v in services["redis"].get("volumes", [])}
 
 
