@@ -1,8 +1,11 @@
 """`python -m bench --scenario soak [--soak-minutes 30] [--soak-sessions N]` (not in CI): a long
 run at 80% of the density the last density run measured (bench-results/latest.json, scenario
 b), every session asking question after question. Every process's RSS and Redis's
-`used_memory` are sampled every 10 s; the report gives their least-squares slopes (a leak shows
-as a slope that does not flatten) and whether every turn was answered."""
+`used_memory` are sampled every 10 s; the report gives their least-squares slopes over the steady
+state (after the warm-up, and after the reply events Redis keeps for resumes have filled their
+window) and over the run's second half (a leak shows as a slope that does not flatten), a
+sample per minute, where Redis's memory sits at the end (by kind of key) and how much history the
+sessions hold, and whether every turn was answered."""
 
 from __future__ import annotations
 
@@ -19,9 +22,14 @@ from bench.faults import TURN_TIMEOUT_S, Speaker
 from bench.monitor import stack_pids
 from jarvis.launcher import Stack
 from jarvis.redis_server import free_port
+from services.orchestrator.service import OUT_KEEP_S
 
 SAMPLE_S = 10.0
 DEFAULT_SESSIONS = 20  # when no density run is on file
+WARM_UP_S = 60.0  # caches, allocator pools
+# Redis fills for this long before it can be flat: `out:{sid}` keeps OUT_KEEP_S of events and
+# reply audio (how far back a resume reaches)
+REDIS_FILL_S = OUT_KEEP_S + WARM_UP_S
 
 
 def measured_density(results: Path) -> int | None:
@@ -30,6 +38,37 @@ def measured_density(results: Path) -> int | None:
         return int(res["scenarios"]["b"]["density"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _after(points: list[tuple[float, float]], t: float) -> list[tuple[float, float]]:
+    """The points from `t` on; all of them when fewer than three are that late (a short run)."""
+    late = [p for p in points if p[0] >= t]
+    return late if len(late) >= 3 else points
+
+
+def _per_minute(points: list[tuple[float, float]]) -> list[list[float]]:
+    """One (minute, value) point per minute: the series the JSON keeps."""
+    out: list[list[float]] = []
+    for t, v in points:
+        if not out or t - out[-1][0] * 60 >= 60:
+            out.append([round(t / 60, 2), round(v, 2)])
+    return out
+
+
+async def _redis_by_kind(r) -> dict[str, float]:
+    """MiB Redis holds per kind of key (`in`, `out`, `jobs`, ...: the name before its first
+    colon), from MEMORY USAGE of every key."""
+    kinds: dict[str, float] = {}
+    async for key in r.scan_iter(count=500):
+        kind = key.decode(errors="replace").split(":", 1)[0]
+        used = await r.memory_usage(key, samples=0) or 0
+        kinds[kind] = kinds.get(kind, 0.0) + used / 2**20
+    return {k: round(v, 2) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}
+
+
+def _history_mib(sessions_dir: Path) -> float:
+    """The size of the session files: the history the orchestrators hold in memory too."""
+    return sum(f.stat().st_size for f in sessions_dir.rglob("*") if f.is_file()) / 2**20
 
 
 def _slope(points: list[tuple[float, float]]) -> float | None:
@@ -41,7 +80,9 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
     return float(np.polyfit(t / 60.0, v, 1)[0])
 
 
-async def _soak(stack: Stack, sessions: int, seconds: float, question: np.ndarray) -> dict:
+async def _soak(
+    stack: Stack, sessions: int, seconds: float, question: np.ndarray, sessions_dir: Path
+) -> dict:
     import redis.asyncio as aioredis
 
     speakers = [Speaker(stack.url, i, question) for i in range(sessions)]
@@ -67,6 +108,7 @@ async def _soak(stack: Stack, sessions: int, seconds: float, question: np.ndarra
             info = await r.info("memory")
             redis_mem.append((now, info["used_memory"] / 2**20))
             await asyncio.sleep(SAMPLE_S)
+        redis_by_kind = await _redis_by_kind(r)
     finally:
         stop.set()
         await asyncio.wait(talks, timeout=TURN_TIMEOUT_S + 5)
@@ -80,8 +122,7 @@ async def _soak(stack: Stack, sessions: int, seconds: float, question: np.ndarra
     turns = [t for s in speakers for t in s.turns if t.ended is not None or t.outcome == "lost"]
     # the last question of each session may have been cut by the end of the run: not counted
     turns = [t for t in turns if t.ended is not None or t.asked < t0 + seconds - TURN_TIMEOUT_S]
-    # the first minute is warm-up (caches, allocator pools): slopes are over the rest
-    steady = {name: [p for p in pts if p[0] >= 60] or pts for name, pts in rss.items()}
+    half = seconds / 2
     return {
         "scenario": "soak",
         "sessions": sessions,
@@ -91,10 +132,18 @@ async def _soak(stack: Stack, sessions: int, seconds: float, question: np.ndarra
         "errors": sum(t.outcome == "error" for t in turns),
         "lost": sum(t.outcome == "lost" for t in turns),
         "rss_mib": {n: {"first": pts[0][1], "last": pts[-1][1]} for n, pts in rss.items() if pts},
-        "rss_slope_mib_per_min": {n: _slope(pts) for n, pts in steady.items()},
+        "rss_slope_mib_per_min": {n: _slope(_after(pts, WARM_UP_S)) for n, pts in rss.items()},
+        "rss_second_half_slope_mib_per_min": {n: _slope(_after(pts, half)) for n, pts in rss.items()},
         "redis_used_mib": {"first": redis_mem[0][1], "last": redis_mem[-1][1]} if redis_mem else {},
-        "redis_slope_mib_per_min": _slope([p for p in redis_mem if p[0] >= 60] or redis_mem),
+        "redis_slope_mib_per_min": _slope(_after(redis_mem, REDIS_FILL_S)),
+        "redis_second_half_slope_mib_per_min": _slope(_after(redis_mem, half)),
+        "redis_mib_by_kind": redis_by_kind,
+        "history_mib": round(_history_mib(sessions_dir), 2),
         "samples": len(redis_mem),
+        "per_minute": {
+            "rss_mib": {n: _per_minute(pts) for n, pts in rss.items()},
+            "redis_used_mib": _per_minute(redis_mem),
+        },
     }
 
 
@@ -113,7 +162,7 @@ def scenario_soak(clip, minutes: float, sessions: int | None, opts, results: Pat
         stack.start(timeout=180)
         stack.watch()
         try:
-            res = asyncio.run(_soak(stack, sessions, minutes * 60, clip.samples))
+            res = asyncio.run(_soak(stack, sessions, minutes * 60, clip.samples, Path(tmp) / "sessions"))
         finally:
             stack.stop()
     res["density_measured"] = density
@@ -134,14 +183,25 @@ def render(res: dict) -> str:
         f"soak: {res['minutes']} min, {res['sessions']} sessions ({res['sessions_from']}; density on file "
         f"{res['density_measured']}): {res['turns']} turns, {res['completed']} answered, "
         f"{res['errors']} errors, {res['lost']} lost",
-        f"  {'process':<16}{'RSS first':>10}{'last':>8}{'slope MiB/min':>15}",
+        f"  {'process':<18}{'RSS first':>10}{'last':>8}{'slope MiB/min':>15}{'2nd half':>10}",
     ]
+    half = res.get("rss_second_half_slope_mib_per_min", {})
     for name, m in res["rss_mib"].items():
         lines.append(
-            f"  {name:<16}{m['first']:>10.1f}{m['last']:>8.1f}{f(res['rss_slope_mib_per_min'][name]):>15}"
+            f"  {name:<18}{m['first']:>10.1f}{m['last']:>8.1f}"
+            f"{f(res['rss_slope_mib_per_min'][name]):>15}{f(half.get(name)):>10}"
         )
     rm = res["redis_used_mib"]
     if rm:
         slope = f(res["redis_slope_mib_per_min"])
-        lines.append(f"  {'redis used_memory':<16}{rm['first']:>10.1f}{rm['last']:>8.1f}{slope:>15}")
+        second = f(res.get("redis_second_half_slope_mib_per_min"))
+        lines.append(
+            f"  {'redis used_memory':<18}{rm['first']:>10.1f}{rm['last']:>8.1f}{slope:>15}{second:>10}"
+            f"   (slope after the first {REDIS_FILL_S / 60:.0f} min: events kept for resumes fill first)"
+        )
+    if res.get("redis_mib_by_kind"):
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in res["redis_mib_by_kind"].items())
+        lines.append(f"  Redis at the end, MiB by key: {kinds}")
+    if "history_mib" in res:
+        lines.append(f"  history held (session files): {res['history_mib']:.1f} MiB")
     return "\n".join(lines)
