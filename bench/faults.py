@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from jarvis.launcher import Stack
 from jarvis.redis_server import free_port
+from shared import redis_url
 
 KINDS = ("stt", "llm", "tts", "owner", "gateway", "redis")
 TURN_TIMEOUT_S = 20.0
@@ -172,7 +173,6 @@ class Speaker:
 async def _campaign(
     stack: Stack, sessions: int, kills: int, every_s: float, question: np.ndarray, want_s: float
 ) -> dict:
-    import redis as sync_redis
 
     speakers = [Speaker(stack.url, i, question) for i in range(sessions)]
     for s in speakers:
@@ -182,7 +182,7 @@ async def _campaign(
     stop = asyncio.Event()
     talks = [asyncio.create_task(s.converse(stop)) for s in speakers]
     log: list[tuple[float, str]] = []
-    r = sync_redis.Redis.from_url(stack.redis_url, socket_timeout=2)
+    r = redis_url.sync_client(stack.redis_url, socket_timeout=2)
     try:
         await asyncio.sleep(3)
         for i in range(kills):
