@@ -150,7 +150,9 @@ def _s(v: bytes | str) -> str:
 
 
 class _SlotReads:
-    """Cluster: an XREAD over streams of many slots, as one blocking XREAD per slot run at once.
+    """Cluster: an XREAD over streams of many slots, as one XREAD per slot, all sent at once.
+    A slot without a read in flight is read without blocking first (so everything already there
+    comes back in one round); only when none had anything does each slot get a blocking read.
     When one returns, those still blocked are kept for the next call if it asks for the same
     streams from the same cursors (the usual case: only the streams that got entries move on),
     so no connection is dropped and no entry is read twice or missed."""
@@ -163,33 +165,39 @@ class _SlotReads:
         groups: dict[int, dict[str, bytes | str]] = {}
         for stream, cursor in streams.items():
             groups.setdefault(key_slot(stream.encode()), {})[stream] = cursor
-        for slot in [s for s in self.inflight if s not in groups]:
-            self.inflight.pop(slot)[1].cancel()
-        tasks: dict[asyncio.Task, int] = {}
-        for slot, group in groups.items():
-            sig = tuple(group.items())
-            held = self.inflight.get(slot)
-            if held is not None and (held[0] != sig or not block_ms):
-                held[1].cancel()
-                held = None
-            if held is None:
-                held = (sig, asyncio.create_task(self.redis.xread(group, count=count, block=block_ms)))
-                self.inflight[slot] = held
-            tasks[held[1]] = slot
-        done, _ = await asyncio.wait(
-            tasks, return_when=asyncio.FIRST_COMPLETED if block_ms else asyncio.ALL_COMPLETED
-        )
+        for slot, (sig, task) in list(self.inflight.items()):
+            if slot not in groups or sig != tuple(groups[slot].items()):
+                task.cancel()  # not asked for any more, or from elsewhere: its answer is not wanted
+                del self.inflight[slot]
+        fresh = [slot for slot in groups if slot not in self.inflight]
+        out: list[Any] = []
+        if fresh:
+            got = await asyncio.gather(*(self.redis.xread(groups[s], count=count) for s in fresh))
+            out = [entry for reply in got for entry in reply or []]
+        if out or not block_ms:
+            return out + self._harvest(wait=False)
+        for slot in fresh:
+            task = asyncio.create_task(self.redis.xread(groups[slot], count=count, block=block_ms))
+            self.inflight[slot] = (tuple(groups[slot].items()), task)
+        await asyncio.wait([t for _, t in self.inflight.values()], return_when=asyncio.FIRST_COMPLETED)
+        return self._harvest(wait=True)
+
+    def _harvest(self, wait: bool) -> list[Any]:
+        """The entries of the reads that are done (which leave the in-flight set); a read that
+        failed raises, unless others brought entries (it is sent again next time)."""
         out: list[Any] = []
         failed: BaseException | None = None
-        for task in done:
-            self.inflight.pop(tasks[task], None)
+        for slot, (_, task) in list(self.inflight.items()):
+            if not task.done():
+                continue
+            del self.inflight[slot]
             if task.cancelled():
                 continue
             if task.exception() is not None:
                 failed = task.exception()
             else:
                 out += task.result() or []
-        if failed is not None and not out:
+        if failed is not None and not out and wait:
             raise failed
         return out
 
@@ -257,6 +265,16 @@ class Bus:
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(self.retry(self.redis.ping, "ping"), timeout)
+
+    async def server_id(self) -> str:
+        """Which Redis process serves (its run id; on a cluster every primary's): it changes when
+        Redis restarts, when a Sentinel failover promotes a replica, when a cluster node does."""
+        if self.cluster:
+            nodes = self.redis.PRIMARIES
+            res = await self.retry(lambda: self.redis.info("server", target_nodes=nodes), "info")
+            return ",".join(sorted(str(info.get("run_id")) for info in res.values()))
+        info = await self.retry(lambda: self.redis.info("server"), "info")
+        return str(info.get("run_id"))
 
     # ---- publishing ---------------------------------------------------------------
 

@@ -661,12 +661,12 @@ class Orchestrator:
                     await self._release(keys=[owner_key(sid)], args=[self.id])
 
     async def _redis_restarted(self) -> bool:
-        """True once after Redis came back as a new process (its run id changed)."""
-        info = await self.bus.retry(lambda: self.bus.redis.info("server"), "info")
-        run = str(info.get("run_id"))
+        """True once after Redis came back as a new process (its run id changed), or another
+        process took over (a Sentinel failover): what was in flight may be lost with it."""
+        run = await self.bus.server_id()
         before, self._redis_run = self._redis_run, run
         if before is not None and before != run:
-            log.warning("redis restarted; re-running the turns in flight")
+            log.warning("redis restarted or failed over; re-running the turns in flight")
             return True
         return False
 

@@ -11,6 +11,7 @@ import pytest
 from shared import codec, redis_url
 from shared.messages import jobs_stream
 from tests.support.client import Client
+from tests.support.redis_topologies import flush
 from tests.support.speech import concat, have_espeak, noise, silence, speak
 from tests.support.stack import running_stack
 
@@ -22,9 +23,14 @@ LONG_TEXT = (
 )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("tt"), profile="stub") as s:
+@pytest.fixture(scope="module", params=["one-redis", "redis-cluster"])
+def stack(request, tmp_path_factory):
+    """The stack on its own Redis, then on a 3-master Redis Cluster (every stage across slots)."""
+    env = {}
+    if request.param == "redis-cluster":
+        env["JARVIS_REDIS_URL"] = request.getfixturevalue("redis_cluster_url")
+        flush(env["JARVIS_REDIS_URL"])
+    with running_stack(tmp_path_factory.mktemp("tt"), profile="stub", env=env) as s:
         yield s
 
 
