@@ -71,8 +71,8 @@ def redis_url(request: pytest.FixtureRequest):
 
 @pytest.fixture(scope="session")
 def redis_cluster_url():
-    """A local 3-master Redis Cluster (tests/support/redis_topologies.py), its redis+cluster:// URL."""
-    from tests.support.redis_topologies import redis_cluster
+    """A local 3-master Redis Cluster (jarvis/redis_topologies.py), its redis+cluster:// URL."""
+    from jarvis.redis_topologies import redis_cluster
 
     with redis_cluster() as url:
         yield url
@@ -81,7 +81,7 @@ def redis_cluster_url():
 @pytest.fixture(params=["single", "cluster"])
 def topology_url(request: pytest.FixtureRequest) -> str:
     """The Redis URL of each topology a test runs on, flushed: one instance, then a Cluster."""
-    from tests.support.redis_topologies import flush
+    from jarvis.redis_topologies import flush
 
     url = request.getfixturevalue("redis_url" if request.param == "single" else "redis_cluster_url")
     flush(url)

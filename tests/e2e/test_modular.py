@@ -4,8 +4,8 @@ GPU on which a pipeline switch forces an eviction and a load)."""
 
 import pytest
 
+from jarvis.redis_topologies import flush
 from tests import runner_modular_e2e as runner
-from tests.support.redis_topologies import flush
 from tests.support.speech import have_espeak
 
 pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng and sox make the test speech")

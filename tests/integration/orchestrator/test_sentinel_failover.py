@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from jarvis.redis_topologies import redis_sentinel
 from shared import codec, protocol, redis_url
 from shared.messages import jobs_stream
 from tests.support.client import Client
-from tests.support.redis_topologies import redis_sentinel
 from tests.support.speech import concat, have_espeak, silence, speak
 from tests.support.stack import running_stack
 

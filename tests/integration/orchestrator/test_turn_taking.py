@@ -8,10 +8,10 @@ import urllib.request
 
 import pytest
 
+from jarvis.redis_topologies import flush
 from shared import codec, redis_url
 from shared.messages import jobs_stream
 from tests.support.client import Client
-from tests.support.redis_topologies import flush
 from tests.support.speech import concat, have_espeak, noise, silence, speak
 from tests.support.stack import running_stack
 

@@ -1,4 +1,4 @@
-"""Local Redis topologies for tests, every process on loopback and stopped by its pid:
+"""Local Redis topologies for tests and benchmarks, every process on loopback and stopped by its pid:
 a 3-master Redis Cluster (`redis-server --cluster-enabled yes` x3, `redis-cli --cluster create`)
 and a Sentinel-watched primary (one primary, one replica, three Sentinels)."""
 
@@ -165,6 +165,22 @@ class SentinelSetup:
                 return
             time.sleep(0.1)
         raise RuntimeError("the replica did not sync, or the Sentinels do not know it")
+
+
+@contextlib.contextmanager
+def primary_and_replica() -> Iterator[tuple[Node, Node]]:
+    """A primary and its replica, in sync (no Sentinels): for measuring replication."""
+    with _nodes() as (tmp, nodes):
+        primary = Node(tmp)
+        nodes.append(primary.wait())
+        replica = Node(tmp, "--replicaof", "127.0.0.1", str(primary.port))
+        nodes.append(replica.wait())
+        deadline = time.monotonic() + 20
+        while "master_link_status:up" not in _ask(replica.port, "INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync")
+            time.sleep(0.1)
+        yield primary, replica
 
 
 @contextlib.contextmanager
