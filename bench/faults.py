@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from jarvis.launcher import Stack
 from jarvis.redis_server import free_port
 from shared import redis_url
+from shared.messages import owner_key
 
 KINDS = ("stt", "llm", "tts", "owner", "gateway", "redis")
 TURN_TIMEOUT_S = 20.0
@@ -216,7 +217,7 @@ def _pid(stack: Stack, r, kind: str, sid: str | None) -> int | None:
         return stack.redis.pid if stack.redis else None
     if kind == "owner":
         try:
-            owner = r.get(f"owner:{sid}")
+            owner = r.get(owner_key(sid))
         except Exception:  # noqa: BLE001 - Redis restarting
             return None
         return int(owner.decode().split("-")[-2]) if owner else None

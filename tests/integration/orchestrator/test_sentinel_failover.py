@@ -39,6 +39,7 @@ async def test_the_primary_dies_mid_conversation_and_the_session_goes_on(tmp_pat
         sid = c.of("ready")[0]["session_id"]
         await c.stream(concat(silence(0.3), speak("Good morning Jarvis"), silence(1.5)))
         await c.wait_for("reply", final=True)
+        await c.wait_for("state", state="LISTENING", previous="SPEAKING")  # its reply is heard
 
         # the second turn is under way (its audio streaming) when the primary dies
         talking = asyncio.create_task(c.stream(concat(speak("What time is it in Tokyo"), silence(1.5))))
@@ -47,10 +48,13 @@ async def test_the_primary_dies_mid_conversation_and_the_session_goes_on(tmp_pat
         setup.primary.kill()
         await talking
         await _failed_over(setup, old)
-        # the turn in flight is answered after all, or ends with an error: either way the
-        # session is LISTENING again before the next turn
-        await c.wait_for("state", state="LISTENING", count=len(c.of("state", state="LISTENING")), timeout=30)
-        await asyncio.sleep(1.0)
+        # the turn in flight is answered after all (re-run on the new primary), or ends with an
+        # error; either way the session listens again before the next turn
+        deadline = time.monotonic() + 30
+        while len(c.of("reply", final=True)) < 2 and not c.of("error"):
+            assert time.monotonic() < deadline, c.events
+            await asyncio.sleep(0.1)
+        await c.wait_for("state", state="LISTENING", count=len(c.of("state", state="LISTENING")) + 1)
         replies_before = len(c.of("reply", final=True))
 
         await c.stream(concat(speak("Thank you very much"), silence(2.0)))
