@@ -293,9 +293,12 @@ class Bus:
         entry is valid before it joins a batch encode it first."""
         if not items:
             return
-        groups = self.slot_groups([stream for stream, _, _ in items])
-        for group in groups:  # one on one instance; on a cluster one call per slot, in turn
-            part = items if len(groups) == 1 else [items[i] for i in group]
+        parts = (  # one call on one instance; on a cluster one per slot, in turn
+            [[items[i] for i in group] for group in self.slot_groups([s for s, _, _ in items])]
+            if self.cluster
+            else [items]
+        )
+        for part in parts:
             keys: list[str] = []
             args: list[Any] = [codec.FIELD]
             for stream, payload, maxlen in part:
