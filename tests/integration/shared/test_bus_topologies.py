@@ -3,8 +3,6 @@
 
 import asyncio
 
-from redis.crc import key_slot
-
 from shared.bus import Bus
 from shared.messages import (
     DEAD_LETTER,
@@ -96,15 +94,3 @@ async def test_a_dead_consumers_jobs_go_back_to_their_sessions(topology_url):
         assert (await b.redis.xpending(stream, group))["pending"] == 0
     finally:
         await b.close()
-
-
-def test_slot_groups_split_only_on_a_cluster(redis_cluster_url, redis_url):
-    keys = [in_stream("a"), out_stream("a"), epoch_key("a"), in_stream("b"), jobs_stream("stt")]
-    single = Bus(redis_url)
-    assert single.slot_groups(keys) == [[0, 1, 2, 3, 4]]
-    cluster = Bus(redis_cluster_url)
-    groups = cluster.slot_groups(keys)
-    assert groups[0] == [0, 1, 2]  # a session's keys share its hash tag's slot
-    assert sorted(i for g in groups for i in g) == list(range(5))
-    assert all(len({key_slot(keys[i].encode()) for i in g}) == 1 for g in groups)
-    assert cluster.one_slot(keys[:3]) and not cluster.one_slot(keys)
