@@ -320,8 +320,8 @@ class Bus:
         On a cluster only the entries in the epoch key's slot (the session's own streams) can
         share its script: those go atomically, and the others (a follow-up job in a job stream)
         right after, once that write proved the epoch held. Such a job may land just after the
-        epoch moved on; its worker's first write is refused by this same check (`Cancelled`),
-        so none of its work reaches the session."""
+        epoch moved on: its worker reads the epoch before starting it (`shared.worker`), and its
+        writes are refused by this same check, so none of its work reaches the session."""
         later: list[tuple[str, bytes, int | None]] = []
         if self.cluster:
             slot = key_slot(epoch_key.encode())

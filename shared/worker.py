@@ -178,8 +178,13 @@ class Worker(abc.ABC):
         started = time.perf_counter()
         finished = True
         try:
-            # no epoch check up front (a round trip on every job): a stale job is cancelled at
-            # its first write, which the epoch gate refuses
+            # on one Redis no epoch check up front (a round trip on every job): a stale job is
+            # cancelled at its first write, which the epoch gate refuses. On a cluster a job
+            # handed off with another worker's results (the first TTS sentence) lands after
+            # them, not atomically with its epoch check: look before doing the work
+            look = self.bus.cluster and hasattr(job, "sid") and hasattr(job, "epoch")
+            if look and await self.bus.epoch(epoch_key(job.sid)) != job.epoch:
+                raise Cancelled
             await self.process(job)
             JOBS.labels(self.kind, "done").inc()
         except Cancelled:
