@@ -106,13 +106,14 @@ def redis_cluster(masters: int = 3, timeout: float = 30.0) -> Iterator[str]:
         for n in nodes:
             n.wait()
         addresses = [f"127.0.0.1:{n.port}" for n in nodes]
-        subprocess.run(
+        made = subprocess.run(
             ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
+        if made.returncode:
+            raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]}{made.stderr}")
         deadline = time.monotonic() + timeout
         while not all("cluster_state:ok" in _ask(n.port, "CLUSTER", "INFO") for n in nodes):
             if time.monotonic() > deadline:
