@@ -24,6 +24,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from jarvis.launcher import Stack
 from jarvis.redis_server import free_port
+from shared import redis_url
+from shared.messages import owner_key
 
 KINDS = ("stt", "llm", "tts", "owner", "gateway", "redis")
 TURN_TIMEOUT_S = 20.0
@@ -172,7 +174,6 @@ class Speaker:
 async def _campaign(
     stack: Stack, sessions: int, kills: int, every_s: float, question: np.ndarray, want_s: float
 ) -> dict:
-    import redis as sync_redis
 
     speakers = [Speaker(stack.url, i, question) for i in range(sessions)]
     for s in speakers:
@@ -182,7 +183,7 @@ async def _campaign(
     stop = asyncio.Event()
     talks = [asyncio.create_task(s.converse(stop)) for s in speakers]
     log: list[tuple[float, str]] = []
-    r = sync_redis.Redis.from_url(stack.redis_url, socket_timeout=2)
+    r = redis_url.sync_client(stack.redis_url, socket_timeout=2)
     try:
         await asyncio.sleep(3)
         for i in range(kills):
@@ -216,7 +217,7 @@ def _pid(stack: Stack, r, kind: str, sid: str | None) -> int | None:
         return stack.redis.pid if stack.redis else None
     if kind == "owner":
         try:
-            owner = r.get(f"owner:{sid}")
+            owner = r.get(owner_key(sid))
         except Exception:  # noqa: BLE001 - Redis restarting
             return None
         return int(owner.decode().split("-")[-2]) if owner else None

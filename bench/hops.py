@@ -24,6 +24,7 @@ from shared.messages import (
     jobs_stream,
     out_stream,
 )
+from shared.redis_url import sync_client
 
 HOPS = (
     ("frame_in_redis", "client -> gateway -> XADD in:{sid}"),
@@ -54,9 +55,8 @@ def _entries(r, stream: str) -> list[tuple[int, object]]:
 
 def collect(redis_url: str, sid: str) -> dict:
     """The raw per-turn timestamps (ms) of one session, read from Redis."""
-    import redis
 
-    r = redis.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     try:
         inn = _entries(r, in_stream(sid))
         out = _entries(r, out_stream(sid))

@@ -23,6 +23,7 @@ from bench.monitor import stack_pids
 from jarvis.launcher import Stack
 from jarvis.redis_server import free_port
 from services.orchestrator.service import OUT_KEEP_S
+from shared import redis_url
 
 SAMPLE_S = 10.0
 DEFAULT_SESSIONS = 20  # when no density run is on file
@@ -83,7 +84,6 @@ def _slope(points: list[tuple[float, float]]) -> float | None:
 async def _soak(
     stack: Stack, sessions: int, seconds: float, question: np.ndarray, sessions_dir: Path
 ) -> dict:
-    import redis.asyncio as aioredis
 
     speakers = [Speaker(stack.url, i, question) for i in range(sessions)]
     for s in speakers:
@@ -91,7 +91,7 @@ async def _soak(
     mics = [asyncio.create_task(s.mic()) for s in speakers]
     stop = asyncio.Event()
     talks = [asyncio.create_task(s.converse(stop, pause_s=1.5)) for s in speakers]
-    r = aioredis.Redis.from_url(stack.redis_url)
+    r = redis_url.async_client(stack.redis_url)
     pids = stack_pids(stack, include_self=False)
     procs = {name: psutil.Process(pid) for name, pid in pids.items()}
     rss: dict[str, list[tuple[float, float]]] = {name: [] for name in procs}

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jarvis.redis_server import RedisServer, free_port
+from shared import redis_url
+from shared.messages import jobs_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -287,7 +289,6 @@ class Stack:
 
     def _start_resource(self, timeout: float) -> None:
         """Start the resource service and wait for its heartbeat (its models are not started)."""
-        import redis
 
         from services.resource.messages import ALIVE_KEY
 
@@ -295,7 +296,7 @@ class Stack:
         proc.start()
         popen = proc.popen
         assert popen is not None
-        r = redis.Redis.from_url(self.redis_url)
+        r = redis_url.sync_client(self.redis_url)
         deadline = time.monotonic() + timeout
         try:
             while not r.exists(ALIVE_KEY):
@@ -311,7 +312,7 @@ class Stack:
         """Until each worker kind has a consumer group member ready (models loaded)."""
         import redis
 
-        r = redis.Redis.from_url(self.redis_url)
+        r = redis_url.sync_client(self.redis_url)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -324,7 +325,7 @@ class Stack:
                     kinds += ("vlm",)
                 for kind in kinds:
                     try:
-                        groups = r.xinfo_groups(f"jobs:{kind}")
+                        groups = r.xinfo_groups(jobs_stream(kind))
                         ready += any(g["consumers"] > 0 for g in groups)
                     except redis.ResponseError:
                         pass

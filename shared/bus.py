@@ -1,8 +1,14 @@
 """The Redis Streams bus: typed publish/read, consumer groups, reclaim, dead letters, reconnects.
 
 One `Bus` per process. Everything on it is async; every call survives Redis going away
-by retrying with capped exponential backoff (a service waits for Redis rather than dying).
-Hot paths batch: `add_many` sends any number of XADDs in one round trip.
+by retrying with capped exponential backoff (a service waits for Redis rather than dying), a
+Sentinel failover or a cluster resharding included. Hot paths batch: `add_many` sends any
+number of XADDs in one round trip.
+
+On Redis Cluster (`shared.redis_url`) a script, a transaction and an XREAD may only touch keys
+of one hash slot: every key of a session shares the tag `{sid}` (`shared.messages`), and here
+batches are split by slot (one call per slot, in order within a slot; on one instance nothing
+is split) and a read over many slots is one blocking read per slot, run concurrently.
 """
 
 from __future__ import annotations
@@ -17,12 +23,20 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.connection import HiredisRespSerializer  # packs commands in C (redis-py does it in Python)
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared import codec
+from shared import codec, redis_url
 from shared.messages import DEAD_LETTER
 from shared.ratelog import RateLimitedLog
 
@@ -30,7 +44,20 @@ log = logging.getLogger("jarvis.bus")
 _outage_log = RateLimitedLog(log, every_s=5.0)
 T = TypeVar("T")
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# Redis away, or between two primaries: a Sentinel failover (the old primary answers READONLY
+# once it is a replica, MASTERDOWN while its replica has no primary; MasterNotFoundError is a
+# ConnectionError) or a cluster moving slots (CLUSTERDOWN, TRYAGAIN, a slot no node serves yet)
+_TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    ReadOnlyError,
+    MasterDownError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 
 # XADD only while the session's epoch is still the job's: cancelled work never lands.
 # KEYS: the epoch key, then one stream per entry; ARGV: epoch, field, then maxlen + payload per entry.
@@ -41,7 +68,7 @@ local id
 for i = 2, #KEYS do
   id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2 * i - 1], '*', ARGV[2], ARGV[2 * i])
 end
-return id
+return id or 1
 """
 
 
@@ -93,10 +120,8 @@ class Heartbeat(threading.Thread):
 
     def __init__(self, url: str, key: str, member: str, period_s: float) -> None:
         super().__init__(name=f"heartbeat-{member}", daemon=True)
-        import redis
-
         self.key, self.member, self.period_s = key, member, period_s
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = redis_url.sync_client(url, socket_timeout=2, socket_connect_timeout=2)
         self._beat = self._redis.register_script(_HEARTBEAT)
         self._stop = threading.Event()
 
@@ -124,29 +149,106 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 
+class _SlotReads:
+    """Cluster: an XREAD over streams of many slots, as one XREAD per slot, all sent at once.
+    A slot without a read in flight is read without blocking first (so everything already there
+    comes back in one round); only when none had anything does each slot get a blocking read.
+    When one returns, those still blocked are kept for the next call if it asks for the same
+    streams from the same cursors (the usual case: only the streams that got entries move on),
+    so no connection is dropped and no entry is read twice or missed."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.inflight: dict[int, tuple[tuple[tuple[str, bytes | str], ...], asyncio.Task]] = {}
+
+    async def read(self, streams: dict[str, bytes | str], block_ms: int | None, count: int | None) -> Any:
+        groups: dict[int, dict[str, bytes | str]] = {}
+        for stream, cursor in streams.items():
+            groups.setdefault(key_slot(stream.encode()), {})[stream] = cursor
+        for slot, (sig, task) in list(self.inflight.items()):
+            if slot not in groups or sig != tuple(groups[slot].items()):
+                task.cancel()  # not asked for any more, or from elsewhere: its answer is not wanted
+                del self.inflight[slot]
+        fresh = [slot for slot in groups if slot not in self.inflight]
+        out: list[Any] = []
+        if fresh:
+            got = await asyncio.gather(*(self.redis.xread(groups[s], count=count) for s in fresh))
+            out = [entry for reply in got for entry in reply or []]
+        if out or not block_ms:
+            return out + self._harvest(wait=False)
+        for slot in fresh:
+            task = asyncio.create_task(self.redis.xread(groups[slot], count=count, block=block_ms))
+            self.inflight[slot] = (tuple(groups[slot].items()), task)
+        await asyncio.wait([t for _, t in self.inflight.values()], return_when=asyncio.FIRST_COMPLETED)
+        return self._harvest(wait=True)
+
+    def _harvest(self, wait: bool) -> list[Any]:
+        """The entries of the reads that are done (which leave the in-flight set); a read that
+        failed raises, unless others brought entries (it is sent again next time)."""
+        out: list[Any] = []
+        failed: BaseException | None = None
+        for slot, (_, task) in list(self.inflight.items()):
+            if not task.done():
+                continue
+            del self.inflight[slot]
+            if task.cancelled():
+                continue
+            if task.exception() is not None:
+                failed = task.exception()
+            else:
+                out += task.result() or []
+        if failed is not None and not out and wait:
+            raise failed
+        return out
+
+    def close(self) -> None:
+        for _, task in self.inflight.values():
+            task.cancel()
+        self.inflight.clear()
+
+
 class Bus:
     def __init__(self, url: str, *, socket_timeout: float = 30.0, max_backoff: float = 0.5) -> None:
         self.url = url
+        self.cluster = redis_url.is_cluster(url)
         extra: dict[str, Any] = (
             {"connection_class": _Connection} if HIREDIS_AVAILABLE and url.startswith("redis://") else {}
         )
         # Any: redis-py types every reply as a union of bytes, str and awaitables; replies are
         # decoded here, at the edge (codec.from_entry, _s)
-        self.redis: Any = aioredis.Redis.from_url(
+        self.redis: Any = redis_url.async_client(
             url, socket_timeout=socket_timeout, socket_connect_timeout=5, health_check_interval=30, **extra
         )
         self.max_backoff = max_backoff
         self._epoch_xadd = self.redis.register_script(_EPOCH_XADD)
         self._multi_xadd = self.redis.register_script(_MULTI_XADD)
         self._live = self.redis.register_script(_LIVE)
-        self.live_script = self._live  # for pipelines: live_script(keys=, args=, client=pipe)
+        self._slot_reads = _SlotReads(self.redis) if self.cluster else None
 
     @classmethod
     def from_settings(cls, settings: Any) -> Bus:
         return cls(settings.redis_url, socket_timeout=settings.redis_socket_timeout)
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        if self._slot_reads is not None:
+            self._slot_reads.close()
+        await redis_url.aclose(self.redis)
+
+    # ---- hash slots (Redis Cluster) -------------------------------------------------
+
+    def slot_groups(self, keys: Sequence[str]) -> list[list[int]]:
+        """The indexes of `keys`, grouped by hash slot, in order of first appearance (and in
+        order within a group). On one instance: one group, whatever the keys."""
+        if not self.cluster:
+            return [list(range(len(keys)))]
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key_slot(key.encode()), []).append(i)
+        return list(groups.values())
+
+    def one_slot(self, keys: Sequence[str]) -> bool:
+        """Whether one script or transaction may touch all of `keys` (always, on one instance)."""
+        return len(self.slot_groups(keys)) <= 1
 
     async def retry(self, fn: Callable[[], Awaitable[T]], what: str = "redis") -> T:
         """Run `fn` until it succeeds, backing off while Redis is unreachable."""
@@ -163,6 +265,16 @@ class Bus:
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(self.retry(self.redis.ping, "ping"), timeout)
+
+    async def server_id(self) -> str:
+        """Which Redis process serves (its run id; on a cluster every primary's): it changes when
+        Redis restarts, when a Sentinel failover promotes a replica, when a cluster node does."""
+        if self.cluster:
+            nodes = self.redis.PRIMARIES
+            res = await self.retry(lambda: self.redis.info("server", target_nodes=nodes), "info")
+            return ",".join(sorted(str(info.get("run_id")) for info in res.values()))
+        info = await self.retry(lambda: self.redis.info("server"), "info")
+        return str(info.get("run_id"))
 
     # ---- publishing ---------------------------------------------------------------
 
@@ -181,12 +293,18 @@ class Bus:
         entry is valid before it joins a batch encode it first."""
         if not items:
             return
-        keys: list[str] = []
-        args: list[Any] = [codec.FIELD]
-        for stream, payload, maxlen in items:
-            keys.append(stream)
-            args += [maxlen or 0, payload]
-        await self.retry(lambda: self._multi_xadd(keys=keys, args=args), "xadd batch")
+        parts = (  # one call on one instance; on a cluster one per slot, in turn
+            [[items[i] for i in group] for group in self.slot_groups([s for s, _, _ in items])]
+            if self.cluster
+            else [items]
+        )
+        for part in parts:
+            keys: list[str] = []
+            args: list[Any] = [codec.FIELD]
+            for stream, payload, maxlen in part:
+                keys.append(stream)
+                args += [maxlen or 0, payload]
+            await self.retry(partial(self._multi_xadd, keys=keys, args=args), "xadd batch")
 
     async def add_if_epoch(
         self, epoch_key: str, epoch: int, stream: str, msg: Any, maxlen: int
@@ -197,14 +315,29 @@ class Bus:
     async def add_many_if_epoch(
         self, epoch_key: str, epoch: int, items: Sequence[tuple[str, Any, int]]
     ) -> bytes | None:
-        """Several XADDs in one atomic round trip, only if the epoch still holds (else None)."""
+        """Several XADDs in one atomic round trip, only if the epoch still holds (else None).
+
+        On a cluster only the entries in the epoch key's slot (the session's own streams) can
+        share its script: those go atomically, and the others (a follow-up job in a job stream)
+        right after, once that write proved the epoch held. Such a job may land just after the
+        epoch moved on: its worker reads the epoch before starting it (`shared.worker`), and its
+        writes are refused by this same check, so none of its work reaches the session."""
+        later: list[tuple[str, bytes, int | None]] = []
+        if self.cluster:
+            slot = key_slot(epoch_key.encode())
+            later = [(s, codec.encode(m), n) for s, m, n in items if key_slot(s.encode()) != slot]
+            if later:
+                items = [it for it in items if key_slot(it[0].encode()) == slot]
         keys = [epoch_key]
         args: list[Any] = [str(epoch), codec.FIELD]
         for stream, msg, maxlen in items:
             keys.append(stream)
             args += [maxlen, codec.encode(msg)]
         res = await self.retry(lambda: self._epoch_xadd(keys=keys, args=args), "xadd (epoch)")
-        return res or None
+        if not res:
+            return None
+        await self.add_encoded(later)
+        return res
 
     async def epoch(self, epoch_key: str) -> int:
         v = await self.retry(lambda: self.redis.get(epoch_key), "get epoch")
@@ -224,7 +357,11 @@ class Bus:
             if block_ms:
                 await asyncio.sleep(block_ms / 1000)
             return []
-        resp = await self.retry(lambda: self.redis.xread(streams, count=count, block=block_ms), "xread")
+        reads = self._slot_reads
+        if reads is not None and len(streams) > 1:
+            resp = await self.retry(lambda: reads.read(streams, block_ms, count), "xread")
+        else:
+            resp = await self.retry(lambda: self.redis.xread(streams, count=count, block=block_ms), "xread")
         return self._decode_xread(resp)
 
     @staticmethod
@@ -368,11 +505,16 @@ class Bus:
         notices: Sequence[tuple[str, Any, int]],
     ) -> None:
         """Forget a dead consumer in one transaction: write `notices` (what replaces its jobs),
-        ack and delete the jobs it held, delete it from the group."""
+        ack and delete the jobs it held, delete it from the group. On a cluster the notices (in
+        the sessions' slots) are written first, then the rest in one transaction: a crash in
+        between hands a job back twice (the runner runs it again), never not at all."""
+        together = self.one_slot([stream, *(dest for dest, _, _ in notices)])
+        if not together:
+            await self.add_many(notices)
 
         async def run() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
-                for dest, msg, maxlen in notices:
+                for dest, msg, maxlen in notices if together else ():
                     pipe.xadd(dest, codec.entry(msg), maxlen=maxlen, approximate=True)
                 if ids:
                     pipe.xack(stream, group, *ids)
@@ -425,9 +567,14 @@ class Bus:
         log.error("dead-lettering %s from %s/%s: %s", _s(eid), stream, group, reason)
         record = {**fields, b"stream": stream, b"group": group, b"id": eid, b"reason": reason}
 
+        together = self.one_slot([DEAD_LETTER, stream])
+
         async def run() -> None:
+            if not together:  # a cluster: kept first, then acked (at worst kept twice)
+                await self.redis.xadd(DEAD_LETTER, record, maxlen=10000, approximate=True)
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(DEAD_LETTER, record, maxlen=10000, approximate=True)
+                if together:
+                    pipe.xadd(DEAD_LETTER, record, maxlen=10000, approximate=True)
                 pipe.xack(stream, group, eid)
                 await pipe.execute()
 

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # Which models the workers run: stub (plumbing), cpu (real, offline), gpu (deployment).
     profile: Profile = "cpu"
 
+    # redis://host:port/db (one instance), redis+sentinel://host:port[,host:port...]/service[/db]
+    # (the primary Sentinel names `service`, followed across failovers) or
+    # redis+cluster://host:port[,host:port...] (a Redis Cluster); see shared/redis_url.py
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Redis socket timeout in seconds; must exceed the longest blocking read (block_ms).
     redis_socket_timeout: float = 30.0
@@ -64,6 +67,10 @@ class Settings(BaseSettings):
     worker_heartbeat_ms: int = 200
     worker_dead_ms: int = 1000
     worker_gone_s: float = 3.0  # a turn waiting on a kind with no live worker this long ends with an error
+    # each job kind's stream is split in this many shards (`jobs:{kind}`, `jobs:{kind}:1`...): a
+    # session's jobs go to one, every worker reads all; more than 1 spreads them over a cluster's
+    # nodes. Every process of a deployment must agree on it.
+    job_shards: int = Field(default=1, ge=1, le=64)
     jobs_keep_s: int = 300  # job entries older than this are trimmed (acked ones are deleted at once)
 
     # Orchestrator

@@ -1,12 +1,17 @@
 """Typed messages that travel inside Redis between gateway, orchestrator and workers.
 
-Stream names are built here too, so no service spells a key by hand.
+Stream names are built here too, so no service spells a key by hand. Every key of a session
+carries the hash tag `{sid}` (`in:{sid}`, `out:{sid}`, `epoch:{sid}`...): on Redis Cluster they
+share one slot, so one script or transaction may touch them together. Job streams are sharded
+(`JARVIS_JOB_SHARDS`): a session's jobs of a kind all go to one shard (`job_stream_for`), and
+each worker reads every shard.
 `ts` fields are wall-clock seconds (time.time()) stamped where the message was made.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,33 +27,59 @@ DEAD_LETTER = "dead"
 
 
 def in_stream(sid: str) -> str:
-    return f"in:{sid}"
+    return f"in:{{{sid}}}"
 
 
 def out_stream(sid: str) -> str:
-    return f"out:{sid}"
+    return f"out:{{{sid}}}"
 
 
-def jobs_stream(kind: str) -> str:
-    return f"jobs:{kind}"
+def sid_of(key: str) -> str:
+    """The session a session key (`in:{sid}`, `owner:{sid}`...) belongs to."""
+    return key[key.index("{") + 1 : key.rindex("}")]
 
 
-def partial_jobs_stream(kind: str) -> str:
+def jobs_stream(kind: str, shard: int = 0) -> str:
+    """Shard `shard` of a job kind's stream: `jobs:{kind}`, then `jobs:{kind}:1`, `jobs:{kind}:2`...
+    (each its own key, so on a cluster the shards spread over the nodes)."""
+    return f"jobs:{kind}" if shard == 0 else f"jobs:{kind}:{shard}"
+
+
+def partial_jobs_stream(kind: str, shard: int = 0) -> str:
     """A worker's low-priority lane (`jobs:stt-partial`): its jobs run only while no job of
     `jobs_stream(kind)` is running or waiting, so a partial transcript never delays a final one."""
-    return f"jobs:{kind}-partial"
+    return jobs_stream(f"{kind}-partial", shard)
+
+
+def job_shard(sid: str, shards: int) -> int:
+    """The shard a session's jobs go to (always the same one: its jobs keep their order)."""
+    return zlib.crc32(sid.encode()) % shards if shards > 1 else 0
+
+
+def job_stream_for(kind: str, sid: str, shards: int) -> str:
+    return jobs_stream(kind, job_shard(sid, shards))
+
+
+def job_streams(kind: str, shards: int) -> list[str]:
+    """Every shard of a job kind (what its workers read, the reaper watches, the trim trims)."""
+    return [jobs_stream(kind, k) for k in range(max(1, shards))]
+
+
+def reap_key(stream: str, consumer: str) -> str:
+    """Taken (SET NX) by the one orchestrator that reaps a dead consumer of `stream`."""
+    return f"reap:{stream}:{consumer}"
 
 
 def epoch_key(sid: str) -> str:
-    return f"epoch:{sid}"
+    return f"epoch:{{{sid}}}"
 
 
 def owner_key(sid: str) -> str:
-    return f"owner:{sid}"
+    return f"owner:{{{sid}}}"
 
 
 def cursor_key(sid: str) -> str:
-    return f"cursor:{sid}"
+    return f"cursor:{{{sid}}}"
 
 
 def wake_stream(who: str) -> str:
@@ -166,20 +197,20 @@ class LlmJob:
     speak: SpokenReply | None = None
 
 
-def llm_job(sid: str, turn: int, epoch: int, plan: LlmPlan, text: str) -> tuple[str, LlmJob]:
+def llm_job(sid: str, turn: int, epoch: int, plan: LlmPlan, text: str, shards: int) -> tuple[str, LlmJob]:
     """The LLM job for the user's words `text` and a plan, and its stream (no words: the
     model replies to the conversation as it stands)."""
     content: Any = [{"type": "text", "text": text}, *plan.parts] if plan.parts else text
     messages = [*plan.messages, {"role": "user", "content": content}] if text else list(plan.messages)
     job = LlmJob(sid, turn, epoch, messages, plan.context, time.time(), plan.speak)
-    return jobs_stream(plan.kind), job
+    return job_stream_for(plan.kind, sid, shards), job
 
 
-def followup(job: SttJob, text: str) -> tuple[str, LlmJob] | None:
+def followup(job: SttJob, text: str, shards: int) -> tuple[str, LlmJob] | None:
     """The LLM job an STT job asked to be started with its transcript (`then`), or None."""
     if not job.then or not text:
         return None
-    return llm_job(job.sid, job.turn, job.epoch, job.then, text)
+    return llm_job(job.sid, job.turn, job.epoch, job.then, text, shards)
 
 
 @message("job.tts")
@@ -299,7 +330,7 @@ def workers_key(kind: str) -> str:
 
 def secret_key(sid: str) -> str:
     """The SHA-256 of the session's resume secret (hex)."""
-    return f"secret:{sid}"
+    return f"secret:{{{sid}}}"
 
 
 @message("r.lost")

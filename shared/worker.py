@@ -1,4 +1,5 @@
-"""The job loop every model worker shares: consume `jobs:{kind}` as a consumer group,
+"""The job loop every model worker shares: consume every shard of `jobs:{kind}` as a consumer
+group (one read loop per shard, sharing the worker's slots),
 drop jobs whose session epoch moved on (barge-in), run the model off the event loop,
 write results only while the epoch still holds, then ack (and delete a job carrying audio or
 an image, so its payload leaves Redis at once). A heartbeat thread stamps `workers:{kind}`: when it stops, an
@@ -23,7 +24,7 @@ from prometheus_client import Counter, Histogram
 from shared.bus import Bus, Heartbeat
 from shared.config import Settings
 from shared.logs import session_var, turn_var
-from shared.messages import JobFailed, epoch_key, in_stream, jobs_stream, out_stream, workers_key
+from shared.messages import JobFailed, epoch_key, in_stream, job_streams, out_stream, workers_key
 from shared.model import Model
 
 log = logging.getLogger("jarvis.worker")
@@ -53,7 +54,7 @@ class Worker(abc.ABC):
         self.settings = settings
         self.bus = bus
         self.model = model
-        self.stream = jobs_stream(self.kind)
+        self.streams = job_streams(self.kind, settings.job_shards)
         self.group = f"{self.kind}-workers"
         self.consumer = f"{self.kind}-{socket.gethostname()}-{os.getpid()}"
         self.slots = asyncio.Semaphore(concurrency)
@@ -143,37 +144,47 @@ class Worker(abc.ABC):
         )
         heartbeat.beat()  # alive before it joins: a fresh consumer is never taken for a dead one
         heartbeat.start()
-        await self.bus.join_group(
-            self.stream, self.group, self.consumer
-        )  # ready: the launcher waits for this
+        for stream in self.streams:  # ready: the launcher waits for this
+            await self.bus.join_group(stream, self.group, self.consumer)
         log.info("ready", extra={"worker": self.consumer, "model": self.model.name})
+        lanes = [asyncio.create_task(self._read(stream, stop)) for stream in self.streams]
         try:
-            while not stop.is_set():
-                await self.slots.acquire()
-                self.slots.release()
-                jobs = await self.bus.consume(
-                    self.stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1
-                )
-                for eid, job in jobs:
-                    await self.slots.acquire()
-                    task = asyncio.create_task(self._handle(eid, job))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+            await asyncio.gather(*lanes)
         finally:
-            for t in list(self.tasks):
+            for t in [*lanes, *self.tasks]:
                 t.cancel()
             # its unfinished jobs are run again by a live worker as soon as this leaves the set
             await asyncio.to_thread(heartbeat.stop)
             await self.model.unload()
 
-    async def _handle(self, eid: bytes, job: Any) -> None:
+    async def _read(self, stream: str, stop: asyncio.Event) -> None:
+        """One shard's loop: a job at a time, while a slot is free (on a cluster each shard may
+        live on another node, so each has its own blocking read)."""
+        while not stop.is_set():
+            await self.slots.acquire()
+            self.slots.release()
+            jobs = await self.bus.consume(
+                stream, self.group, self.consumer, block_ms=self.settings.block_ms, count=1
+            )
+            for eid, job in jobs:
+                await self.slots.acquire()
+                task = asyncio.create_task(self._handle(stream, eid, job))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, stream: str, eid: bytes, job: Any) -> None:
         session_var.set(getattr(job, "sid", None))
         turn_var.set(getattr(job, "turn", None))
         started = time.perf_counter()
         finished = True
         try:
-            # no epoch check up front (a round trip on every job): a stale job is cancelled at
-            # its first write, which the epoch gate refuses
+            # on one Redis no epoch check up front (a round trip on every job): a stale job is
+            # cancelled at its first write, which the epoch gate refuses. On a cluster a job
+            # handed off with another worker's results (the first TTS sentence) lands after
+            # them, not atomically with its epoch check: look before doing the work
+            look = self.bus.cluster and hasattr(job, "sid") and hasattr(job, "epoch")
+            if look and await self.bus.epoch(epoch_key(job.sid)) != job.epoch:
+                raise Cancelled
             await self.process(job)
             JOBS.labels(self.kind, "done").inc()
         except Cancelled:
@@ -197,9 +208,9 @@ class Worker(abc.ABC):
         finally:
             JOB_SECONDS.labels(self.kind).observe(time.perf_counter() - started)
             if finished and self.kind in BULKY:
-                await self.bus.ack_delete(self.stream, self.group, [eid])
+                await self.bus.ack_delete(stream, self.group, [eid])
             elif finished:
-                await self.bus.ack(self.stream, self.group, [eid])
+                await self.bus.ack(stream, self.group, [eid])
             self.slots.release()
 
 

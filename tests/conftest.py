@@ -69,6 +69,25 @@ def redis_url(request: pytest.FixtureRequest):
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url():
+    """A local 3-master Redis Cluster (jarvis/redis_topologies.py), its redis+cluster:// URL."""
+    from jarvis.redis_topologies import redis_cluster
+
+    with redis_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["single", "cluster"])
+def topology_url(request: pytest.FixtureRequest) -> str:
+    """The Redis URL of each topology a test runs on, flushed: one instance, then a Cluster."""
+    from jarvis.redis_topologies import flush
+
+    url = request.getfixturevalue("redis_url" if request.param == "single" else "redis_cluster_url")
+    flush(url)
+    return url
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     for line in _which_redis:
         terminalreporter.write_line(f"integration Redis: {line}")

@@ -3,6 +3,8 @@ a spoken question played in over the WebSocket at real-time pace.
 
     python tests/runner_modular_e2e.py --plumbing   # stub models: the plumbing, in seconds
     python tests/runner_modular_e2e.py              # the CPU profile: real models
+    python tests/runner_modular_e2e.py --plumbing --redis-url redis+cluster://127.0.0.1:7000
+                                                    # on a Redis of yours (any JARVIS_REDIS_URL)
 
 It asserts the event sequence, the transcript, the reply text, the reply audio and that the
 saved session holds the turn; with real models, that the transcript matches what was said
@@ -215,16 +217,19 @@ def _leftover_servers(workdir: Path) -> list[int]:
     return left
 
 
-def run(plumbing: bool, workdir: Path, timeout: float = 120.0) -> Report:
+def run(plumbing: bool, workdir: Path, timeout: float = 120.0, redis_url: str | None = None) -> Report:
+    """One session through the stack; on its own Redis, or on the one at `redis_url` (any
+    topology JARVIS_REDIS_URL takes: a Sentinel or Cluster URL)."""
     report = Report()
     audio = concat(silence(0.5), speak(QUESTION), silence(0.1))
     sw: Switch | None = None
+    redis_env = {"JARVIS_REDIS_URL": redis_url} if redis_url else {}
     try:
         if plumbing:
-            with running_stack(workdir, profile="stub") as stack:
+            with running_stack(workdir, profile="stub", env=redis_env) as stack:
                 c = asyncio.run(_turn(stack.url, audio, timeout))
         else:
-            env = cpu_registry.arbitrated_env(workdir)
+            env = {**cpu_registry.arbitrated_env(workdir), **redis_env}
             try:
                 with running_stack(
                     workdir, profile="cpu", arbitrated=True, env=env, timeout=timeout
@@ -376,10 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plumbing", action="store_true", help="stub models (no real models needed)")
     ap.add_argument("--workdir", help="keep logs and sessions here (default: a temp dir)")
+    ap.add_argument("--redis-url", help="run on this Redis (a JARVIS_REDIS_URL) instead of its own")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="jarvis-e2e-") as tmp:
         workdir = Path(args.workdir or tmp)
-        report = run(args.plumbing, workdir)
+        report = run(args.plumbing, workdir, redis_url=args.redis_url)
         print(report.summary())
         if not report.ok:
             print(f"logs: {workdir / 'logs'}", file=sys.stderr)

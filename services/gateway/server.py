@@ -57,6 +57,7 @@ from shared.messages import (
     in_stream,
     out_stream,
     secret_key,
+    sid_of,
     wake_stream,
 )
 from shared.ratelog import RateLimitedLog
@@ -417,7 +418,7 @@ class Gateway:
                     wake_id = eid
                     continue
                 OUT_LAG.observe(max(0.0, now_ms - int(eid.split(b"-")[0])) / 1000)
-                target = self.conns.get(stream[4:])
+                target = self.conns.get(sid_of(stream))
                 if target is None:
                     continue
                 conn = target

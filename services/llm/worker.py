@@ -9,7 +9,7 @@ import asyncio
 import time
 from contextlib import aclosing
 
-from shared.messages import ContextSet, LlmDone, LlmJob, LlmToken, TtsJob, jobs_stream
+from shared.messages import ContextSet, LlmDone, LlmJob, LlmToken, TtsJob, job_stream_for
 from shared.model import ContextUpdate, LlmDelta, LlmRequest
 from shared.sentences import SentenceSplitter
 from shared.worker import Worker
@@ -42,7 +42,7 @@ class LlmWorker(Worker):
             voice = job.speak.voice if job.speak else None
             return [
                 (
-                    jobs_stream("tts"),
+                    job_stream_for("tts", job.sid, self.settings.job_shards),
                     TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time()),
                 )
             ]

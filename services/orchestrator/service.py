@@ -52,10 +52,12 @@ from shared.messages import (
     cursor_key,
     epoch_key,
     in_stream,
-    jobs_stream,
+    job_streams,
     out_stream,
     owner_key,
+    reap_key,
     secret_key,
+    sid_of,
     wake_stream,
     workers_key,
 )
@@ -474,7 +476,7 @@ class Orchestrator:
                 if stream == self.wake:
                     wake_id = eid
                     continue
-                owned = self.runners.get(stream[3:])
+                owned = self.runners.get(sid_of(stream))
                 if owned is None:
                     continue
                 runner = owned
@@ -582,21 +584,26 @@ class Orchestrator:
         restarted = await self._redis_restarted()
         sids = list(self.runners)
         if sids:
-            lost = await self.bus.retry(
-                lambda: self._renew(keys=[owner_key(s) for s in sids], args=[self.id, self.settings.lease_ms])
-            )
-            for key in lost or []:
-                sid = key.decode().split(":", 1)[1]
+            lost: list[bytes] = []
+            keys = [owner_key(s) for s in sids]
+            for group in self.bus.slot_groups(keys):  # one call; on a cluster one per slot
+                part = [keys[i] for i in group]
+                lost += await self.bus.retry(
+                    partial(self._renew, keys=part, args=[self.id, self.settings.lease_ms]), "renew"
+                )
+            for raw in lost:
+                sid = sid_of(raw.decode())
                 log.warning(
                     "lost the lease; another orchestrator owns the session now", extra={"session": sid}
                 )
                 self.runners.pop(sid, None)
                 self._opened.pop(sid, None)
             runners = list(self.runners.values())
-            if runners:
+            keys = [epoch_key(x.sid) for x in runners]
+            for group in self.bus.slot_groups(keys) if runners else []:
                 await self.bus.retry(
-                    lambda: self._epochs(
-                        keys=[epoch_key(x.sid) for x in runners], args=[x.epoch for x in runners]
+                    partial(
+                        self._epochs, keys=[keys[i] for i in group], args=[runners[i].epoch for i in group]
                     ),
                     "epochs",
                 )
@@ -624,7 +631,8 @@ class Orchestrator:
             jobs_min = f"{int((time.time() - self.settings.jobs_keep_s) * 1000)}-0"
             async with r.pipeline(transaction=False) as pipe:
                 for kind in JOB_KINDS:
-                    pipe.xtrim(jobs_stream(kind), minid=jobs_min, approximate=True)
+                    for stream in job_streams(kind, self.settings.job_shards):
+                        pipe.xtrim(stream, minid=jobs_min, approximate=True)
                 await pipe.execute()
         await self._adopt_orphans()
 
@@ -653,12 +661,12 @@ class Orchestrator:
                     await self._release(keys=[owner_key(sid)], args=[self.id])
 
     async def _redis_restarted(self) -> bool:
-        """True once after Redis came back as a new process (its run id changed)."""
-        info = await self.bus.retry(lambda: self.bus.redis.info("server"), "info")
-        run = str(info.get("run_id"))
+        """True once after Redis came back as a new process (its run id changed), or another
+        process took over (a Sentinel failover): what was in flight may be lost with it."""
+        run = await self.bus.server_id()
         before, self._redis_run = self._redis_run, run
         if before is not None and before != run:
-            log.warning("redis restarted; re-running the turns in flight")
+            log.warning("redis restarted or failed over; re-running the turns in flight")
             return True
         return False
 
@@ -673,19 +681,21 @@ class Orchestrator:
                 log.exception("reaping dead workers failed")
 
     async def _reap(self) -> None:
-        """One round trip for every job kind's consumers and live workers; then, for each
-        consumer whose heartbeat stopped, its jobs go back to their sessions as `JobLost`."""
+        """One round (concurrent calls) for every job stream's consumers and every kind's live
+        workers; then, for each consumer whose heartbeat stopped, its jobs go back to their
+        sessions as `JobLost`."""
         dead_ms = self.settings.worker_dead_ms
         consumers, live = await self._liveness(dead_ms)
         now = time.monotonic()
         for kind in JOB_KINDS:
             self._workers[kind] = (bool(live[kind]), now)
-            stream, group = jobs_stream(kind), f"{kind}-workers"
-            for name, idle in consumers[kind]:
+        for (kind, stream), names in consumers.items():
+            group = f"{kind}-workers"
+            for name, idle in names:
                 if name in live[kind] or idle < dead_ms:
                     continue
                 # one orchestrator reaps each dead consumer
-                claim = partial(self.bus.redis.set, f"reap:{stream}:{name}", self.id, nx=True, px=10_000)
+                claim = partial(self.bus.redis.set, reap_key(stream, name), self.id, nx=True, px=10_000)
                 if not await self.bus.retry(claim):
                     continue
                 held = await self.bus.take_pending(stream, group, name)
@@ -696,26 +706,31 @@ class Orchestrator:
                 ]
                 await self.bus.drop_consumer(stream, group, name, [eid for eid, _ in held], notices)
                 log.warning(
-                    "%s worker %s is gone; %d job(s) handed back to their sessions", kind, name, len(notices)
+                    "%s worker %s is gone from %s; %d job(s) handed back to their sessions",
+                    kind,
+                    name,
+                    stream,
+                    len(notices),
                 )
 
-    async def _liveness(self, dead_ms: int) -> tuple[dict[str, list[tuple[str, int]]], dict[str, set[str]]]:
-        async def run() -> list[Any]:
+    async def _liveness(
+        self, dead_ms: int
+    ) -> tuple[dict[tuple[str, str], list[tuple[str, int]]], dict[str, set[str]]]:
+        """(kind, shard stream) -> its consumers (name, idle ms); kind -> live worker names."""
+        streams = [(kind, s) for kind in JOB_KINDS for s in job_streams(kind, self.settings.job_shards)]
+
+        async def info() -> list[Any]:
             async with self.bus.redis.pipeline(transaction=False) as pipe:
-                for kind in JOB_KINDS:
-                    pipe.xinfo_consumers(jobs_stream(kind), f"{kind}-workers")
-                for kind in JOB_KINDS:
-                    await self.bus.live_script(keys=[workers_key(kind)], args=[dead_ms], client=pipe)
+                for kind, stream in streams:
+                    pipe.xinfo_consumers(stream, f"{kind}-workers")
                 return await pipe.execute(raise_on_error=False)
 
-        res = await self.bus.retry(run, "liveness")
-        n = len(JOB_KINDS)
+        res, *alive = await asyncio.gather(
+            self.bus.retry(info, "liveness"),
+            *(self.bus.live_workers(workers_key(kind), dead_ms) for kind in JOB_KINDS),
+        )
         consumers = {
-            kind: [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
-            for kind, r in zip(JOB_KINDS, res[:n], strict=True)
+            key: [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
+            for key, r in zip(streams, res, strict=True)
         }
-        live = {
-            kind: set() if isinstance(r, Exception) else {stream_id(m) for m in r}
-            for kind, r in zip(JOB_KINDS, res[n:], strict=True)
-        }
-        return consumers, live
+        return consumers, dict(zip(JOB_KINDS, alive, strict=True))

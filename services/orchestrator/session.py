@@ -46,7 +46,8 @@ from shared.messages import (
     SttResult,
     TtsJob,
     TtsProgress,
-    jobs_stream,
+    job_shard,
+    job_stream_for,
     llm_job,
     out_stream,
     partial_jobs_stream,
@@ -156,7 +157,9 @@ class SessionRunner:
         self.host.put(out_stream(self.sid), ClientEvent(p.dump(ev)), self.settings.out_maxlen)
 
     def job(self, kind: str, msg: Any) -> None:
-        self.host.put(jobs_stream(kind), msg, self.settings.jobs_maxlen)
+        self.host.put(
+            job_stream_for(kind, self.sid, self.settings.job_shards), msg, self.settings.jobs_maxlen
+        )
 
     def set_state(self, state: p.State) -> None:
         if state != self.state:
@@ -439,7 +442,8 @@ class SessionRunner:
             )
             pcm = self.ctx.slice(start, self.ctx.samples_in)
             job = SttJob(self.sid, self.next_turn, self.epoch, pcm, self.ctx.sample_rate, True, time.time())
-            self.host.put(partial_jobs_stream("stt"), job, self.settings.jobs_maxlen)
+            stream = partial_jobs_stream("stt", job_shard(self.sid, self.settings.job_shards))
+            self.host.put(stream, job, self.settings.jobs_maxlen)
 
     def on_pause(self, ev: ScoreNeeded, ts: float) -> None:
         """A pause in the user's speech reached the candidate silence: is the thought finished?"""
@@ -766,7 +770,8 @@ class SessionRunner:
             what = "vision model (set JARVIS_VLM_BASE_URL)" if kind == "vlm" else "language model"
             self.on_failed(JobFailed(kind, turn.n, turn.epoch, f"no {what} worker is running", time.time()))
             return
-        stream, job = llm_job(self.sid, turn.n, turn.epoch, self._llm_plan(turn), turn.user)
+        plan = self._llm_plan(turn)
+        stream, job = llm_job(self.sid, turn.n, turn.epoch, plan, turn.user, self.settings.job_shards)
         self.host.put(stream, job, self.settings.jobs_maxlen)
         await self.host.flush()
 

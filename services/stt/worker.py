@@ -116,7 +116,7 @@ class PartialLane(Worker):
         self, settings: Settings, bus: Bus, model: Model, lanes: Lanes, stt: SttSettings | None = None
     ) -> None:
         super().__init__(settings, bus, _Shared(model), concurrency=PARTIAL_WAITERS)
-        self.stream = partial_jobs_stream("stt")
+        self.streams = [partial_jobs_stream("stt", k) for k in range(settings.job_shards)]
         self.group = "stt-partial-workers"
         self.consumer = self.consumer.replace("stt-", "stt-partial-", 1)
         self.lanes = lanes
@@ -168,5 +168,5 @@ class SttWorker(Worker):
             self.lanes.urgent_done()
         final = not probe and not job.pause
         result = SttResult(job.turn, job.epoch, text, final, elapsed, time.time(), job.probe, job.pause)
-        then = followup(job, text) if final else None
+        then = followup(job, text, self.settings.job_shards) if final else None
         await self.send(job, to_session=[result], jobs=[then] if then else [])

@@ -4,6 +4,7 @@ GPU on which a pipeline switch forces an eviction and a load)."""
 
 import pytest
 
+from jarvis.redis_topologies import flush
 from tests import runner_modular_e2e as runner
 from tests.support.speech import have_espeak
 
@@ -12,6 +13,13 @@ pytestmark = pytest.mark.skipif(not have_espeak(), reason="espeak-ng and sox mak
 
 def test_plumbing(tmp_path):
     report = runner.run(plumbing=True, workdir=tmp_path)
+    print(report.summary())
+    assert report.ok, report.summary()
+
+
+def test_plumbing_on_a_redis_cluster(tmp_path, redis_cluster_url):
+    flush(redis_cluster_url)
+    report = runner.run(plumbing=True, workdir=tmp_path, redis_url=redis_cluster_url)
     print(report.summary())
     assert report.ok, report.summary()
 

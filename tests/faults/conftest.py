@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 
 from jarvis.launcher import Proc, Stack
 from jarvis.redis_server import free_port
 from services.stt.stub import StubStt
+from shared import redis_url
 from shared.messages import owner_key
 from shared.model import SttRequest
 from tests.support.client import Client
@@ -192,7 +192,7 @@ def proc(stack: Stack, name: str) -> Proc:
 
 
 def owner_pid(stack: Stack, sid: str) -> int:
-    r = redis.Redis.from_url(stack.redis_url)
+    r = redis_url.sync_client(stack.redis_url)
     try:
         return int(r.get(owner_key(sid)).decode().split("-")[-2])
     finally:

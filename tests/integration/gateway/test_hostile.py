@@ -8,11 +8,11 @@ import asyncio
 import json
 
 import pytest
-import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from shared import protocol as p
+from shared import redis_url
 from shared.messages import cursor_key, epoch_key, in_stream, jobs_stream, out_stream, owner_key, secret_key
 from tests.support.client import Client
 from tests.support.speech import concat, have_espeak, silence, speak
@@ -30,7 +30,7 @@ def stack(tmp_path_factory):
 
 @pytest.fixture
 def r(stack):
-    client = redis.Redis.from_url(stack.redis_url)
+    client = redis_url.sync_client(stack.redis_url)
     yield client
     client.close()
 

@@ -6,9 +6,8 @@ event validates strictly against its types; the session file shows what the mode
 import asyncio
 
 import pytest
-import redis
 
-from shared import codec
+from shared import codec, redis_url
 from shared.messages import LlmJob, jobs_stream
 from tests.support.realtime import RATE, pcm_of, realtime_session, session_file
 from tests.support.speech import concat, have_espeak, silence, speak
@@ -36,7 +35,7 @@ def saved(stack, sid: str, until=lambda f: True) -> dict:
 
 
 def llm_jobs(stack) -> list[LlmJob]:
-    r = redis.Redis.from_url(stack.redis_url)
+    r = redis_url.sync_client(stack.redis_url)
     try:
         entries = r.xrange(jobs_stream("llm"))
     finally:

@@ -7,8 +7,8 @@ import os
 import signal
 
 import pytest
-import redis
 
+from shared import redis_url
 from shared.messages import owner_key
 from tests.support.client import Client
 from tests.support.speech import concat, have_espeak, silence, speak
@@ -28,7 +28,7 @@ async def _turn(c: Client, words: str, n: int) -> dict:
 
 async def test_next_turn_is_served_by_the_survivor(tmp_path):
     with running_stack(tmp_path, profile="stub", orchestrators=2, env={"JARVIS_LEASE_MS": "1500"}) as stack:
-        r = redis.Redis.from_url(stack.redis_url)
+        r = redis_url.sync_client(stack.redis_url)
         c = await Client.open(stack.url)
         sid = (await c.start())["session_id"]
         await c.wait_for("state", state="LISTENING")

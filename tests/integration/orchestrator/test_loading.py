@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
-import redis
 
+from shared import redis_url
 from tests.support.client import Client
 from tests.support.stack import running_stack
 
@@ -41,7 +41,7 @@ def stack(tmp_path_factory):
         "JARVIS_TURN_MODELS": json.dumps({"stt": "whisper", "llm": "llm", "tts": "tts", "vlm": "vlm"}),
     }
     with running_stack(tmp_path_factory.mktemp("loading"), profile="stub", resource=True, env=env) as s:
-        r = redis.Redis.from_url(s.redis_url)
+        r = redis_url.sync_client(s.redis_url)
         for _ in range(100):  # the resource service's heartbeat
             if r.exists("resource:alive"):
                 break
@@ -80,7 +80,7 @@ async def test_eviction_then_the_turn_completes(stack):
     from services.resource import messages  # noqa: F401 - registers the resource messages
     from shared import codec
 
-    r = redis.Redis.from_url(stack.redis_url)
+    r = redis_url.sync_client(stack.redis_url)
     events = [codec.from_entry(fields) for _, fields in r.xrange("resource:events")]
     r.close()
     assert ("llm", "unloaded") in [(e.model, e.state) for e in events]  # the eviction

@@ -7,9 +7,9 @@ import threading
 import urllib.request
 
 import pytest
-import redis
 
-from shared import codec
+from jarvis.redis_topologies import flush
+from shared import codec, redis_url
 from shared.messages import jobs_stream
 from tests.support.client import Client
 from tests.support.speech import concat, have_espeak, noise, silence, speak
@@ -23,9 +23,14 @@ LONG_TEXT = (
 )
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory.mktemp("tt"), profile="stub") as s:
+@pytest.fixture(scope="module", params=["one-redis", "redis-cluster"])
+def stack(request, tmp_path_factory):
+    """The stack on its own Redis, then on a 3-master Redis Cluster (every stage across slots)."""
+    env = {}
+    if request.param == "redis-cluster":
+        env["JARVIS_REDIS_URL"] = request.getfixturevalue("redis_cluster_url")
+        flush(env["JARVIS_REDIS_URL"])
+    with running_stack(tmp_path_factory.mktemp("tt"), profile="stub", env=env) as s:
         yield s
 
 
@@ -80,7 +85,7 @@ async def test_three_utterances_give_three_turns(stack):
     # transcript, which the orchestrator answers), or as a final STT job which, where an LLM
     # worker is alive, carries its LLM job (the reply starts without another orchestrator hop)
     sid = c.of("ready")[0]["session_id"]
-    r = redis.Redis.from_url(stack.redis_url)
+    r = redis_url.sync_client(stack.redis_url)
     try:
         stt = [m for m in spy.stop() if m.sid == sid and not m.partial and not m.probe]
         llm = [m for m in _jobs(r, "llm") if m.sid == sid]
@@ -106,7 +111,7 @@ class JobSpy:
     served right after the XADD, before any worker can take and delete the entry)."""
 
     def __init__(self, url: str, kind: str) -> None:
-        self.r = redis.Redis.from_url(url)
+        self.r = redis_url.sync_client(url)
         self.stream = jobs_stream(kind)
         self.seen: list = []
         self._stop = threading.Event()
@@ -188,7 +193,7 @@ async def test_first_audio_before_the_llm_finishes(slow_stack):
     # the LLM worker started the first sentence's TTS job, the orchestrator the others: each
     # sentence was sent to TTS once, in order
     sid = c.of("ready")[0]["session_id"]
-    r = redis.Redis.from_url(slow_stack.redis_url)
+    r = redis_url.sync_client(slow_stack.redis_url)
     try:
         tts = [m for m in _jobs(r, "tts") if m.sid == sid]
     finally:

@@ -13,7 +13,7 @@ from services.stt.stub import StubStt
 from services.stt.worker import SttWorker
 from shared.bus import Bus
 from shared.config import Settings
-from shared.messages import SttJob, SttResult, in_stream, jobs_stream, partial_jobs_stream
+from shared.messages import SttJob, SttResult, in_stream, jobs_stream, partial_jobs_stream, sid_of
 
 RATE = 16000
 DELAY = 0.4  # seconds each stub decode takes
@@ -38,7 +38,7 @@ async def results(bus: Bus, sids: list[str], want: int, timeout: float = 15.0) -
             cursors[stream] = eid
             if isinstance(msg, SttResult):
                 ms, seq = (int(x) for x in eid.decode().split("-"))
-                got.append((ms + seq / 1e6, stream.split(":", 1)[1], msg))
+                got.append((ms + seq / 1e6, sid_of(stream), msg))
     got.sort(key=lambda g: g[0])
     return [(sid, r) for _, sid, r in got]
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from services.resource.config import Registry, compose_gpu_registry
+from shared.config import Settings
 from shared.worker import Worker
 from tests.unit.deploy.kustomize import Obj, UnsupportedKustomization, render
 
@@ -200,14 +201,16 @@ def image_default_argv(image: str) -> list[str]:
 
 
 def worker_stream_and_group(kind: str) -> tuple[str, str]:
-    """The stream and consumer group a worker of `kind` consumes, as shared/worker.py names them."""
+    """The stream and consumer group a worker of `kind` consumes, as shared/worker.py names them
+    (the manifests keep the default of one job shard)."""
 
     class Probe(Worker):
         async def process(self, job: Any) -> None:  # pragma: no cover - never run
             raise NotImplementedError
 
-    w = Probe(None, None, None, kind=kind)  # type: ignore[arg-type]
-    return w.stream, w.group
+    w = Probe(Settings(job_shards=1), None, None, kind=kind)  # type: ignore[arg-type]
+    (stream,) = w.streams
+    return stream, w.group
 
 
 def worker_kind(workload: Obj) -> str:

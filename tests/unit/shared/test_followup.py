@@ -22,7 +22,7 @@ def test_the_plan_travels_typed():
 
 def test_the_transcript_becomes_the_last_user_message():
     job = codec.decode(codec.encode(_job(LlmPlan("llm", HISTORY, {"k": 1}))))
-    stream, llm = followup(job, "what time is it")
+    stream, llm = followup(job, "what time is it", 1)
     assert stream == jobs_stream("llm")
     assert isinstance(llm, LlmJob) and (llm.sid, llm.turn, llm.epoch) == ("s1", 2, 7)
     assert llm.messages == [*HISTORY, {"role": "user", "content": "what time is it"}]
@@ -32,20 +32,20 @@ def test_the_transcript_becomes_the_last_user_message():
 
 def test_a_spoken_reply_asks_the_llm_worker_to_start_its_first_sentence():
     plan = LlmPlan("llm", [], {}, [], SpokenReply("joe"))
-    _, llm = followup(codec.decode(codec.encode(_job(plan))), "hello")
+    _, llm = followup(codec.decode(codec.encode(_job(plan))), "hello", 1)
     assert codec.decode(codec.encode(llm)).speak == SpokenReply("joe")
 
 
 def test_vision_parts_follow_the_words():
     image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
-    stream, llm = followup(_job(LlmPlan("vlm", [], {}, [image])), "what is this")
+    stream, llm = followup(_job(LlmPlan("vlm", [], {}, [image])), "what is this", 1)
     assert stream == jobs_stream("vlm")
     assert llm.messages == [{"role": "user", "content": [{"type": "text", "text": "what is this"}, image]}]
 
 
 def test_no_words_or_no_plan_starts_nothing():
-    assert followup(_job(LlmPlan("llm", [], {})), "") is None
-    assert followup(_job(None), "hello") is None
+    assert followup(_job(LlmPlan("llm", [], {})), "", 1) is None
+    assert followup(_job(None), "hello", 1) is None
 
 
 def test_jobs_written_before_the_field_existed_still_decode():
