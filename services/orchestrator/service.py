@@ -55,6 +55,7 @@ from shared.messages import (
     jobs_stream,
     out_stream,
     owner_key,
+    partial_jobs_stream,
     secret_key,
     wake_stream,
     workers_key,
@@ -76,6 +77,12 @@ BATCH_MS = 4
 VAD_CATCH_UP = 8  # windows (256 ms) one session may queue before its VAD call runs mid-read
 WORKERS_TTL_S = 1  # how long "is there a worker for jobs:{kind}" is trusted (the reaper refreshes it)
 REAP_S = 0.25  # how often dead workers are looked for (one round trip)
+# (kind, stream, group) of every job lane whose dead consumers are reaped: each kind's stream
+# and the STT process's partial lane (its partials come back as JobLost too, nothing to redo)
+REAPED_LANES: tuple[tuple[str, str, str], ...] = (
+    *((kind, jobs_stream(kind), f"{kind}-workers") for kind in JOB_KINDS),
+    ("stt", partial_jobs_stream("stt"), "stt-partial-workers"),
+)
 
 # Renew every lease held; one a Redis restart forgot (no key at all) is taken again, since no
 # other orchestrator holds it. Only a lease someone else holds now is lost.
@@ -680,8 +687,8 @@ class Orchestrator:
         now = time.monotonic()
         for kind in JOB_KINDS:
             self._workers[kind] = (bool(live[kind]), now)
-            stream, group = jobs_stream(kind), f"{kind}-workers"
-            for name, idle in consumers[kind]:
+        for lane, (kind, stream, group) in enumerate(REAPED_LANES):
+            for name, idle in consumers[lane]:
                 if name in live[kind] or idle < dead_ms:
                     continue
                 # one orchestrator reaps each dead consumer
@@ -699,21 +706,23 @@ class Orchestrator:
                     "%s worker %s is gone; %d job(s) handed back to their sessions", kind, name, len(notices)
                 )
 
-    async def _liveness(self, dead_ms: int) -> tuple[dict[str, list[tuple[str, int]]], dict[str, set[str]]]:
+    async def _liveness(self, dead_ms: int) -> tuple[list[list[tuple[str, int]]], dict[str, set[str]]]:
+        """The consumers (name, idle ms) of each of REAPED_LANES, and the live workers of each kind."""
+
         async def run() -> list[Any]:
             async with self.bus.redis.pipeline(transaction=False) as pipe:
-                for kind in JOB_KINDS:
-                    pipe.xinfo_consumers(jobs_stream(kind), f"{kind}-workers")
+                for _, stream, group in REAPED_LANES:
+                    pipe.xinfo_consumers(stream, group)
                 for kind in JOB_KINDS:
                     await self.bus.live_script(keys=[workers_key(kind)], args=[dead_ms], client=pipe)
                 return await pipe.execute(raise_on_error=False)
 
         res = await self.bus.retry(run, "liveness")
-        n = len(JOB_KINDS)
-        consumers = {
-            kind: [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
-            for kind, r in zip(JOB_KINDS, res[:n], strict=True)
-        }
+        n = len(REAPED_LANES)
+        consumers = [
+            [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
+            for r in res[:n]
+        ]
         live = {
             kind: set() if isinstance(r, Exception) else {stream_id(m) for m in r}
             for kind, r in zip(JOB_KINDS, res[n:], strict=True)
