@@ -330,16 +330,20 @@ class Stack:
         """Start the resource service and wait for its heartbeat (its models are not started)."""
         import redis
 
-        from services.resource.messages import ALIVE_KEY
+        from services.resource.config import ResourceSettings
+        from services.resource.messages import alive_key
 
         proc = self._service("resource", "services.resource", optional=not self.arbitrated)
+        service_id = (
+            proc.env.get("JARVIS_RESOURCE_SERVICE_ID") or ResourceSettings.model_fields["service_id"].default
+        )
         proc.start()
         popen = proc.popen
         assert popen is not None
         r = redis.Redis.from_url(self.redis_url)
         deadline = time.monotonic() + timeout
         try:
-            while not r.exists(ALIVE_KEY):
+            while not r.exists(alive_key(service_id)):
                 if popen.poll() is not None:
                     raise RuntimeError(f"resource exited with {popen.returncode}; see {proc.log}")
                 if time.monotonic() > deadline:

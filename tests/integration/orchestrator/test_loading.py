@@ -8,6 +8,7 @@ import time
 import pytest
 import redis
 
+from services.resource.messages import alive_key
 from tests.support.client import Client
 from tests.support.stack import running_stack
 
@@ -43,7 +44,7 @@ def stack(tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("loading"), profile="stub", resource=True, env=env) as s:
         r = redis.Redis.from_url(s.redis_url)
         for _ in range(100):  # the resource service's heartbeat
-            if r.exists("resource:alive"):
+            if r.exists(alive_key("resource")):
                 break
             time.sleep(0.1)
         r.close()
