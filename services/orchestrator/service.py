@@ -31,6 +31,7 @@ import numpy as np
 from prometheus_client import Histogram
 from redis.exceptions import ResponseError
 
+from services.orchestrator import shared_folder
 from services.orchestrator.config import TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import codec
@@ -141,6 +142,7 @@ class Orchestrator:
         self._epochs = bus.redis.register_script(_EPOCHS)
         self._opened: dict[str, float] = {}  # sid -> when a client's start opened it here
         self._orphans: set[str] = set()  # sessions seen without an owner at the last scan
+        self._folder = ""  # the session folder's id (shared_folder), read at start
         self._redis_run: str | None = None  # Redis's run id: a new one means it restarted
         self._saving: dict[str, int] = {}  # sid -> session saves in flight
         self._vad_queued: dict[str, int] = {}  # sid -> windows waiting for this round's VAD call
@@ -302,6 +304,9 @@ class Orchestrator:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.wait_ready(timeout=60)
+        folder = self.settings.sessions_dir
+        self._folder = await asyncio.to_thread(shared_folder.folder_id, folder)
+        await shared_folder.check(self.bus, folder, self._folder)  # refuses a folder of its own
         await self.bus.join_group(CTL, ORCHESTRATORS, self.id)
         loops = [
             asyncio.create_task(self._control(), name="control"),
@@ -572,13 +577,18 @@ class Orchestrator:
 
     async def _leases(self) -> None:
         period = self.settings.lease_ms / 3000
-        last_ttl = 0.0
+        last_ttl, last_folder = 0.0, time.monotonic()
         while True:
             await asyncio.sleep(period)
             try:
                 await self._renew_and_adopt(refresh_ttl=time.monotonic() - last_ttl > 60)
                 if time.monotonic() - last_ttl > 60:
                     last_ttl = time.monotonic()
+                if time.monotonic() - last_folder > shared_folder.KEEP_MS / 6000:
+                    last_folder = time.monotonic()
+                    await shared_folder.check(self.bus, self.settings.sessions_dir, self._folder)
+            except shared_folder.FolderMismatch as exc:
+                log.error("%s", exc)
             except Exception:
                 log.exception("lease upkeep failed")
 
