@@ -150,6 +150,7 @@ async def test_a_host_is_lost_mid_conversation_and_the_other_carries_it_on(one_r
                 await asyncio.sleep(0.005)
             if not held:
                 await t.wait_for("metrics", turn=turn, timeout=20)  # all on B: ask again
+        print(f"losing host A at turn {turn}; its workers hold jobs of {held}")
         t.stack = b  # where the client reconnects once A's gateway is gone
         for p in a.procs:  # every process of host A
             assert p.pid is not None
