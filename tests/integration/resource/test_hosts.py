@@ -5,11 +5,14 @@ live one's id is refused."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
+from jarvis import models_cmd
 from services.resource import messages as m
 from services.resource.client import ResourceClient, UnknownModelError
 from shared.bus import Bus
@@ -129,3 +132,13 @@ async def test_a_crashed_services_record_does_not_block_its_restart(redis_url: s
         assert record.instance == running.service.instance
     finally:
         await close(running)
+
+
+async def test_jarvis_models_status_shows_every_host(hosts: list[Running], redis_url: str, capsys):
+    assert await models_cmd.status(argparse.Namespace(redis_url=redis_url, json=True)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [s["service_id"] for s in out["services"]] == ["gpu-a", "gpu-b"]
+    assert set(out["services"][1]["models"]) == {"llm", "both"}
+    assert await models_cmd.status(argparse.Namespace(redis_url=redis_url, json=False)) == 0
+    text = capsys.readouterr().out
+    assert "resource service: gpu-a" in text and "resource service: gpu-b" in text
