@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jarvis import models_cmd
+from jarvis.launcher import Stack
+from jarvis.redis_server import free_port
 from services.resource import messages as m
 from services.resource.client import ResourceClient, UnknownModelError
 from shared.bus import Bus
@@ -142,3 +145,43 @@ async def test_jarvis_models_status_shows_every_host(hosts: list[Running], redis
     assert await models_cmd.status(argparse.Namespace(redis_url=redis_url, json=False)) == 0
     text = capsys.readouterr().out
     assert "resource service: gpu-a" in text and "resource service: gpu-b" in text
+
+
+def _gpu_host_env(service_id: str, models: dict[str, Any], state: Path) -> dict[str, str]:
+    return {
+        "JARVIS_RESOURCE_SERVICE_ID": service_id,
+        "JARVIS_RESOURCE_GPU_BACKEND": "simulated",
+        "JARVIS_RESOURCE_SIMULATED_GPU_MIB": "10000",
+        "JARVIS_RESOURCE_RESERVE_MIB": "0",
+        "JARVIS_RESOURCE_REGISTRY": json.dumps({"models": models}),
+        "JARVIS_RESOURCE_STATE_DIR": str(state),
+        "JARVIS_RESOURCE_CALIBRATION_FILE": str(state / "none.json"),
+    }
+
+
+async def test_two_gpu_hosts_as_processes(redis_url: str, bus: Bus, tmp_path):
+    """`jarvis up --roles resource` on two hosts, each its own service id and registry: a turn's
+    models are made resident on the host of each."""
+    hosts = [
+        Stack(
+            profile="stub",
+            port=free_port(),
+            workdir=tmp_path / sid,
+            roles=("resource",),
+            redis_url=redis_url,
+            env=_gpu_host_env(sid, models, tmp_path / sid),
+        )
+        for sid, models in (("gpu-a", HOST_A), ("gpu-b", HOST_B))
+    ]
+    try:
+        for h in hosts:
+            await asyncio.to_thread(h.start, 60)
+            assert [p.name for p in h.procs] == ["resource"]  # nothing else runs on a GPU-only share
+        client = ResourceClient(bus)
+        await collect(client.ensure(["stt", "llm"], "turn", holder="turn-1"))
+        where = {s.service_id: set(s.resident) for s in await client.services()}
+        assert where == {"gpu-a": {"stt"}, "gpu-b": {"llm"}}
+        await client.release("turn-1")
+    finally:
+        for h in hosts:
+            await asyncio.to_thread(h.stop)
