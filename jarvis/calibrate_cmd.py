@@ -210,13 +210,14 @@ async def _measure_runtime(
     )
 
 
-async def _service_running(settings_redis_url: str) -> bool:
+async def _service_running(settings_redis_url: str, service_id: str) -> bool:
+    """Is this host's resource service (`service_id`) running? (Another host's uses another GPU.)"""
     from services.resource import messages as m
     from shared.bus import Bus
 
     bus = Bus(settings_redis_url, socket_timeout=5)
     try:
-        return bool(await asyncio.wait_for(bus.redis.exists(m.ALIVE_KEY), 2.0))
+        return bool(await asyncio.wait_for(bus.redis.exists(m.alive_key(service_id)), 2.0))
     except Exception:  # noqa: BLE001 - no Redis: no resource service either
         return False
     finally:
@@ -245,7 +246,7 @@ async def run(args: argparse.Namespace) -> int:
     device = settings.device if args.device is None else args.device
     output = await asyncio.to_thread(lambda: Path(args.output or settings.calibration_file).expanduser())
     try:
-        if not args.force and await _service_running(get_settings().redis_url):
+        if not args.force and await _service_running(get_settings().redis_url, settings.service_id):
             print(
                 "jarvis calibrate: a resource service is running; its models would skew the numbers. "
                 "Stop it first (or pass --force).",

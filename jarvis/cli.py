@@ -26,6 +26,30 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("JARVIS_ORCHESTRATORS", "0")) or None,
         help="orchestrator processes (default: one per core, up to 4)",
     )
+    # one host's share of a deployment over several hosts (docs/DEPLOY.md, "Several hosts")
+    up.add_argument(
+        "--host",
+        default=os.environ.get("JARVIS_HOST", "127.0.0.1"),
+        help="the address the gateway binds (default 127.0.0.1: this machine only)",
+    )
+    up.add_argument(
+        "--roles",
+        type=_roles,
+        default=None,
+        help="what runs on this host: a comma-separated subset of gateway, orchestrator, workers, "
+        "resource (default: gateway, orchestrator and workers, plus resource for the gpu profile)",
+    )
+    up.add_argument(
+        "--redis-url",
+        default=os.environ.get("JARVIS_REDIS_URL"),
+        help="the Redis every host shares (default: an embedded one in the work dir)",
+    )
+    up.add_argument("--workdir", default="var", help="logs (and the embedded Redis's data) go here")
+    up.add_argument(
+        "--sessions-dir",
+        default=os.environ.get("JARVIS_SESSIONS_DIR"),
+        help="session files, shared by every orchestrator of the deployment (default: WORKDIR/sessions)",
+    )
 
     talk = sub.add_parser("talk", help="talk to a running Jarvis")
     talk.add_argument("--url", default=os.environ.get("JARVIS_URL", "ws://127.0.0.1:8765/ws"))
@@ -64,7 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from jarvis.launcher import up as run_up
 
-        return run_up("stub" if args.stub else args.profile, args.port, args.orchestrators)
+        return run_up(
+            "stub" if args.stub else args.profile,
+            args.port,
+            args.orchestrators,
+            host=args.host,
+            roles=args.roles,
+            redis_url=args.redis_url,
+            workdir=args.workdir,
+            sessions_dir=args.sessions_dir,
+        )
     if args.command == "talk" and args.realtime:
         from jarvis.realtime_talk import talk_realtime
 
@@ -83,6 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
     return int(result or 0)
+
+
+def _roles(text: str) -> frozenset[str]:
+    from jarvis.launcher import parse_roles
+
+    try:
+        return parse_roles(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _add_subcommand(sub: argparse._SubParsersAction, module: str, command: str, help_text: str) -> None:

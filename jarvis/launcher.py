@@ -9,6 +9,11 @@ with growing backoff if it keeps dying; an optional service (the VLM worker, a r
 service that is not arbitrating) that keeps crashing is given up alone and reported, while the
 rest of the stack goes on serving. Ctrl-C (or `stop()`) ends every process it started, by pid,
 even on failure.
+
+One host's share of a stack spread over several (docs/DEPLOY.md, "Several hosts"): `roles`
+picks what runs here (`gateway`, `orchestrator`, `workers`, `resource`), `host` is the address
+the gateway binds, `redis_url` the Redis every host shares and `sessions_dir` the session folder
+every orchestrator shares.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +126,19 @@ GIVE_UP_AFTER = 5  # restarts within a minute after which an optional service is
 STABLE_S = 10.0  # a process that ran this long before dying starts its backoff afresh
 
 
+ROLES = ("gateway", "orchestrator", "workers", "resource")
+DEFAULT_ROLES = ("gateway", "orchestrator", "workers")  # plus resource where the profile arbitrates
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """`gateway,orchestrator,workers` -> the roles; an unknown one is a clear error."""
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = roles - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"roles are a comma-separated subset of {', '.join(ROLES)}; got {text!r}")
+    return roles
+
+
 def default_orchestrators() -> int:
     """One orchestrator per core, up to four: each runs its own event loop and VAD batch, so
     the turns of many sessions are decided in parallel instead of queueing behind one loop."""
@@ -142,25 +161,43 @@ class Stack:
         resource: bool | None = None,
         vlm_stub: bool | None = None,
         arbitrated: bool | None = None,
+        roles: Collection[str] | None = None,
+        redis_url: str | None = None,
+        sessions_dir: str | Path | None = None,
     ) -> None:
+        self.roles = frozenset(roles if roles is not None else DEFAULT_ROLES)
+        if unknown := self.roles - set(ROLES):
+            raise ValueError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
         self.profile = profile
         self.port = port
         self.host = host
         self.orchestrators = orchestrators
         self.workdir = Path(workdir).resolve()
         self.extra_env = env or {}
+        # the Redis every host of this deployment shares; none named: an embedded one here
+        self.external_redis = redis_url or self._get("JARVIS_REDIS_URL")
+        # every orchestrator of the deployment reads and writes the same session files (a
+        # shared volume when they run on several hosts: docs/DEPLOY.md)
+        self.sessions_dir = Path(
+            sessions_dir or self._get("JARVIS_SESSIONS_DIR") or self.workdir / "sessions"
+        ).resolve()
         self.stub_llm_delay = stub_llm_delay
         self.stub_stt_delay = stub_stt_delay
         self.stub_tts_delay = stub_tts_delay
         # a VLM worker for the vision pipeline: always with stub models, else when a VLM server is configured
-        self.vlm = vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
+        self.vlm = "workers" in self.roles and (
+            vlm if vlm is not None else (profile == "stub" or bool(self._get("JARVIS_VLM_BASE_URL")))
+        )
         # the stub profile's VLM worker runs the stub model, unless a VLM server is named
         # (JARVIS_VLM_BASE_URL) or vlm_stub=False: then it is the real OpenAI-compatible client
         self.vlm_stub = (
             vlm_stub if vlm_stub is not None else (profile == "stub" and not self._get("JARVIS_VLM_BASE_URL"))
         )
         # the GPU arbiter: on by default where there is a GPU to arbitrate
-        self.resource = resource if resource is not None else profile == "gpu"
+        # (a host without workers has no GPU to arbitrate; `resource` in roles asks for it)
+        self.resource = "resource" in self.roles or (
+            "workers" in self.roles and (resource if resource is not None else profile == "gpu")
+        )
         # arbitrated: the resource service starts the model servers and the STT/TTS workers as
         # registry models (resident only while they fit; the registry the caller configures,
         # JARVIS_RESOURCE_REGISTRY*, describes them; JARVIS_LLM_BASE_URL names its LLM server);
@@ -192,16 +229,15 @@ class Stack:
             JARVIS_PROFILE=self.profile,
             JARVIS_HOST=self.host,
             JARVIS_PORT=str(self.port),
-            JARVIS_SESSIONS_DIR=str(self.workdir / "sessions"),
+            JARVIS_SESSIONS_DIR=str(self.sessions_dir),
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
         return env
 
     def _redis(self) -> None:
-        url = os.environ.get("JARVIS_REDIS_URL") or self.extra_env.get("JARVIS_REDIS_URL")
-        if url:
-            self.redis_url = url
+        if self.external_redis:
+            self.redis_url = self.external_redis
             return
         self.redis = RedisServer(workdir=self.workdir / "redis").start()
         self.redis_url = self.redis.url
@@ -228,8 +264,10 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._redis()
         stub = ["--stub"] if self.profile == "stub" else []
+        workers = "workers" in self.roles
         if (
             self.profile == "cpu"
+            and workers
             and not self.arbitrated
             and "JARVIS_LLM_BASE_URL" not in self.extra_env
             and "JARVIS_LLM_BASE_URL" not in os.environ
@@ -258,20 +296,21 @@ class Stack:
         if self.resource:
             # first, so every orchestrator finds it from its first session on
             self._start_resource(timeout)
-        for i in range(self.orchestrators):
+        for i in range(self.orchestrators if "orchestrator" in self.roles else 0):
             self._service(
                 f"orchestrator-{i + 1}" if self.orchestrators > 1 else "orchestrator", "services.orchestrator"
             )
         # Arbitrated (the GPU profile's default), the resource service starts the STT and TTS
         # workers and the LLM server as registry models, so they are only resident when they fit.
-        if not self.arbitrated:
+        if workers and not self.arbitrated:
             stt_args = [*stub, "--stub-delay", str(self.stub_stt_delay)] if stub else []
             self._service(
                 "stt", "services.stt", "--concurrency", "2", *stt_args
             )  # a partial never holds up the final
         llm_args = [*stub, "--stub-delay", str(self.stub_llm_delay)] if stub else []
-        self._service("llm", "services.llm", *llm_args)
-        if not self.arbitrated:
+        if workers:
+            self._service("llm", "services.llm", *llm_args)
+        if workers and not self.arbitrated:
             tts_args = [*stub, "--stub-delay", str(self.stub_tts_delay)] if stub else []
             self._service("tts", "services.tts", *tts_args)
         if self.vlm:
@@ -280,26 +319,32 @@ class Stack:
             )
             if not self.vlm_stub and self.profile == "stub":
                 vlm.env["JARVIS_PROFILE"] = "cpu"  # services.llm picks the stub model for the stub profile
-        self._service("gateway", "services.gateway")
+        if "gateway" in self.roles:
+            self._service("gateway", "services.gateway")
         for p in self.procs:
             if p.popen is None:
                 p.start()
-        _wait_port(self.host, self.port, timeout, self.procs)
+        if "gateway" in self.roles:
+            _wait_port(self.host, self.port, timeout, self.procs)
         self._wait_workers(timeout)
 
     def _start_resource(self, timeout: float) -> None:
         """Start the resource service and wait for its heartbeat (its models are not started)."""
 
-        from services.resource.messages import ALIVE_KEY
+        from services.resource.config import ResourceSettings
+        from services.resource.messages import alive_key
 
         proc = self._service("resource", "services.resource", optional=not self.arbitrated)
+        service_id = (
+            proc.env.get("JARVIS_RESOURCE_SERVICE_ID") or ResourceSettings.model_fields["service_id"].default
+        )
         proc.start()
         popen = proc.popen
         assert popen is not None
         r = redis_url.sync_client(self.redis_url)
         deadline = time.monotonic() + timeout
         try:
-            while not r.exists(ALIVE_KEY):
+            while not r.exists(alive_key(service_id)):
                 if popen.poll() is not None:
                     raise RuntimeError(f"resource exited with {popen.returncode}; see {proc.log}")
                 if time.monotonic() > deadline:
@@ -309,9 +354,13 @@ class Stack:
             r.close()
 
     def _wait_workers(self, timeout: float) -> None:
-        """Until each worker kind has a consumer group member ready (models loaded)."""
-        import redis
+        """Until every worker this host runs has joined its job stream's group (its model is
+        loaded) and every orchestrator here has joined `ctl` (so sessions spread over all of
+        them). Consumer names end in `-{pid}-{suffix}`, which tells this host's apart from those
+        of other hosts on the same Redis."""
 
+        groups = {k: (jobs_stream(k), f"{k}-workers") for k in ("stt", "llm", "tts", "vlm")}
+        groups["orchestrator"] = ("ctl", "orchestrators")
         r = redis_url.sync_client(self.redis_url)
         deadline = time.monotonic() + timeout
         try:
@@ -319,34 +368,27 @@ class Stack:
                 for p in self.procs:
                     if not p.alive():
                         raise RuntimeError(f"{p.name} exited with {p.returncode}; see {p.log}")
-                ready = 0
-                kinds: tuple[str, ...] = ("llm",) if self.arbitrated else ("stt", "llm", "tts")
-                if self.vlm:  # a vision turn right after start must find its worker
-                    kinds += ("vlm",)
-                for kind in kinds:
-                    try:
-                        groups = r.xinfo_groups(jobs_stream(kind))
-                        ready += any(g["consumers"] > 0 for g in groups)
-                    except redis.ResponseError:
-                        pass
-                if ready == len(kinds) and self._group_ready(r):
+                waiting = [
+                    p
+                    for p in self.procs
+                    if (lane := groups.get(p.name.split("-")[0])) and not self._joined(r, *lane, p)
+                ]
+                if not waiting:
                     return
                 time.sleep(0.2)
         finally:
             r.close()
         raise TimeoutError("workers did not become ready")
 
-    def _group_ready(self, r) -> bool:
-        """Every orchestrator has joined the `ctl` group (so sessions spread over all of them)."""
+    @staticmethod
+    def _joined(r, stream: str, group: str, p: Proc) -> bool:
         import redis
 
-        want = self.orchestrators
         try:
-            return any(
-                g["name"] == b"orchestrators" and g["consumers"] >= want for g in r.xinfo_groups("ctl")
-            )
-        except redis.ResponseError:
+            names = [c["name"].decode() for c in r.xinfo_consumers(stream, group)]
+        except redis.ResponseError:  # no such stream or group yet
             return False
+        return any(len(n.rsplit("-", 2)) == 3 and n.rsplit("-", 2)[1] == str(p.pid) for n in names)
 
     def supervise(self, stop_after: float | None = None) -> None:
         """Restart what dies until stopped (`stop_after` seconds, or forever)."""
@@ -438,23 +480,53 @@ class Stack:
         self.stop()
 
 
-def up(profile: str, port: int, orchestrators: int | None = None) -> int:
-    stack = Stack(profile=profile, port=port, orchestrators=orchestrators or default_orchestrators())
+def up(
+    profile: str,
+    port: int,
+    orchestrators: int | None = None,
+    *,
+    host: str = "127.0.0.1",
+    roles: Collection[str] | None = None,
+    redis_url: str | None = None,
+    workdir: str | Path = "var",
+    sessions_dir: str | Path | None = None,
+) -> int:
+    stack = Stack(
+        profile=profile,
+        port=port,
+        host=host,
+        orchestrators=orchestrators or default_orchestrators(),
+        roles=roles,
+        redis_url=redis_url,
+        workdir=workdir,
+        sessions_dir=sessions_dir,
+    )
 
     def on_signal(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"jarvis: starting the {profile} profile (logs in {stack.workdir / 'logs'}) ...", flush=True)
+    print(
+        f"jarvis: starting the {profile} profile ({', '.join(sorted(stack.roles))}; "
+        f"logs in {stack.workdir / 'logs'}) ...",
+        flush=True,
+    )
     try:
         stack.start(timeout=600)
-        print(
-            f"\nJarvis is up ({profile} models, Redis at {stack.redis_url}).\n"
+        gateway = (
             f"  Web client:  http://{stack.host}:{stack.port}/\n"
             f"  WebSocket:   {stack.url}\n"
-            f"  Try:         .venv/bin/jarvis talk --wav question.wav --out reply.wav\n"
-            f"  Metrics:     " + ", ".join(f"{k} {v}" for k, v in stack.metrics.items()) + "\n"
-            "Ctrl-C stops everything.",
+            f"  Try:         .venv/bin/jarvis talk --url {stack.url} --wav question.wav --out reply.wav\n"
+            if "gateway" in stack.roles
+            else ""
+        )
+        print(
+            f"\nJarvis is up ({profile} models; {', '.join(sorted(stack.roles))}; "
+            f"Redis at {stack.redis_url}; sessions in {stack.sessions_dir}).\n"
+            + gateway
+            + "  Metrics:     "
+            + ", ".join(f"{k} {v}" for k, v in stack.metrics.items())
+            + "\nCtrl-C stops everything.",
             flush=True,
         )
         stack.supervise()

@@ -95,30 +95,45 @@ async def status(args: argparse.Namespace) -> int:
 
     gpus, why = await _local_gpus()
     bus = await _bus(args)
-    reply = None
+    replies = []  # one per resource service (GPU host), by id
     try:
         if bus is not None:
-            reply = await ResourceClient(bus).status()
+            client = ResourceClient(bus)
+            for record in await client.services():
+                reply = await client.status(record.service_id)
+                if reply is not None:
+                    replies.append(reply)
     finally:
         if bus is not None:
             await bus.close()
     if args.json:
         out: dict[str, Any] = {"local_gpus": [_gpu_dict(g) for g in gpus], "local_gpu_error": why}
-        if reply is not None:
-            out["service"] = {
+        services = [
+            {
                 "service_id": reply.service_id,
                 "gpus": reply.gpus,
                 "residents": reply.residents,
                 "holders": reply.holders,
                 "models": reply.models,
             }
+            for reply in replies
+        ]
+        if services:
+            out["service"] = services[0]  # the first by id (one GPU host: the only one)
+            out["services"] = services
         print(json.dumps(out, indent=2, default=str))
         return 0
     _print_gpus(gpus, why)
-    if reply is None:
+    if not replies:
         print("resource service: not running" + ("" if bus is not None else " (Redis unreachable)"))
         _print_registry()
         return 0
+    for reply in replies:
+        _print_service(reply)
+    return 0
+
+
+def _print_service(reply: Any) -> None:
     print(f"resource service: {reply.service_id}")
     for g in reply.gpus:
         if "error" in g:
@@ -154,7 +169,6 @@ async def status(args: argparse.Namespace) -> int:
     idle = sorted(set(reply.models) - {r["model"] for r in reply.residents})
     if idle:
         print("  not loaded: " + ", ".join(f"{m} ({_mib(reply.models[m]['footprint_mib'])})" for m in idle))
-    return 0
 
 
 def _gpu_dict(g: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -56,7 +57,10 @@ class Worker(abc.ABC):
         self.model = model
         self.streams = job_streams(self.kind, settings.job_shards)
         self.group = f"{self.kind}-workers"
-        self.consumer = f"{self.kind}-{socket.gethostname()}-{os.getpid()}"
+        # unique across hosts and restarts: two hosts can share a hostname (containers) and a
+        # pid (pid 1 in each container), and a restarted worker must not inherit the jobs its
+        # predecessor held (they are reaped and run again)
+        self.consumer = f"{self.kind}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.slots = asyncio.Semaphore(concurrency)
         self.tasks: set[asyncio.Task] = set()
 

@@ -31,6 +31,7 @@ import numpy as np
 from prometheus_client import Histogram
 from redis.exceptions import ResponseError
 
+from services.orchestrator import shared_folder
 from services.orchestrator.config import TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import codec
@@ -55,6 +56,7 @@ from shared.messages import (
     job_streams,
     out_stream,
     owner_key,
+    partial_jobs_stream,
     reap_key,
     secret_key,
     sid_of,
@@ -78,6 +80,8 @@ BATCH_MS = 4
 VAD_CATCH_UP = 8  # windows (256 ms) one session may queue before its VAD call runs mid-read
 WORKERS_TTL_S = 1  # how long "is there a worker for jobs:{kind}" is trusted (the reaper refreshes it)
 REAP_S = 0.25  # how often dead workers are looked for (one round trip)
+# (kind, stream, group) of every job lane whose dead consumers are reaped: each kind's stream
+# and the STT process's partial lane (its partials come back as JobLost too, nothing to redo)
 
 # Renew every lease held; one a Redis restart forgot (no key at all) is taken again, since no
 # other orchestrator holds it. Only a lease someone else holds now is lost.
@@ -136,6 +140,7 @@ class Orchestrator:
         self._epochs = bus.redis.register_script(_EPOCHS)
         self._opened: dict[str, float] = {}  # sid -> when a client's start opened it here
         self._orphans: set[str] = set()  # sessions seen without an owner at the last scan
+        self._folder = ""  # the session folder's id (shared_folder), read at start
         self._redis_run: str | None = None  # Redis's run id: a new one means it restarted
         self._saving: dict[str, int] = {}  # sid -> session saves in flight
         self._vad_queued: dict[str, int] = {}  # sid -> windows waiting for this round's VAD call
@@ -297,6 +302,9 @@ class Orchestrator:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.bus.wait_ready(timeout=60)
+        folder = self.settings.sessions_dir
+        self._folder = await asyncio.to_thread(shared_folder.folder_id, folder)
+        await shared_folder.check(self.bus, folder, self._folder)  # refuses a folder of its own
         await self.bus.join_group(CTL, ORCHESTRATORS, self.id)
         loops = [
             asyncio.create_task(self._control(), name="control"),
@@ -567,13 +575,18 @@ class Orchestrator:
 
     async def _leases(self) -> None:
         period = self.settings.lease_ms / 3000
-        last_ttl = 0.0
+        last_ttl, last_folder = 0.0, time.monotonic()
         while True:
             await asyncio.sleep(period)
             try:
                 await self._renew_and_adopt(refresh_ttl=time.monotonic() - last_ttl > 60)
                 if time.monotonic() - last_ttl > 60:
                     last_ttl = time.monotonic()
+                if time.monotonic() - last_folder > shared_folder.KEEP_MS / 6000:
+                    last_folder = time.monotonic()
+                    await shared_folder.check(self.bus, self.settings.sessions_dir, self._folder)
+            except shared_folder.FolderMismatch as exc:
+                log.error("%s", exc)
             except Exception:
                 log.exception("lease upkeep failed")
 
@@ -689,8 +702,7 @@ class Orchestrator:
         now = time.monotonic()
         for kind in JOB_KINDS:
             self._workers[kind] = (bool(live[kind]), now)
-        for (kind, stream), names in consumers.items():
-            group = f"{kind}-workers"
+        for (kind, stream, group), names in consumers.items():
             for name, idle in names:
                 if name in live[kind] or idle < dead_ms:
                     continue
@@ -713,16 +725,27 @@ class Orchestrator:
                     len(notices),
                 )
 
+    def _reaped_lanes(self) -> list[tuple[str, str, str]]:
+        """(kind, stream, group) of every consumer group workers join: each shard of each job
+        kind, and of the STT partial lane."""
+        shards = self.settings.job_shards
+        lanes = [(kind, s, f"{kind}-workers") for kind in JOB_KINDS for s in job_streams(kind, shards)]
+        lanes += [
+            ("stt", partial_jobs_stream("stt", k), "stt-partial-workers") for k in range(max(1, shards))
+        ]
+        return lanes
+
     async def _liveness(
         self, dead_ms: int
-    ) -> tuple[dict[tuple[str, str], list[tuple[str, int]]], dict[str, set[str]]]:
-        """(kind, shard stream) -> its consumers (name, idle ms); kind -> live worker names."""
-        streams = [(kind, s) for kind in JOB_KINDS for s in job_streams(kind, self.settings.job_shards)]
+    ) -> tuple[dict[tuple[str, str, str], list[tuple[str, int]]], dict[str, set[str]]]:
+        """(kind, stream, group) of each reaped lane -> its consumers (name, idle ms); kind -> live
+        worker names."""
+        lanes = self._reaped_lanes()
 
         async def info() -> list[Any]:
             async with self.bus.redis.pipeline(transaction=False) as pipe:
-                for kind, stream in streams:
-                    pipe.xinfo_consumers(stream, f"{kind}-workers")
+                for _, stream, group in lanes:
+                    pipe.xinfo_consumers(stream, group)
                 return await pipe.execute(raise_on_error=False)
 
         res, *alive = await asyncio.gather(
@@ -730,7 +753,7 @@ class Orchestrator:
             *(self.bus.live_workers(workers_key(kind), dead_ms) for kind in JOB_KINDS),
         )
         consumers = {
-            key: [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
-            for key, r in zip(streams, res, strict=True)
+            lane: [] if isinstance(r, Exception) else [(stream_id(c["name"]), int(c["idle"])) for c in r]
+            for lane, r in zip(lanes, res, strict=True)
         }
         return consumers, dict(zip(JOB_KINDS, alive, strict=True))

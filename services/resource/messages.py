@@ -1,10 +1,16 @@
-"""The resource service's Redis API: stream/key names and typed messages (shared codec).
+"""The resource service's Redis API: stream/key names, typed messages (shared codec), and the
+record each service publishes of itself.
 
-Requests go to the stream `resource:req` (consumer group `resource`, one resource service
-per GPU host). Replies are XADDed to the `reply_to` stream the request names (the client
-makes one per request; it expires after `reply_ttl_s`). Model lifecycle events go to
-`resource:events`. The service refreshes the key `resource:alive` (TTL) while it runs;
-clients treat a missing key as "no resource service: nothing to arbitrate".
+One resource service runs per GPU host, each with its own `service_id`
+(`JARVIS_RESOURCE_SERVICE_ID`) and managing only the models of its own registry. Each one
+keeps `resource:alive:{service_id}` fresh (a TTL key holding its `ServiceRecord`, JSON: which
+models it manages and which are resident there, and its instance id) and names itself in the set
+`resource:services`. Requests go to the service's own stream `resource:req:{service_id}`
+(consumer group `resource`); the client (`client.py`) reads the records and sends each model's
+request to the service that manages it, preferring one where it is already resident. Replies are
+XADDed to the `reply_to` stream the request names (the client makes one per request; every
+service it asked replies there; it expires after `reply_ttl_s`). Model lifecycle events go to
+`resource:events`. No live record: no resource service, nothing to arbitrate.
 """
 
 from __future__ import annotations
@@ -12,16 +18,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from shared.codec import message
 
-REQUESTS = "resource:req"
+SERVICES = "resource:services"  # set of service ids (a member whose alive key is gone is dead)
 GROUP = "resource"
 EVENTS = "resource:events"
-ALIVE_KEY = "resource:alive"
+
+
+def alive_key(service_id: str) -> str:
+    return f"resource:alive:{service_id}"
+
+
+def requests_stream(service_id: str) -> str:
+    return f"resource:req:{service_id}"
 
 
 def reply_stream(request_id: str) -> str:
     return f"resource:reply:{request_id}"
+
+
+class ServiceRecord(BaseModel):
+    """What a resource service says of itself on every heartbeat (`alive_key`, JSON)."""
+
+    service_id: str
+    instance: str  # random per process: a changed one means the service restarted
+    host: str  # the machine's name
+    pid: int
+    backend: str  # the GPU backend: nvml | simulated
+    started: float  # wall clock
+    beat: float  # wall clock of this beat
+    models: list[str]  # the registry's models: the ones this service manages
+    resident: dict[str, str] = Field(default_factory=dict)  # model -> starting | ready | sleeping | stopping
 
 
 # ---- requests (client -> resource:req) ----------------------------------------------

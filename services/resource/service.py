@@ -1,21 +1,23 @@
-"""The resource service: the planner behind a Redis Streams API.
+"""The resource service of one GPU host: the planner behind a Redis Streams API.
 
-Reads requests from `resource:req` (consumer group `resource`; each is acked on receipt and
-handled in its own task, so a Status never waits behind a slow load), replies on the
-request's `reply_to` stream, publishes model events to `resource:events`, and keeps the
-heartbeat key `resource:alive` fresh. At start it adopts (or removes) servers a previous
-run left, then preloads the registry's `preload` models; on exit it stops its models
-(`stop_on_exit`) and deletes the heartbeat.
+Reads requests from its own stream `resource:req:{service_id}` (consumer group `resource`;
+each is acked on receipt and handled in its own task, so a Status never waits behind a slow
+load), replies on the request's `reply_to` stream, publishes model events to
+`resource:events`, and keeps its record `resource:alive:{service_id}` fresh (the models it
+manages and those resident here, so clients send each model to its host). It refuses to start
+while another live service uses its id. At start it adopts (or removes) servers a previous run
+left, then preloads the registry's `preload` models; on exit it stops its models
+(`stop_on_exit`) and deletes its record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,9 @@ class ResourceService:
         self._tasks: set[asyncio.Task] = set()
         self.started = asyncio.Event()
         self._started_at = time.time()
+        self.instance = uuid.uuid4().hex[:12]
+        self.alive_key = m.alive_key(settings.service_id)
+        self.requests = m.requests_stream(settings.service_id)
 
     # ---- replies and events -------------------------------------------------------
 
@@ -117,6 +122,7 @@ class ResourceService:
             m.ModelEvent(model, state, message, self.settings.service_id, time.time()),
             EVENTS_MAXLEN,
         )
+        await self._beat()  # clients see where the model is (or no longer is) at once
 
     # ---- request handling ---------------------------------------------------------
 
@@ -233,18 +239,53 @@ class ResourceService:
 
     # ---- loops --------------------------------------------------------------------
 
+    async def _forget(self) -> None:
+        async with self.bus.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.alive_key)
+            pipe.srem(m.SERVICES, self.settings.service_id)
+            await pipe.execute()
+
+    def record(self) -> m.ServiceRecord:
+        return m.ServiceRecord(
+            service_id=self.settings.service_id,
+            instance=self.instance,
+            host=os.uname().nodename,
+            pid=os.getpid(),
+            backend=getattr(self.planner.gpu, "backend", "?"),
+            started=self._started_at,
+            beat=time.time(),
+            models=sorted(self.planner.registry.models),
+            resident={r.model: r.state for r in self.planner.residents.values()},
+        )
+
     async def _beat(self) -> None:
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
-        value = json.dumps(
-            {
-                "service_id": self.settings.service_id,
-                "pid": os.getpid(),
-                "host": os.uname().nodename,
-                "backend": getattr(self.planner.gpu, "backend", "?"),
-                "started": self._started_at,
-            }
+        value = self.record().model_dump_json()
+
+        async def run() -> None:
+            async with self.bus.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.alive_key, value, px=ttl_ms)
+                pipe.sadd(m.SERVICES, self.settings.service_id)
+                await pipe.execute()
+
+        await self.bus.retry(run, "heartbeat")
+
+    async def _refuse_a_twin(self) -> None:
+        """Raise while another live service heartbeats under this service id (two GPU hosts
+        given the same JARVIS_RESOURCE_SERVICE_ID would take each other's requests and
+        containers). A record left by a crashed run stops being refreshed: it is overwritten."""
+        first = await self.bus.retry(lambda: self.bus.redis.get(self.alive_key), "get")
+        if first is None:
+            return
+        await asyncio.sleep(self.settings.heartbeat_ttl_s / 3 + 0.2)  # one beat of the other's
+        later = await self.bus.retry(lambda: self.bus.redis.get(self.alive_key), "get")
+        if later is None or later == first:
+            return
+        other = m.ServiceRecord.model_validate_json(later)
+        raise RuntimeError(
+            f"another resource service runs as {other.service_id!r} (host {other.host}, pid {other.pid}); "
+            "give each GPU host its own JARVIS_RESOURCE_SERVICE_ID"
         )
-        await self.bus.retry(lambda: self.bus.redis.set(m.ALIVE_KEY, value, px=ttl_ms), "heartbeat")
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -254,7 +295,8 @@ class ResourceService:
                 await self._beat()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.bus.ensure_group(m.REQUESTS, m.GROUP, start="$")
+        await self._refuse_a_twin()
+        await self.bus.ensure_group(self.requests, m.GROUP, start="$")
         adopted = await self.housekeeper.adopt_existing()
         if adopted:
             log.info("adopted %s", ", ".join(adopted))
@@ -273,10 +315,10 @@ class ResourceService:
         try:
             while not stop.is_set():
                 entries = await self.bus.consume(
-                    m.REQUESTS, m.GROUP, self.settings.service_id, block_ms=self.block_ms, count=32
+                    self.requests, m.GROUP, self.settings.service_id, block_ms=self.block_ms, count=32
                 )
                 if entries:
-                    await self.bus.ack(m.REQUESTS, m.GROUP, [eid for eid, _ in entries])
+                    await self.bus.ack(self.requests, m.GROUP, [eid for eid, _ in entries])
                 for _, msg in entries:
                     self._spawn(self.handle(msg))
         finally:
@@ -286,7 +328,7 @@ class ResourceService:
                 t.cancel()
             await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.bus.redis.delete(m.ALIVE_KEY), 2.0)
+                await asyncio.wait_for(self._forget(), 2.0)
             if self.settings.stop_on_exit:
                 await self.planner.stop_all()
             await self.planner.runtimes.close()

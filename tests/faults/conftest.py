@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +90,9 @@ class Talker:
     """A client that keeps its microphone open (silence between questions), and reconnects
     (resuming with its secret and last event id) when its connection drops."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack | None, dial: Callable[[], Awaitable[Client]] | None = None) -> None:
         self.stack = stack
+        self.dial = dial  # how to reach a gateway (default: Client.open(stack.url))
         self.client: Client | None = None
         self.clients: list[Client] = []
         self.sid: str | None = None
@@ -112,7 +113,7 @@ class Talker:
             last = [e["id"] for c in self.clients for e in c.events if e.get("id")]
             if last:
                 kw["last_event_id"] = max(last, key=lambda i: tuple(map(int, i.split("-"))))
-        c = await Client.open(self.stack.url)
+        c = await (self.dial() if self.dial else Client.open(self.stack.url))
         ready = await c.start(**kw)
         self.sid = ready["session_id"]
         self.secret = ready.get("resume_secret") or self.secret

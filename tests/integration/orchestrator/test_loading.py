@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from services.resource.messages import alive_key
 from shared import redis_url
 from tests.support.client import Client
 from tests.support.stack import running_stack
@@ -43,7 +44,7 @@ def stack(tmp_path_factory):
     with running_stack(tmp_path_factory.mktemp("loading"), profile="stub", resource=True, env=env) as s:
         r = redis_url.sync_client(s.redis_url)
         for _ in range(100):  # the resource service's heartbeat
-            if r.exists("resource:alive"):
+            if r.exists(alive_key("resource")):
                 break
             time.sleep(0.1)
         r.close()

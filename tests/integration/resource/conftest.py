@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,9 +56,17 @@ class Running:
         await asyncio.wait_for(self.task, 10)
 
 
-@pytest.fixture
-async def service(redis_url: str, bus: Bus, tmp_path):
-    registry = Registry.model_validate({"models": MODELS})
+async def run_service(
+    redis_url: str,
+    tmp_path: Path,
+    service_id: str = "test-resource",
+    models: dict[str, Any] = MODELS,
+    gpu_mib: int = 10000,
+) -> Running:
+    """A resource service with its own simulated GPU and registry (one GPU host), running."""
+    registry = Registry.model_validate({"models": models})
+    state = tmp_path / service_id
+    state.mkdir(parents=True, exist_ok=True)
     settings = ResourceSettings(
         registry=registry,
         gpu_backend="simulated",
@@ -65,12 +74,12 @@ async def service(redis_url: str, bus: Bus, tmp_path):
         busy_wait_s=0.2,
         heartbeat_ttl_s=1.0,
         stop_grace_s=0,
-        service_id="test-resource",
-        state_dir=tmp_path,
-        log_dir=tmp_path,
+        service_id=service_id,
+        state_dir=state,
+        log_dir=state,
     )
-    gpu = SimulatedGpu(10000)
-    fps = {k: v["footprint_mib"] for k, v in MODELS.items()}
+    gpu = SimulatedGpu(gpu_mib)
+    fps = {k: v["footprint_mib"] for k, v in models.items()}
     runtime = SimulatedRuntime(gpu, lambda model: fps[model])
     planner = Planner(
         registry,
@@ -84,12 +93,26 @@ async def service(redis_url: str, bus: Bus, tmp_path):
     svc = ResourceService(settings, service_bus, planner, block_ms=100)
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))
-    await asyncio.wait_for(svc.started.wait(), 10)
-    running = Running(svc, task, stop, service_bus)
+    started = asyncio.ensure_future(svc.started.wait())
+    await asyncio.wait({started, task}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        started.cancel()
+        await service_bus.close()
+        task.result()  # raises why it did not start
+    return Running(svc, task, stop, service_bus)
+
+
+async def close(running: Running) -> None:
+    if not running.task.done():
+        with contextlib.suppress(Exception):
+            await running.stop()
+    await running.bus.close()
+
+
+@pytest.fixture
+async def service(redis_url: str, bus: Bus, tmp_path):
+    running = await run_service(redis_url, tmp_path)
     try:
         yield running
     finally:
-        if not task.done():
-            with contextlib.suppress(Exception):
-                await running.stop()
-        await service_bus.close()
+        await close(running)

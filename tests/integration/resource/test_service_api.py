@@ -93,7 +93,10 @@ async def test_load_unload_and_events(service: Running, bus: Bus):
 
 async def test_stale_request_is_refused(service: Running, bus: Bus):
     reply = m.reply_stream("old")
-    await bus.add(m.REQUESTS, m.EnsureModels("old", ["stt"], "turn", None, reply, 0.0, time.time() - 3600))
+    await bus.add(
+        m.requests_stream("test-resource"),
+        m.EnsureModels("old", ["stt"], "turn", None, reply, 0.0, time.time() - 3600),
+    )
     got = []
     for _ in range(50):
         got = await bus.range(reply)

@@ -52,6 +52,8 @@ COMPOSE_MATCH: dict[str, dict[tuple[str, str, str], str]] = {
 EXTRA_ENV: dict[str, set[str]] = {
     # the agent arbitrates vLLM only; Whisper and Chatterbox are scheduled Deployments here
     "orchestrator@gpu": {"JARVIS_TURN_MODELS"},
+    # a DaemonSet runs one agent per GPU node: each is its own resource service (its node's name)
+    "resource@gpu": {"JARVIS_RESOURCE_SERVICE_ID"},
     # the registry's worker env omits the log level every compose service gets from x-env
     "registry:whisper": {"JARVIS_LOG_LEVEL"},
     "registry:chatterbox": {"JARVIS_LOG_LEVEL"},
