@@ -41,6 +41,7 @@ class RedisStep:
     cores: float  # Redis's CPU over the streaming (user + system) / wall seconds
     commands_per_s: float
     mib_per_session: float | None = None  # INFO used_memory growth / N
+    kept_up: bool = True  # the step's verdict: a step that fell behind delivered less than real time
 
 
 def redis_capacity(steps: list[RedisStep], budget: float = REDIS_CORE_BUDGET) -> dict | None:
@@ -50,10 +51,14 @@ def redis_capacity(steps: list[RedisStep], budget: float = REDIS_CORE_BUDGET) ->
     polling with no sessions); with one step all of it is counted per session (pessimistic).
     Two readings of the same measurement: by CPU (cores per session), and by commands (the
     commands per second one core runs at the measured CPU per command, over the commands per
-    second a session needs)."""
+    second a session needs). Only steps that kept up count: one that fell behind moved less than
+    its N sessions' audio. If none kept up, the smallest step alone is used (the nearest to real
+    time, all of its cost per session) and the result says so (`from_steps_that_fell_behind`)."""
     steps = [s for s in steps if s.sessions > 0]
     if not steps:
         return None
+    behind = not any(s.kept_up for s in steps)
+    steps = [min(steps, key=lambda s: s.sessions)] if behind else [s for s in steps if s.kept_up]
     xs = [float(s.sessions) for s in steps]
     cores = [s.cores for s in steps]
     cmds = [s.commands_per_s for s in steps]
@@ -77,6 +82,7 @@ def redis_capacity(steps: list[RedisStep], budget: float = REDIS_CORE_BUDGET) ->
     mib = max(mibs) if mibs else None
     return {
         "from_steps": [s.sessions for s in steps],
+        "from_steps_that_fell_behind": behind,
         "cores_per_session": round(per, 6),
         "fixed_cores": round(fixed, 4),
         "commands_per_s_per_session": round(cmd_per, 2),
@@ -421,7 +427,9 @@ def render_b_redis(b: dict) -> str:
     cap = b.get("redis_capacity")
     if cap:
         out.append(
-            f"  Redis capacity (from N={cap['from_steps']}): {cap['cores_per_session']} cores and "
+            f"  Redis capacity (from N={cap['from_steps']}"
+            + (", which FELL BEHIND: a bound, not a measure" if cap["from_steps_that_fell_behind"] else "")
+            + f"): {cap['cores_per_session']} cores and "
             f"{cap['commands_per_s_per_session']} commands/s per session (+{cap['fixed_cores']} cores, "
             f"{cap['fixed_commands_per_s']} commands/s fixed), {cap['cpu_us_per_command']} us per command; "
             f"one Redis core carries {cap['sessions_per_core_by_cpu']} sessions by CPU, "

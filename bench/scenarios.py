@@ -419,6 +419,7 @@ def scenario_b(
                     s["processes"]["redis"]["cpu_cores"],
                     s["redis"]["commands_per_s"],
                     s["redis"]["used_memory_mib_per_session"],
+                    bool((s.get("verdict") or {}).get("ok")),
                 )
                 for s in good
                 if "redis" in s and "redis" in s["processes"]

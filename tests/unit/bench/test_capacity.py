@@ -146,6 +146,29 @@ def test_capacity_from_one_step_counts_everything_per_session():
     assert cap["mib_per_session"] is None
 
 
+def test_capacity_counts_only_the_steps_that_kept_up():
+    steps = [
+        RedisStep(10, 0.04, 500.0),
+        RedisStep(20, 0.06, 900.0),
+        RedisStep(100, 0.05, 950.0, kept_up=False),  # starved: moved less than 100 sessions' audio
+    ]
+    cap = redis_capacity(steps)
+    assert cap is not None
+    assert cap["from_steps"] == [10, 20]
+    assert cap["from_steps_that_fell_behind"] is False
+    assert cap["cores_per_session"] == pytest.approx(0.002)
+    assert cap["fixed_cores"] == pytest.approx(0.02)
+
+
+def test_capacity_when_no_step_kept_up_is_the_smallest_step_flagged():
+    steps = [RedisStep(25, 0.08, 2450.0, kept_up=False), RedisStep(10, 0.07, 1450.0, kept_up=False)]
+    cap = redis_capacity(steps)
+    assert cap is not None
+    assert cap["from_steps"] == [10]
+    assert cap["from_steps_that_fell_behind"] is True
+    assert cap["cores_per_session"] == pytest.approx(0.007)
+
+
 def test_capacity_without_steps_is_none():
     assert redis_capacity([]) is None
     assert redis_capacity([RedisStep(0, 0.1, 10.0)]) is None
@@ -179,11 +202,12 @@ def test_render_b_shows_processes_baseline_and_redis():
         "density": 10,
         "first_failing_n": None,
         "baseline": {"cores_per_session": 0.002, "cpu_sessions": 50},
-        "redis_capacity": redis_capacity([RedisStep(10, 0.05, 2000.0, 1.0)]),
+        "redis_capacity": redis_capacity([RedisStep(10, 0.05, 2000.0, 1.0, kept_up=False)]),
     }
     text = report.render_b(b)
     assert "stack (no loadgen)" in text
     assert "x5.0" in text  # 0.1 cores / 10 sessions against 0.002 in-process
     assert "in-process baseline: 2.0 millicores per session" in text
     assert "one Redis core carries 200 sessions by CPU" in text
+    assert "FELL BEHIND: a bound, not a measure" in text
     assert "xadd" in text
