@@ -223,7 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         "b": (
             f"b: stub models, rising N {ns} ...",
             lambda: scenario_b(
-                clip, opts, endpoint, vad, ns, keep_going=args.keep_going, refine=args.refine, log=log
+                clip,
+                opts,
+                endpoint,
+                vad,
+                ns,
+                keep_going=args.keep_going,
+                refine=args.refine,
+                log=log,
+                baseline_sessions=args.baseline_sessions,
             ),
             report.render_b,
         ),

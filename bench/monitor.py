@@ -1,8 +1,18 @@
-"""CPU and memory of the stack's processes (psutil, by pid) and Prometheus scrapes.
+"""CPU, memory and scheduler counters of the stack's processes (psutil and /proc, by pid),
+Redis's own counters (`INFO`), and Prometheus scrapes.
 
 `ProcMonitor` samples each process's CPU seconds (user + system) and RSS at `mark()`s and
 in a background thread (for peak RSS); CPU share = CPU seconds delta / wall seconds.
-Replicas of one service (`orchestrator-1`, `orchestrator-2`, ...) are summed under its name.
+Replicas of one service (`orchestrator-1`, `orchestrator-2`, ...) are summed under its name
+in `usage`; `activity` keeps each replica apart.
+
+Scheduler counters (Linux) are summed over a process's live threads at each mark:
+voluntary and involuntary context switches (`/proc/PID/task/TID/status`), and from
+`/proc/PID/task/TID/schedstat` the run periods (times a thread was put on a CPU) and the
+time its threads were runnable but waiting for a CPU. Every voluntary switch is a sleep
+that ends in a wakeup, so voluntary switches per second are the wakeups per second (the
+kernel's own `nr_wakeups` needs schedstats, which this kernel does not expose). A thread
+that exits between two marks drops out of the sum (its counts are not in /proc anymore).
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from bench.stats import cpu_share
+from bench.stats import cpu_share, per_second
 
 
 def role(name: str) -> str:
@@ -24,11 +34,59 @@ def role(name: str) -> str:
     return re.sub(r"-\d+$", "", name)
 
 
+@dataclass(frozen=True)
+class Sched:
+    """Scheduler counters of one process, summed over its live threads."""
+
+    voluntary: int = 0  # context switches: the thread slept (and was woken later)
+    involuntary: int = 0  # context switches: the thread was preempted while runnable
+    run_periods: int = 0  # times a thread was put on a CPU
+    wait_s: float = 0.0  # seconds threads were runnable but waiting for a CPU
+    threads: int = 0
+
+
+def parse_ctxt(status: str) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches from a /proc/.../status text."""
+    vol = re.search(r"^voluntary_ctxt_switches:\s*(\d+)", status, re.M)
+    inv = re.search(r"^nonvoluntary_ctxt_switches:\s*(\d+)", status, re.M)
+    return (int(vol.group(1)) if vol else 0, int(inv.group(1)) if inv else 0)
+
+
+def parse_schedstat(text: str) -> tuple[int, int, int]:
+    """(ns on a CPU, ns waiting for a CPU, run periods) from a /proc/.../schedstat line."""
+    parts = text.split()
+    if len(parts) < 3:
+        raise ValueError(f"not a schedstat line: {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def read_sched(pid: int) -> Sched | None:
+    """The scheduler counters of every live thread of `pid`, summed; None if it is gone."""
+    vol = inv = periods = threads = 0
+    wait_ns = 0
+    for tid in _threads(pid):
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            with open(f"{base}/status") as f:
+                v, i = parse_ctxt(f.read())
+            with open(f"{base}/schedstat") as f:
+                _, w, p = parse_schedstat(f.read())
+        except (OSError, ValueError):
+            continue  # the thread exited meanwhile
+        vol, inv, periods, wait_ns, threads = vol + v, inv + i, periods + p, wait_ns + w, threads + 1
+    if not threads:
+        return None
+    return Sched(vol, inv, periods, wait_ns / 1e9, threads)
+
+
 @dataclass
 class Mark:
     wall: float
     cpu: dict[str, float]
     rss: dict[str, int]
+    # per process, replicas apart: CPU seconds and scheduler counters (marks only)
+    proc_cpu: dict[str, float] = field(default_factory=dict)
+    sched: dict[str, Sched] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,7 +108,7 @@ class ProcMonitor:
             except psutil.Error:
                 pass
 
-    def _sample(self) -> tuple[dict[str, float], dict[str, int]]:
+    def _sample(self, own: dict[str, float] | None = None) -> tuple[dict[str, float], dict[str, int]]:
         cpu: dict[str, float] = {}
         rss: dict[str, int] = {}
         for name, proc in self._procs.items():
@@ -60,6 +118,8 @@ class ProcMonitor:
                     used, mem = t.user + t.system, proc.memory_info().rss
             except psutil.Error:
                 continue
+            if own is not None:
+                own[name] = used
             key = role(name)
             cpu[key] = cpu.get(key, 0.0) + used
             rss[key] = rss.get(key, 0) + mem
@@ -92,8 +152,10 @@ class ProcMonitor:
         return {"mean": round(sum(xs) / len(xs), 2), "max": round(max(xs), 2)}
 
     def mark(self) -> Mark:
-        cpu, rss = self._sample()
-        return Mark(time.time(), cpu, rss)
+        own: dict[str, float] = {}
+        cpu, rss = self._sample(own)
+        sched = {name: s for name, pid in self.pids.items() if (s := read_sched(pid)) is not None}
+        return Mark(time.time(), cpu, rss, own, sched)
 
     def start(self) -> ProcMonitor:
         def run() -> None:
@@ -123,6 +185,36 @@ class ProcMonitor:
                 "rss_mib_before": round(a.rss.get(name, 0) / (1 << 20), 1),
                 "rss_mib_after": round(b.rss.get(name, 0) / (1 << 20), 1),
             }
+        return out
+
+    @staticmethod
+    def activity(a: Mark, b: Mark, sessions: int) -> dict[str, dict[str, float | int | None]]:
+        """Per process (replicas apart) between the marks: cores, cores per session,
+        context switches, wakeups and run periods per second (also per session), and the
+        cores' worth of time its threads waited for a CPU."""
+        wall = max(1e-6, b.wall - a.wall)
+        out: dict[str, dict[str, float | int | None]] = {}
+        for name in sorted(b.proc_cpu):
+            if name not in a.proc_cpu:
+                continue
+            cores = cpu_share(a.proc_cpu[name], b.proc_cpu[name], wall)
+            row: dict[str, float | int | None] = {
+                "cpu_cores": round(cores, 4),
+                "cores_per_session": round(cores / sessions, 5) if sessions > 0 else None,
+            }
+            s0, s1 = a.sched.get(name), b.sched.get(name)
+            if s0 is not None and s1 is not None:
+                vol = per_second(s0.voluntary, s1.voluntary, wall)
+                row.update(
+                    voluntary_cs_per_s=round(vol, 1),
+                    involuntary_cs_per_s=round(per_second(s0.involuntary, s1.involuntary, wall), 1),
+                    wakeups_per_s=round(vol, 1),
+                    wakeups_per_s_per_session=round(vol / sessions, 2) if sessions > 0 else None,
+                    run_periods_per_s=round(per_second(s0.run_periods, s1.run_periods, wall), 1),
+                    runqueue_wait_cores=round(per_second(s0.wait_s, s1.wait_s, wall), 4),
+                    threads=s1.threads,
+                )
+            out[name] = row
         return out
 
 
@@ -196,6 +288,90 @@ def busy_cores(seconds: float = 2.0) -> float | None:
         return None
     idle = d[3] + (d[4] if len(d) > 4 else 0)
     return round((os.cpu_count() or 1) * (total - idle) / total, 2)
+
+
+# ---- Redis's own counters (INFO) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisSample:
+    """What Redis says about itself at one moment (`INFO everything`, as redis-py parses it)."""
+
+    wall: float
+    used_memory: int  # bytes the allocator holds for data (streams, keys, client buffers)
+    used_memory_rss: int
+    commands: int  # total_commands_processed (commands run inside scripts included)
+    cpu_s: float  # used_cpu_user + used_cpu_sys (all of Redis's threads)
+    calls: dict[str, tuple[int, int]]  # command -> (calls, usec), from commandstats
+
+    @classmethod
+    def from_info(cls, info: dict, wall: float) -> RedisSample:
+        calls = {
+            key.removeprefix("cmdstat_"): (int(v.get("calls", 0)), int(v.get("usec", 0)))
+            for key, v in info.items()
+            if key.startswith("cmdstat_") and isinstance(v, dict)
+        }
+        return cls(
+            wall=wall,
+            used_memory=int(info.get("used_memory", 0)),
+            used_memory_rss=int(info.get("used_memory_rss", 0)),
+            commands=int(info.get("total_commands_processed", 0)),
+            cpu_s=float(info.get("used_cpu_user", 0.0)) + float(info.get("used_cpu_sys", 0.0)),
+            calls=calls,
+        )
+
+
+def redis_sample(url: str) -> RedisSample | None:
+    """One `INFO everything` of the Redis at `url`; None if it does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return RedisSample.from_info(client.info("everything"), time.time())
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def redis_usage(
+    a: RedisSample, b: RedisSample, sessions: int, idle: RedisSample | None = None, top: int = 8
+) -> dict:
+    """Redis between two samples: cores (its own CPU counters), commands per second (and per
+    session), CPU per command, the busiest commands, and the data memory it grew by from
+    `idle` (before the sessions connected; default `a`) to `b`, per session. The INFO calls
+    themselves are among the commands."""
+    idle = idle or a
+    wall = max(1e-6, b.wall - a.wall)
+    cores = per_second(a.cpu_s, b.cpu_s, wall)
+    cmds = per_second(a.commands, b.commands, wall)
+    per = max(1, sessions)
+    busiest = []
+    for name, (calls, usec) in b.calls.items():
+        c0, u0 = a.calls.get(name, (0, 0))
+        if calls - c0 > 0:
+            busiest.append((usec - u0, name, calls - c0))
+    busiest.sort(reverse=True)
+    return {
+        "info_cpu_cores": round(cores, 4),
+        "commands_per_s": round(cmds, 1),
+        "commands_per_s_per_session": round(cmds / per, 2),
+        "cpu_us_per_command": round(1e6 * cores / cmds, 2) if cmds > 0 else None,
+        "used_memory_mib_idle": round(idle.used_memory / (1 << 20), 2),
+        "used_memory_mib_after": round(b.used_memory / (1 << 20), 2),
+        "used_memory_mib_per_session": round((b.used_memory - idle.used_memory) / per / (1 << 20), 4),
+        "rss_mib_after": round(b.used_memory_rss / (1 << 20), 1),
+        "commands": [
+            {
+                "command": name,
+                "calls_per_s": round(calls / wall, 1),
+                "calls_per_s_per_session": round(calls / wall / per, 3),
+                "usec_per_call": round(usec / calls, 2),
+                "cpu_share": round(usec / 1e6 / wall, 4),  # cores spent in this command
+            }
+            for usec, name, calls in busiest[:top]
+        ],
+    }
 
 
 # ---- Prometheus ------------------------------------------------------------------------------

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from bench.stats import slope
 
 TARGETS = {
     "framework_p50_ms": 10,
@@ -21,6 +25,84 @@ PIPECAT = {  # Pipecat 1.14 on the same kind of machine (2 cores), from the issu
     "sessions_process_per_session": 10,
     "mib_per_session": 10,
 }
+
+
+# Redis runs commands on one thread: one instance is one core at most, and its queueing delay
+# (every hop of every session waits behind it) grows steeply as that core fills. Plan a second
+# Redis (or Cluster, issue 18) when the projected load passes this share of a core.
+REDIS_CORE_BUDGET = 0.7
+
+
+@dataclass(frozen=True)
+class RedisStep:
+    """What one step of b measured of Redis."""
+
+    sessions: int
+    cores: float  # Redis's CPU over the streaming (user + system) / wall seconds
+    commands_per_s: float
+    mib_per_session: float | None = None  # INFO used_memory growth / N
+    kept_up: bool = True  # the step's verdict: a step that fell behind delivered less than real time
+
+
+def redis_capacity(steps: list[RedisStep], budget: float = REDIS_CORE_BUDGET) -> dict | None:
+    """How many sessions one Redis core carries, and from how many a second Redis (or Cluster)
+    is needed, from b's steps. With two or more steps the cost is split into a marginal part
+    per session (least-squares slope against N) and a fixed part (intercept: the services'
+    polling with no sessions); with one step all of it is counted per session (pessimistic).
+    Two readings of the same measurement: by CPU (cores per session), and by commands (the
+    commands per second one core runs at the measured CPU per command, over the commands per
+    second a session needs). Only steps that kept up count: one that fell behind moved less than
+    its N sessions' audio. If none kept up, the smallest step alone is used (the nearest to real
+    time, all of its cost per session) and the result says so (`from_steps_that_fell_behind`)."""
+    steps = [s for s in steps if s.sessions > 0]
+    if not steps:
+        return None
+    behind = not any(s.kept_up for s in steps)
+    steps = [min(steps, key=lambda s: s.sessions)] if behind else [s for s in steps if s.kept_up]
+    xs = [float(s.sessions) for s in steps]
+    cores = [s.cores for s in steps]
+    cmds = [s.commands_per_s for s in steps]
+
+    def fit(ys: list[float]) -> tuple[float, float]:
+        k = slope(xs, ys) if len(steps) >= 2 else None
+        if k is None or k <= 0:  # one step, or no growth to fit: all of it per session
+            big = max(range(len(xs)), key=lambda i: xs[i])
+            return ys[big] / xs[big], 0.0
+        return k, max(0.0, sum(ys) / len(ys) - k * sum(xs) / len(xs))
+
+    per, fixed = fit(cores)
+    cmd_per, cmd_fixed = fit(cmds)
+    if per <= 0 or cmd_per <= 0:
+        return None
+    us_per_command = 1e6 * sum(cores) / sum(cmds) if sum(cmds) > 0 else None
+    commands_per_core = 1e6 / us_per_command if us_per_command else None
+    by_cpu = max(0.0, (1.0 - fixed) / per)
+    at_budget = max(0.0, (budget - fixed) / per)
+    mibs = [s.mib_per_session for s in steps if s.mib_per_session is not None]
+    mib = max(mibs) if mibs else None
+    return {
+        "from_steps": [s.sessions for s in steps],
+        "from_steps_that_fell_behind": behind,
+        "cores_per_session": round(per, 6),
+        "fixed_cores": round(fixed, 4),
+        "commands_per_s_per_session": round(cmd_per, 2),
+        "fixed_commands_per_s": round(cmd_fixed, 1),
+        "cpu_us_per_command": None if us_per_command is None else round(us_per_command, 2),
+        "commands_per_s_one_core": None if commands_per_core is None else round(commands_per_core),
+        "sessions_per_core_by_cpu": _whole(by_cpu),
+        "sessions_per_core_by_commands": (
+            _whole(max(0.0, (commands_per_core - cmd_fixed) / cmd_per)) if commands_per_core else None
+        ),
+        "core_budget": budget,
+        "second_redis_beyond_sessions": _whole(at_budget),
+        "mib_per_session": mib,
+        "used_memory_mib_at_that": None if mib is None else round(mib * _whole(at_budget), 1),
+    }
+
+
+def _whole(x: float) -> int:
+    """Whole sessions that fit (floor), not one less for a float's last bit."""
+    return math.floor(x + 1e-9)
 
 
 def table(headers: list[str], rows: list[list], title: str | None = None) -> str:
@@ -221,7 +303,141 @@ def render_b(b: dict) -> str:
             else ""
         )
         + _b_hops(b)
+        + "\n"
+        + render_b_processes(b)
+        + "\n"
+        + render_b_redis(b)
     )
+
+
+def render_b_processes(b: dict) -> str:
+    """Per process (replicas apart) at each N: CPU per session, context switches and wakeups
+    per second, run-queue wait; the in-process baseline's CPU per session beside them."""
+    base = (b.get("baseline") or {}).get("cores_per_session")
+    rows = []
+    for s in b.get("steps", []):
+        act = s.get("activity") or {}
+        total = sum(float(v.get("cpu_cores") or 0) for k, v in act.items() if k != "loadgen")
+        for name, v in act.items():
+            rows.append(
+                [
+                    s["sessions"],
+                    name,
+                    v.get("cpu_cores"),
+                    _milli(v.get("cores_per_session")),
+                    v.get("voluntary_cs_per_s"),
+                    v.get("involuntary_cs_per_s"),
+                    v.get("wakeups_per_s_per_session"),
+                    v.get("run_periods_per_s"),
+                    v.get("runqueue_wait_cores"),
+                    v.get("threads"),
+                ]
+            )
+        if act:
+            n = s["sessions"]
+            rows.append(
+                [
+                    n,
+                    "stack (no loadgen)",
+                    round(total, 3),
+                    _milli(total / n),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ]
+            )
+            if base:
+                rows.append([n, "  x in-process", None, f"x{total / n / base:.1f}", *[None] * 6])
+    if not rows:
+        return ""
+    head = (
+        f"  in-process baseline: {_milli(base)} millicores per session"
+        f" ({(b.get('baseline') or {}).get('cpu_sessions')} sessions in lockstep, same sitting)"
+        if base
+        else "  in-process baseline: " + str((b.get("baseline") or {}).get("error", "not run"))
+    )
+    return (
+        table(
+            [
+                "N",
+                "process",
+                "cores",
+                "mcores/sess",
+                "vol cs/s",
+                "invol cs/s",
+                "wakeups/s/sess",
+                "runs/s",
+                "runq wait cores",
+                "threads",
+            ],
+            rows,
+            "  per process (wakeups = voluntary switches; runs = times put on a CPU; runq wait = "
+            "time runnable but waiting for a CPU, in cores)",
+        )
+        + "\n"
+        + head
+    )
+
+
+def _milli(cores: float | None) -> float | None:
+    return None if cores is None else round(1000 * cores, 2)
+
+
+def render_b_redis(b: dict) -> str:
+    """Redis at each N (its own INFO counters) and the capacity projection."""
+    rows = []
+    for s in b.get("steps", []):
+        r = s.get("redis")
+        if not r:
+            continue
+        top = ", ".join(f"{c['command']} {c['calls_per_s_per_session']}" for c in r["commands"][:4])
+        rows.append(
+            [
+                s["sessions"],
+                (s["processes"].get("redis") or {}).get("cpu_cores"),
+                r["commands_per_s"],
+                r["commands_per_s_per_session"],
+                r["cpu_us_per_command"],
+                r["used_memory_mib_per_session"],
+                r["rss_mib_after"],
+                top,
+            ]
+        )
+    if not rows:
+        return ""
+    out = [
+        table(
+            [
+                "N",
+                "cores",
+                "cmds/s",
+                "cmds/s/sess",
+                "us/cmd",
+                "used_memory MiB/sess",
+                "RSS MiB",
+                "busiest (calls/s/sess)",
+            ],
+            rows,
+            "  Redis (INFO deltas over the streaming; used_memory from before the clients connected)",
+        )
+    ]
+    cap = b.get("redis_capacity")
+    if cap:
+        out.append(
+            f"  Redis capacity (from N={cap['from_steps']}"
+            + (", which FELL BEHIND: a bound, not a measure" if cap["from_steps_that_fell_behind"] else "")
+            + f"): {cap['cores_per_session']} cores and "
+            f"{cap['commands_per_s_per_session']} commands/s per session (+{cap['fixed_cores']} cores, "
+            f"{cap['fixed_commands_per_s']} commands/s fixed), {cap['cpu_us_per_command']} us per command; "
+            f"one Redis core carries {cap['sessions_per_core_by_cpu']} sessions by CPU, "
+            f"{cap['sessions_per_core_by_commands']} by commands; a second Redis (or Cluster) is "
+            f"needed beyond {cap['second_redis_beyond_sessions']} sessions ({cap['core_budget']:.0%} of "
+            f"its core; used_memory then ~{cap['used_memory_mib_at_that']} MiB)"
+        )
+    return "\n".join(out)
 
 
 def _b_hops(b: dict) -> str:

@@ -19,13 +19,17 @@ from bench import loadgen
 from bench.audio import Clip, offline_decisions
 from bench.monitor import (
     ProcMonitor,
+    RedisSample,
     counter_delta,
     histogram_delta,
+    redis_sample,
+    redis_usage,
     renice,
     scrape_all,
     set_realtime,
     stack_pids,
 )
+from bench.report import RedisStep, redis_capacity
 from bench.stats import count_over, histogram_over, per_session_mib, summarize
 from services.orchestrator.config import EndpointSettings
 
@@ -130,6 +134,7 @@ def run_load(
     clients: list[loadgen.LoadClient] = []
     hops_raw: list[tuple[int, dict]] = []
     monitor: ProcMonitor | None = None
+    redis: list[RedisSample | None] = []  # idle, streaming starts, streaming ends
     try:
         t = time.monotonic()
         stack.start(timeout=opts.cpu_start_timeout if profile == "cpu" else opts.start_timeout)
@@ -148,17 +153,20 @@ def run_load(
         monitor = ProcMonitor(stack_pids(stack)).start()
         time.sleep(0.5)  # let start-up settle before the baseline
         m0 = monitor.mark()
+        redis.append(redis_sample(stack.redis_url))
         s0 = scrape_all(stack.metrics)
 
         async def drive() -> tuple:
             nonlocal clients
             clients = await loadgen.connect_all(stack.url, plans, timeout=60)
             m1 = monitor.mark()
+            redis.append(redis_sample(stack.redis_url))
             try:
                 w0, w1 = await loadgen.stream_all(
                     clients, clip, wait_reply=wait_reply, max_wait_s=opts.reply_wait_s, rng=rng
                 )
                 m2 = monitor.mark()
+                redis.append(redis_sample(stack.redis_url))
                 s1 = scrape_all(stack.metrics)
                 from bench.hops import collect
 
@@ -251,6 +259,11 @@ def run_load(
         u["rss_mib_idle"] = round(m0.rss.get(name, 0) / (1 << 20), 1)
         u["rss_mib_peak"] = round(monitor.peak_rss.get(name, 0) / (1 << 20), 1)
     result["processes"] = usage
+    # per process, replicas apart: CPU per session, context switches, wakeups, run-queue wait
+    result["activity"] = ProcMonitor.activity(m1, m2, n)
+    r0, r1, r2 = (redis + [None, None, None])[:3]
+    if r1 is not None and r2 is not None:
+        result["redis"] = redis_usage(r1, r2, n, idle=r0)
     stack_names = [k for k in usage if k != "loadgen"]
     result["other_load_cores"] = monitor.other_load(m1.wall, m2.wall)
     result["stack_cpu_cores"] = round(sum(usage[k]["cpu_cores"] for k in stack_names), 3)
@@ -343,9 +356,21 @@ def scenario_b(
     keep_going: bool = False,
     refine: int = 1,
     log=print,
+    baseline_sessions: int = 50,
 ) -> dict:
     """Rising N until a step falls behind; then `refine` bisection steps between the last
-    N that kept up and the first that did not."""
+    N that kept up and the first that did not. First, in the same sitting, the in-process
+    baseline's CPU per session (scenario d's CPU figure), which the per-process table is
+    read against."""
+    from bench.baseline import baseline_cpu
+
+    log(f"  b: in-process baseline CPU, {baseline_sessions} sessions in lockstep ...")
+    try:
+        baseline: dict = baseline_cpu(clip, opts, endpoint, vad, sessions=baseline_sessions)
+        log(f"     {baseline['cores_per_session']} cores per session in one process")
+    except Exception as exc:  # noqa: BLE001 - reported; the steps still run
+        baseline = {"error": f"{type(exc).__name__}: {exc}"}
+        log(f"     error: {baseline['error']}")
     steps = []
 
     def step(n: int) -> bool:
@@ -386,6 +411,20 @@ def scenario_b(
             slope(xs, [s["processes"].get("redis", {}).get("rss_mib_after", 0) for s in good]), 3
         ),
         "cpu_projection": _projection(good),
+        "baseline": baseline,
+        "redis_capacity": redis_capacity(
+            [
+                RedisStep(
+                    s["sessions"],
+                    s["processes"]["redis"]["cpu_cores"],
+                    s["redis"]["commands_per_s"],
+                    s["redis"]["used_memory_mib_per_session"],
+                    bool((s.get("verdict") or {}).get("ok")),
+                )
+                for s in good
+                if "redis" in s and "redis" in s["processes"]
+            ]
+        ),
     }
 
 

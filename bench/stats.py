@@ -113,6 +113,14 @@ def cpu_share(cpu_s_before: float, cpu_s_after: float, wall_s: float) -> float:
     return max(0.0, cpu_s_after - cpu_s_before) / wall_s
 
 
+def per_second(before: float, after: float, wall_s: float) -> float:
+    """A counter's rate over a wall-clock span (a counter never runs backwards: a reset
+    reads as 0)."""
+    if wall_s <= 0:
+        raise ValueError("wall_s must be > 0")
+    return max(0.0, after - before) / wall_s
+
+
 def per_session_mib(rss_before: float, rss_after: float, sessions: int) -> float | None:
     """RSS growth per session in MiB (bytes in). None for no sessions."""
     if sessions <= 0:
