@@ -36,7 +36,7 @@ import redis
 
 from jarvis.launcher import ROOT, Stack
 from jarvis.redis_server import free_port
-from shared.messages import jobs_stream, partial_jobs_stream
+from shared.messages import jobs_stream, owner_key, partial_jobs_stream
 from tests.faults.conftest import LLM_DELAY, STT_DELAY, TTS_DELAY, Talker, all_words, question
 from tests.support import netns
 from tests.support.client import Client
@@ -283,7 +283,7 @@ async def _lose_a_host(a, b, r: redis.Redis, sessions: Path) -> None:
         asked.append(words)
         await t.wait_for("metrics", turn=1, timeout=30)
         a_pids = a.pids()
-        owner = (r.get(f"owner:{sid}") or b"").decode()
+        owner = (r.get(owner_key(sid)) or b"").decode()
         assert _pid_of(owner) in a_pids, owner  # A's orchestrator owns it
 
         b.start()  # host B joins: its workers read the same job streams
@@ -316,7 +316,7 @@ async def _lose_a_host(a, b, r: redis.Redis, sessions: Path) -> None:
         done = await t.wait_for("metrics", turn=turn, timeout=30)
         assert t.client is not None and t.client.host == "b"  # type: ignore[attr-defined]
         assert t.sid == sid and t.client.of("metrics", turn=turn), done  # B's gateway delivered it
-        owner = (r.get(f"owner:{sid}") or b"").decode()
+        owner = (r.get(owner_key(sid)) or b"").decode()
         assert _pid_of(owner) in b.pids(), owner
         # the job A's worker held was handed back (its consumer reaped) and B's workers served it
         await _until(lambda: not members_of(r, a_pids), 10, f"A's consumers still in {held}")
