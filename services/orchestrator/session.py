@@ -24,7 +24,6 @@ from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.reply import ReplyAudio
 from services.orchestrator.turn import Turn
-from services.orchestrator.vad import WINDOW
 from shared import protocol as p
 from shared.config import Settings
 from shared.images import image_part
@@ -52,6 +51,7 @@ from shared.messages import (
     partial_jobs_stream,
 )
 from shared.sessions import Session, TurnRecord, id_order
+from shared.vad import WINDOW
 
 log = logging.getLogger("jarvis.orchestrator.session")
 
