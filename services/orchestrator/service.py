@@ -47,6 +47,7 @@ from shared.messages import (
     Command,
     Image,
     JobLost,
+    ScoredAudio,
     SessionStart,
     Wake,
     cursor_key,
@@ -489,6 +490,12 @@ class Orchestrator:
                         runner.on_audio(msg)
                         if self._vad_due:  # score a burst as it comes: idle-audio trimming must
                             self._run_vad()  # not drop speech the detector has not seen yet
+                    elif type(msg) is ScoredAudio:  # scored at the gateway: speech, or silence in bulk
+                        if runner.detached_at is not None and msg.ts > runner.detached_at:
+                            runner.detached_at = None
+                        runner.received_at = read_wall
+                        FRAME_LAG.observe(max(0.0, read_wall - msg.ts))
+                        runner.on_scored(msg)
                     elif self._stale_stop(runner.sid, msg):
                         log.info("ignored a stop sent before the session was opened again")
                     else:
