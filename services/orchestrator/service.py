@@ -66,7 +66,8 @@ log = logging.getLogger("jarvis.orchestrator")
 
 FRAME_LAG = Histogram(
     "jarvis_orchestrator_frame_lag_seconds",
-    "Audio frame received by the gateway -> its VAD window scored",
+    "Audio frame received by the gateway -> its VAD window handled here (windows sent with their "
+    "audio; silence the gateway reports in bulk is left out)",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches back this far)
@@ -494,7 +495,8 @@ class Orchestrator:
                         if runner.detached_at is not None and msg.ts > runner.detached_at:
                             runner.detached_at = None
                         runner.received_at = read_wall
-                        FRAME_LAG.observe(max(0.0, read_wall - msg.ts))
+                        if msg.pcm:  # silence is reported in bulk, late on purpose: not a lag
+                            FRAME_LAG.observe(max(0.0, read_wall - msg.ts))
                         runner.on_scored(msg)
                     elif self._stale_stop(runner.sid, msg):
                         log.info("ignored a stop sent before the session was opened again")
