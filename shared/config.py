@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     sessions_dir: Path = Path("var/sessions")
 
     # Streams
-    in_maxlen: int = 6000  # ~2 minutes of 20 ms frames
+    in_maxlen: int = 6000  # ~2 minutes of 20 ms frames; more of audio the gateway scored (32 ms+ entries)
     out_maxlen: int = 4000
     jobs_maxlen: int = 10000
     session_ttl_s: int = 3600  # streams of a session idle this long expire

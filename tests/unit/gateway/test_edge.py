@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 from services.gateway.edge import EdgeVad
+from services.gateway.server import Gateway
+from shared import codec
+from shared import protocol as p
 from shared.config import Settings
 from shared.messages import ScoredAudio
 from shared.vad import WINDOW, SileroVad
@@ -100,3 +103,45 @@ def test_drain_writes_what_was_scored_before_a_command(vad) -> None:
     edge.end("s")
     assert sum(m.windows for m in got) == 41
     assert not edge.has("s")
+
+
+class _Redis:
+    def register_script(self, script):  # the gateway registers none; a Bus-shaped stand-in
+        return None
+
+
+class _Bus:
+    redis = _Redis()
+
+
+def _gateway(vad: SileroVad) -> Gateway:
+    gw = Gateway(Settings(), _Bus())  # type: ignore[arg-type]
+    gw.edge = EdgeVad(vad, gw.settings, gw._put_scored)
+    return gw
+
+
+def _queued(gw: Gateway) -> list[str]:
+    return [type(codec.decode(payload)).__name__ for _, payload, _, _, _ in gw.publisher._items]
+
+
+def test_the_gateway_scores_server_vad_sessions_and_keeps_their_input_in_order(vad) -> None:
+    gw = _gateway(vad)
+    gw._edge_session("a", p.Start(pipeline="sts"))
+    gw.audio("a", bytes(2 * WINDOW * 40), 1.0)
+    gw.command("a", p.Text(text="hello"))
+    kinds = _queued(gw)
+    assert kinds[-1] == "Command" and set(kinds[:-1]) == {"ScoredAudio"}  # the audio before it, first
+    gw.command("a", p.Config(trigger=p.Trigger.MANUAL))  # push to talk: every frame goes on as it came
+    gw.audio("a", bytes(640), 2.0)
+    assert _queued(gw)[-2:] == ["Command", "Audio"]
+
+
+@pytest.mark.parametrize(
+    "start", [{"pipeline": "chat"}, {"pipeline": "sts", "client_vad": True}, {"trigger": "manual"}]
+)
+def test_manual_and_client_vad_sessions_get_every_frame(vad, start) -> None:
+    gw = _gateway(vad)
+    gw._edge_session("b", p.Start(**start))
+    for _ in range(5):
+        gw.audio("b", bytes(640), 1.0)
+    assert _queued(gw) == ["Audio"] * 5
