@@ -31,7 +31,7 @@ import numpy as np
 from prometheus_client import Histogram
 from redis.exceptions import ResponseError
 
-from services.orchestrator.config import TurnSettings
+from services.orchestrator.config import EndpointSettings, TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import codec
 from shared import protocol as p
@@ -105,6 +105,25 @@ return 0
 """
 
 
+def _check_edge_gate(settings: Settings, endpoint: EndpointSettings) -> None:
+    """Warn when the gateway's VAD gate (JARVIS_EDGE_*) cannot cover what a turn slices: its
+    audio would then hold silence where the user spoke."""
+    if not settings.edge_vad:
+        return
+    longest = endpoint.end_silence_ms
+    if endpoint.end_of_turn.mode != "silence":
+        longest = max(longest, endpoint.end_of_turn.ceiling_ms)
+    problems = []
+    if settings.edge_gate > endpoint.neg_threshold:
+        problems.append("JARVIS_EDGE_GATE is above JARVIS_TURN_NEG_THRESHOLD")
+    if settings.edge_pre_roll_ms < endpoint.pre_roll_ms:
+        problems.append("JARVIS_EDGE_PRE_ROLL_MS is below JARVIS_TURN_PRE_ROLL_MS")
+    if settings.edge_hangover_ms <= longest + endpoint.post_roll_ms:
+        problems.append("JARVIS_EDGE_HANGOVER_MS does not outlast the longest pause plus the post-roll")
+    if problems:
+        log.warning("the gateway's VAD gate does not cover the turn settings: %s", "; ".join(problems))
+
+
 class Orchestrator:
     """Hosts its sessions' runners (it is their `SessionHost`) and runs the three loops."""
 
@@ -122,6 +141,7 @@ class Orchestrator:
                 f"JARVIS_TURN_END_OF_TURN__MODE={mode}: Smart Turn modes run only in `python -m bench "
                 "--scenario eot` so far (docs/BENCHMARKS.md, End of turn); use transcript or silence"
             )
+        _check_edge_gate(settings, self.turn_settings.endpoint)
         self.id = f"orch-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.wake = wake_stream(self.id)
         self.runners: dict[str, SessionRunner] = {}
