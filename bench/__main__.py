@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.scenarios import Options, machine, scenario_a, scenario_b, scenario_c, scenario_d
     from jarvis.launcher import default_orchestrators
     from services.orchestrator.config import EndpointSettings
-    from services.orchestrator.vad import SileroVad
+    from shared.vad import SileroVad
 
     wanted = [s.strip() for s in args.scenario.split(",") if s.strip()]
     bad = [s for s in wanted if s not in SCENARIOS]

@@ -135,7 +135,7 @@ def offline_decisions(plans: list[Plan], clip: Clip, endpoint, vad=None) -> dict
     from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
 
     if vad is None:
-        from services.orchestrator.vad import SileroVad
+        from shared.vad import SileroVad
 
         vad = SileroVad()
     distinct: dict[tuple, Plan] = {}

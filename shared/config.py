@@ -47,13 +47,23 @@ class Settings(BaseSettings):
     audio_burst_s: float = 10.0
     max_recording_s: float = 60.0  # a manual / client-VAD recording is ended at this length
     publish_buffer_s: float = 10.0  # while Redis is away, client input older than this is dropped
+    # Silero at the edge: the gateway scores its server-VAD sessions' audio (batched across
+    # them) and sends it onward only around speech; off, every frame goes on as it came.
+    # The gate must cover the turn's settings: `edge_gate` <= JARVIS_TURN_NEG_THRESHOLD, the
+    # pre-roll >= JARVIS_TURN_PRE_ROLL_MS, the hangover > the longest pause a turn waits
+    # (JARVIS_TURN_END_OF_TURN__CEILING_MS) plus JARVIS_TURN_POST_ROLL_MS.
+    edge_vad: bool = True
+    edge_gate: float = Field(default=0.3, ge=0, le=1)  # a window this likely speech opens the gate
+    edge_pre_roll_ms: float = Field(default=480, ge=0)  # audio kept back to send when the gate opens
+    edge_hangover_ms: float = Field(default=2560, ge=0)  # the gate stays open this long after speech
+    edge_silence_ms: float = Field(default=1024, gt=0)  # silent windows reported in one entry
     resume_ttl_s: int = 30 * 86400  # a session's resume secret (hashed) is kept this long unused
 
     # Session storage
     sessions_dir: Path = Path("var/sessions")
 
     # Streams
-    in_maxlen: int = 6000  # ~2 minutes of 20 ms frames
+    in_maxlen: int = 6000  # ~2 minutes of 20 ms frames; more of audio the gateway scored (32 ms+ entries)
     out_maxlen: int = 4000
     jobs_maxlen: int = 10000
     session_ttl_s: int = 3600  # streams of a session idle this long expire

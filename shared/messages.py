@@ -109,6 +109,23 @@ class Audio:
     ts: float  # when the gateway received the frame
 
 
+@message("va")
+@dataclass(slots=True)
+class ScoredAudio:
+    """Audio the gateway scored with Silero (`shared.vad`): whole 512-sample windows, one
+    speech probability each. `pcm` holds their audio while it matters to a turn (speech, its
+    pre-roll, the silence after it) and is empty for a stretch of silence, which still moves
+    the session's stream clock by `len(probs)` windows."""
+
+    probs: bytes  # float32 little-endian, one per window
+    pcm: bytes  # PCM16LE mono of those windows (512 samples each), or b"" (silence, not sent)
+    ts: float  # when the gateway received the frame that completed the last window
+
+    @property
+    def windows(self) -> int:
+        return len(self.probs) // 4
+
+
 @message("img")
 @dataclass(slots=True)
 class Image:

@@ -38,6 +38,11 @@ class Trigger(StrEnum):
     CONTINUOUS = "continuous"  # every pause ends a turn; no barge-in by speech
 
 
+# each pipeline's default trigger (services.orchestrator.pipeline checks it names the same): the
+# gateway needs it to know which sessions use server VAD
+PIPELINE_TRIGGERS: dict[str, Trigger] = {"sts": Trigger.VAD, "chat": Trigger.MANUAL, "vision": Trigger.VAD}
+
+
 class ErrorCode(StrEnum):
     BAD_JSON = "bad_json"
     UNKNOWN_TYPE = "unknown_type"

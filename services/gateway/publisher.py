@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from shared import codec
 from shared.bus import Bus
-from shared.messages import Audio
+from shared.messages import Audio, ScoredAudio
 from shared.ratelog import RateLimitedLog
 
 log = logging.getLogger("jarvis.gateway.publisher")
@@ -35,14 +35,9 @@ class Publisher:
         self,
         bus: Bus,
         max_batch: int = 512,
-        busy_above: int = 16,
-        pace_ms: float = 2.0,
         max_age_s: float = 10.0,
     ) -> None:
         self.bus = bus
-        self.busy_above = busy_above  # pending senders past which flushes are paced
-        self.pace_s = pace_ms / 1000
-        self.senders = 0  # connections feeding this publisher (set by the gateway)
         self.max_batch = max_batch
         self.max_age_s = max_age_s
         self.dropped = 0  # entries dropped for age while Redis was away
@@ -66,7 +61,7 @@ class Publisher:
             payload = codec.encode(msg)
         except (ValueError, TypeError, OverflowError) as exc:  # UnicodeEncodeError is a ValueError
             raise Unencodable(f"{type(exc).__name__}: {exc}") from None
-        self._items.append((stream, payload, maxlen, time.monotonic(), type(msg) is Audio))
+        self._items.append((stream, payload, maxlen, time.monotonic(), type(msg) in (Audio, ScoredAudio)))
         if len(self._items) % 256 == 0:  # Redis may be away, the flush stuck on it: stay bounded
             self._expire()
         self._wake.set()

@@ -39,6 +39,7 @@ from websockets.http11 import Request, Response
 
 from services.gateway.auth import allowed, token_of
 from services.gateway.conn import Conn
+from services.gateway.edge import EdgeVad
 from services.gateway.publisher import Publisher, Unencodable
 from services.gateway.realtime import PATH as REALTIME_PATH
 from services.gateway.realtime.handler import serve_realtime
@@ -52,6 +53,7 @@ from shared.messages import (
     Command,
     Detached,
     Image,
+    ScoredAudio,
     SessionStart,
     Wake,
     in_stream,
@@ -70,6 +72,7 @@ from shared.sessions import (
     secret_matches,
     validate_id,
 )
+from shared.vad import SileroVad
 
 log = logging.getLogger("jarvis.gateway")
 _log = RateLimitedLog(log)
@@ -97,7 +100,9 @@ class Gateway:
         self.id = f"gw-{uuid.uuid4().hex[:8]}"
         self.wake = wake_stream(self.id)
         self.publisher = Publisher(bus, max_age_s=settings.publish_buffer_s)
+        self.edge: EdgeVad | None = None  # Silero at the edge (loaded at start unless turned off)
         self.conns: dict[str, Conn] = {}
+        self._client_vad: dict[str, bool] = {}  # sid -> its start announced client VAD
         self._reader: asyncio.Task | None = None
         self.origins = allowed_origins(settings)
 
@@ -105,11 +110,21 @@ class Gateway:
 
     async def start(self) -> None:
         self.publisher.start()
+        if self.settings.edge_vad:
+            try:
+                vad = await asyncio.to_thread(SileroVad)
+            except (FileNotFoundError, OSError, ValueError) as exc:
+                log.warning("no Silero VAD here (%s): audio goes on frame by frame", exc)
+            else:
+                self.edge = EdgeVad(vad, self.settings, self._put_scored)
+                self.edge.start()
         self._reader = asyncio.create_task(self._read_out(), name="out-reader")
 
     async def close(self) -> None:
         if self._reader:
             self._reader.cancel()
+        if self.edge is not None:
+            await self.edge.close()
         await self.publisher.close()
         await self.bus.redis.delete(self.wake)
 
@@ -192,7 +207,6 @@ class Gateway:
         """A connection's lifetime, whatever its protocol: its writer runs, and when the socket
         closes its session is told the client is gone (it stays resumable)."""
         CONNECTIONS.inc()
-        self.publisher.senders += 1
         writer = asyncio.create_task(conn.write())
         deadline = asyncio.create_task(self._start_deadline(conn))
         try:
@@ -201,11 +215,13 @@ class Gateway:
             pass
         finally:
             CONNECTIONS.dec()
-            self.publisher.senders -= 1
             writer.cancel()
             deadline.cancel()
             if conn.sid and self.conns.get(conn.sid) is conn:
                 del self.conns[conn.sid]
+                self._client_vad.pop(conn.sid, None)
+                if self.edge is not None:
+                    self.edge.end(conn.sid)
                 self.publisher.put(in_stream(conn.sid), Detached(time.time()), self.settings.in_maxlen)
 
     async def _start_deadline(self, conn: Conn) -> None:
@@ -219,6 +235,17 @@ class Gateway:
         """A validated client command into the session's input (ProtocolError if it can't be
         written: that message alone fails)."""
         body = msg.model_dump(mode="json")
+        edge = self.edge
+        if edge is not None:
+            if isinstance(msg, p.Stop):
+                self._client_vad.pop(sid, None)
+                edge.end(sid)
+            elif isinstance(msg, p.Config) and msg.trigger is not None:
+                edge.end(sid)  # the new trigger decides whether the gateway scores this session
+                if msg.trigger is not p.Trigger.MANUAL and not self._client_vad.get(sid, False):
+                    edge.open(sid)
+            else:
+                edge.drain(sid)  # the audio before this command reaches the session before it
         try:
             self.publisher.put(in_stream(sid), Command(body, ts or time.time()), self.settings.in_maxlen)
         except Unencodable as exc:
@@ -235,7 +262,24 @@ class Gateway:
                 f"audio is arriving faster than real time (more than {self.settings.audio_burst_s:.0f}s "
                 "ahead); this frame was dropped",
             )
-        self.publisher.put(in_stream(sid), Audio(pcm, ts or time.time()), self.settings.in_maxlen)
+        edge = self.edge
+        if edge is not None and edge.has(sid):
+            edge.audio(sid, pcm, ts or time.time())
+        else:
+            self.publisher.put(in_stream(sid), Audio(pcm, ts or time.time()), self.settings.in_maxlen)
+
+    def _put_scored(self, sid: str, msg: ScoredAudio) -> None:
+        self.publisher.put(in_stream(sid), msg, self.settings.in_maxlen)
+
+    def _edge_session(self, sid: str, msg: p.Start) -> None:
+        """Score `sid`'s audio here if it uses server VAD (its trigger, or its pipeline's)."""
+        self._client_vad[sid] = msg.client_vad
+        if self.edge is None:
+            return
+        self.edge.end(sid)
+        trigger = msg.trigger or p.PIPELINE_TRIGGERS.get(msg.pipeline, p.Trigger.VAD)
+        if trigger is not p.Trigger.MANUAL and not msg.client_vad:
+            self.edge.open(sid)
 
     def check_options(self, options: dict) -> None:
         size = len(json.dumps(options, ensure_ascii=False).encode("utf-8", "surrogatepass"))
@@ -329,6 +373,7 @@ class Gateway:
             asyncio.ensure_future(previous.ws.close(4001, "session taken over by another connection"))
         conn.sid, conn.last_id, conn.secret, conn.started = sid, start_id, secret, True
         self.conns[sid] = conn
+        self._edge_session(sid, msg)
         await self.bus.add_encoded([(self.wake, codec.encode(Wake("join")), 16), (CTL, payload, 10000)])
         log.info("session started", extra={"session": sid, "resume": start.resume})
 

@@ -11,7 +11,7 @@ from shared.service import run
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     from services.orchestrator.service import Orchestrator
-    from services.orchestrator.vad import SileroVad
+    from shared.vad import SileroVad
 
     bus = Bus.from_settings(settings)
     vad = await asyncio.to_thread(SileroVad)

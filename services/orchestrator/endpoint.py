@@ -2,7 +2,7 @@
 
 This module owns the decision "the user started / finished a turn"; it knows nothing about
 audio, models or Redis. The orchestrator feeds one speech probability per VAD window
-(``services.orchestrator.vad``: 512 samples = 32 ms at 16 kHz) and gets typed events back.
+(``shared.vad``: 512 samples = 32 ms at 16 kHz) and gets typed events back.
 
 All times are *stream time* in milliseconds: window ``k`` (0-based, counted since creation
 or :meth:`EndpointDetector.reset`) covers ``[k * window_ms, (k + 1) * window_ms)``. They are

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.protocol import PIPELINE_NAMES, Trigger
+from shared.protocol import PIPELINE_NAMES, PIPELINE_TRIGGERS, Trigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ PIPELINES: dict[str, PipelineConfig] = {
     "vision": PipelineConfig("vision", Trigger.VAD, ("stt", "vlm", "tts"), vision=True),
 }
 assert set(PIPELINES) == PIPELINE_NAMES, "shared.protocol.PIPELINE_NAMES names every pipeline"
+assert {n: c.trigger for n, c in PIPELINES.items()} == PIPELINE_TRIGGERS, "shared.protocol.PIPELINE_TRIGGERS"
 
 
 _NO_WINDOWS = np.empty((0, 0), dtype="<i2")

@@ -32,7 +32,7 @@ from prometheus_client import Histogram
 from redis.exceptions import ResponseError
 
 from services.orchestrator import shared_folder
-from services.orchestrator.config import TurnSettings
+from services.orchestrator.config import EndpointSettings, TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import codec
 from shared import protocol as p
@@ -48,6 +48,7 @@ from shared.messages import (
     Command,
     Image,
     JobLost,
+    ScoredAudio,
     SessionStart,
     Wake,
     cursor_key,
@@ -69,7 +70,8 @@ log = logging.getLogger("jarvis.orchestrator")
 
 FRAME_LAG = Histogram(
     "jarvis_orchestrator_frame_lag_seconds",
-    "Audio frame received by the gateway -> its VAD window scored",
+    "Audio frame received by the gateway -> its VAD window handled here (windows sent with their "
+    "audio; silence the gateway reports in bulk is left out)",
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches back this far)
@@ -109,6 +111,25 @@ return 0
 """
 
 
+def _check_edge_gate(settings: Settings, endpoint: EndpointSettings) -> None:
+    """Warn when the gateway's VAD gate (JARVIS_EDGE_*) cannot cover what a turn slices: its
+    audio would then hold silence where the user spoke."""
+    if not settings.edge_vad:
+        return
+    longest = endpoint.end_silence_ms
+    if endpoint.end_of_turn.mode != "silence":
+        longest = max(longest, endpoint.end_of_turn.ceiling_ms)
+    problems = []
+    if settings.edge_gate > endpoint.neg_threshold:
+        problems.append("JARVIS_EDGE_GATE is above JARVIS_TURN_NEG_THRESHOLD")
+    if settings.edge_pre_roll_ms < endpoint.pre_roll_ms:
+        problems.append("JARVIS_EDGE_PRE_ROLL_MS is below JARVIS_TURN_PRE_ROLL_MS")
+    if settings.edge_hangover_ms <= longest + endpoint.post_roll_ms:
+        problems.append("JARVIS_EDGE_HANGOVER_MS does not outlast the longest pause plus the post-roll")
+    if problems:
+        log.warning("the gateway's VAD gate does not cover the turn settings: %s", "; ".join(problems))
+
+
 class Orchestrator:
     """Hosts its sessions' runners (it is their `SessionHost`) and runs the three loops."""
 
@@ -126,6 +147,7 @@ class Orchestrator:
                 f"JARVIS_TURN_END_OF_TURN__MODE={mode}: Smart Turn modes run only in `python -m bench "
                 "--scenario eot` so far (docs/BENCHMARKS.md, End of turn); use transcript or silence"
             )
+        _check_edge_gate(settings, self.turn_settings.endpoint)
         self.id = f"orch-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.wake = wake_stream(self.id)
         self.runners: dict[str, SessionRunner] = {}
@@ -499,6 +521,13 @@ class Orchestrator:
                         runner.on_audio(msg)
                         if self._vad_due:  # score a burst as it comes: idle-audio trimming must
                             self._run_vad()  # not drop speech the detector has not seen yet
+                    elif type(msg) is ScoredAudio:  # scored at the gateway: speech, or silence in bulk
+                        if runner.detached_at is not None and msg.ts > runner.detached_at:
+                            runner.detached_at = None
+                        runner.received_at = read_wall
+                        if msg.pcm:  # silence is reported in bulk, late on purpose: not a lag
+                            FRAME_LAG.observe(max(0.0, read_wall - msg.ts))
+                        runner.on_scored(msg)
                     elif self._stale_stop(runner.sid, msg):
                         log.info("ignored a stop sent before the session was opened again")
                     else:

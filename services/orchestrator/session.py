@@ -15,6 +15,7 @@ import time
 from collections import deque
 from typing import Any
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 from services.orchestrator.config import TurnSettings
@@ -24,7 +25,6 @@ from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.reply import ReplyAudio
 from services.orchestrator.turn import Turn
-from services.orchestrator.vad import WINDOW
 from shared import protocol as p
 from shared.config import Settings
 from shared.images import image_part
@@ -40,6 +40,7 @@ from shared.messages import (
     LlmDone,
     LlmPlan,
     LlmToken,
+    ScoredAudio,
     SessionStart,
     SpokenReply,
     SttJob,
@@ -53,6 +54,7 @@ from shared.messages import (
     partial_jobs_stream,
 )
 from shared.sessions import Session, TurnRecord, id_order
+from shared.vad import WINDOW
 
 log = logging.getLogger("jarvis.orchestrator.session")
 
@@ -236,7 +238,10 @@ class SessionRunner:
     # ---- input ----------------------------------------------------------------------
 
     async def handle(self, msg: Any) -> None:
-        if isinstance(msg, Audio):  # the per-frame path first
+        if isinstance(msg, ScoredAudio):  # the audio path first
+            self.on_scored(msg)
+            return
+        if isinstance(msg, Audio):
             self.on_audio(msg)
             return
         if self.turn is not None and isinstance(msg, (SttResult, LlmToken, LlmDone, TtsProgress, ContextSet)):
@@ -276,6 +281,21 @@ class SessionRunner:
             windows = ctx.vad_windows(msg.pcm, WINDOW)
             if len(windows):
                 self.host.score_vad(self, windows, msg.ts)  # in the host's next batched VAD call
+            if not self.detector.in_speech and not ctx.recording:
+                self._trim_idle()
+        elif not ctx.recording:
+            self._trim_idle()
+
+    def on_scored(self, msg: ScoredAudio) -> None:
+        """Windows the gateway scored: their audio (a silent stretch's is not sent: zeros stand
+        in for it, so stream positions stay the audio's) and one probability each, fed to the
+        detector in order, exactly as if scored here."""
+        ctx = self.ctx
+        probs = np.frombuffer(msg.probs, dtype="<f4")
+        ctx.append(msg.pcm or bytes(2 * WINDOW * len(probs)), msg.ts)
+        if self.trigger in (p.Trigger.VAD, p.Trigger.CONTINUOUS) and not self.client_vad:
+            for prob in probs.tolist():
+                self.on_vad(prob, msg.ts)
             if not self.detector.in_speech and not ctx.recording:
                 self._trim_idle()
         elif not ctx.recording:

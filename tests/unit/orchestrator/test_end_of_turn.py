@@ -307,7 +307,7 @@ def paused_question():
     if not have_espeak():
         pytest.skip("espeak-ng and sox are needed for real speech")
     try:
-        from services.orchestrator.vad import WINDOW, SileroVad
+        from shared.vad import WINDOW, SileroVad
     except ImportError as exc:  # pragma: no cover - the base install has onnxruntime
         pytest.skip(str(exc))
     first, second = speak("I was wondering"), speak("whether you could tell me the capital of Spain")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from services.orchestrator.config import EndpointSettings
 from services.orchestrator.endpoint import EndpointDetector, SpeechStart, TurnEnd
-from services.orchestrator.vad import WINDOW, SileroVad, default_model_path
+from shared.vad import WINDOW, SileroVad, default_model_path
 from tests.support.speech import RATE, concat, have_espeak, noise, silence, speak
 
 try:

@@ -27,6 +27,7 @@ from shared.messages import (
     LlmJob,
     LlmPlan,
     LlmToken,
+    ScoredAudio,
     SessionStart,
     SpokenReply,
     SttJob,
@@ -164,6 +165,38 @@ async def answer(
             TtsProgress(turn.n, runner.epoch, seq, samples, TTS_RATE, first, True, 30.0, time.time())
         )
     await host.settle()
+
+
+def scored(runner: SessionRunner, probs: list[float], silent_from: int | None = None) -> None:
+    """The same windows as `speak`, scored at the gateway: audio with its probabilities, the
+    windows before `silent_from` as one silent stretch without their audio."""
+    rng = np.random.default_rng(0)
+    pcms = []
+    for prob in probs:
+        level = 8000 if prob >= 0.5 else 10
+        pcms.append((rng.standard_normal(WINDOW) * level).astype("<i2").tobytes())
+    cut = silent_from or 0
+    if cut:
+        runner.on_scored(ScoredAudio(np.array(probs[:cut], dtype="<f4").tobytes(), b"", time.time()))
+    for prob, pcm in zip(probs[cut:], pcms[cut:], strict=True):
+        runner.on_scored(ScoredAudio(np.array([prob], dtype="<f4").tobytes(), pcm, time.time()))
+
+
+async def test_audio_scored_at_the_gateway_makes_the_same_turn(setup):
+    runner, host = setup
+    probs = [QUIET] * 40 + [SPEECH] * 30 + [QUIET] * 9
+    speak(runner, host, probs)
+    raw_events = [e["type"] for e in host.events()]
+    raw_pcm = host.jobs("stt")[0].pcm
+
+    other = FakeHost()
+    gated = SessionRunner(other, Session(id="s1"), 1, "0-0", Settings(), SILENCE_MODE)
+    await gated.on_start(SessionStart("s1", "sts", None, 16000, False, {}, False, time.time()), False)
+    await other.settle()
+    scored(gated, probs, silent_from=30)  # 30 quiet windows crossed Redis as one entry, no audio
+    assert [e["type"] for e in other.events()] == raw_events
+    assert other.jobs("stt")[0].pcm == raw_pcm  # the same words, pre-roll and post-roll included
+    assert not other.windows  # nothing scored in the orchestrator
 
 
 async def test_start_shows_loading_then_listening(setup):

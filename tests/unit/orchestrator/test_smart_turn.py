@@ -140,7 +140,7 @@ def test_missing_model_says_how_to_install_it(monkeypatch, tmp_path):
 
 
 def test_a_model_that_is_not_smart_turn_is_refused():
-    from services.orchestrator.vad import default_model_path as silero_path
+    from shared.vad import default_model_path as silero_path
 
     with pytest.raises(ValueError, match="not a Smart Turn v3 graph"):
         SmartTurn(path=silero_path())

@@ -1,4 +1,5 @@
-"""Silero VAD v6 for many sessions at once: per-stream state, one ONNX call per tick.
+"""Silero VAD v6 for many sessions at once: per-stream state, one ONNX call per tick (the
+gateway scores its sessions' audio with it; the orchestrator, raw frames written straight to it).
 
 This module owns voice-activity *probabilities* and nothing else (turn logic lives in
 ``services.orchestrator.endpoint``). It runs the Silero VAD v6 ONNX graph that ships inside

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from services.orchestrator.vad import (
+from shared.vad import (
     WINDOW,
     SileroVad,
     VadStream,
