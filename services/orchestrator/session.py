@@ -443,6 +443,8 @@ class SessionRunner:
         every = self.ctx.ms_to_sample(self.cfg.partial_interval_ms)
         if not every or self.partial_out or self.state != p.State.LISTENING or not self.speech_started:
             return
+        if self.detector.silence_ms >= self.detector.config.candidate_ms:
+            return  # a pause: its words go to the pause transcript; nothing new to show, CPU to spare
         if self.ctx.samples_in - self.partial_at >= every:
             self.partial_at = self.ctx.samples_in
             self.partial_out = True
@@ -1086,9 +1088,12 @@ class SessionRunner:
     def _start_preemption(self, r: SttResult, end_ms: float) -> None:
         """A pause transcript came back and the turn has not ended: start the reply on it."""
         text = r.text.strip()
+        det = self.detector
         if (
             not self.preemptive
             or not text
+            or not det.silence_ms  # stale: the user went on before it came back
+            or abs(det.now_ms - det.silence_ms - end_ms) > 1
             or self.pipeline.vision  # the camera frame may change before the turn ends
             or self.bumping
             or self.state != p.State.LISTENING

@@ -739,3 +739,22 @@ async def test_a_reply_cut_at_max_tokens_ends_on_its_last_whole_sentence(setup):
     runner.on_tts(TtsProgress(turn.n, runner.epoch, 0, 22050, TTS_RATE, time.time() - 2, True, 30.0, 0.0))
     await host.settle()
     assert runner.session.history[-1].assistant == "Sunlight is scattered."
+
+
+async def test_a_pause_transcript_that_comes_back_after_the_user_went_on_starts_no_reply(preempting):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 7)
+    job = pause_job(host)
+    speak(runner, host, [SPEECH] * 5)  # the user went on before it came back
+    late = SttResult(1, runner.epoch, "Turn on the", False, 900.0, time.time(), pause=job.pause)
+    runner.on_transcript(late)
+    assert host.jobs("llm") == [] and runner.preempt is None
+
+
+async def test_no_partial_transcript_is_asked_for_during_a_pause(preempting):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 45)  # 1.4 s of speech: a partial at 1 s
+    (partial,) = host.jobs("stt-partial")
+    runner.on_transcript(SttResult(1, runner.epoch, "Turn on", False, 40.0, time.time()))
+    speak(runner, host, [QUIET] * 40)  # a 1.3 s pause: the pause transcript has its words
+    assert host.jobs("stt-partial") == [partial]
