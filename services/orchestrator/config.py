@@ -112,5 +112,7 @@ class TurnSettings(BaseSettings):
         return profile in PREEMPTIVE_PROFILES
 
 
-# the profiles whose replies start preemptively by default (docs/BENCHMARKS.md, "Preemptive reply")
-PREEMPTIVE_PROFILES = frozenset({"cpu", "gpu"})
+# the profiles whose replies start preemptively by default (docs/BENCHMARKS.md, "Preemptive reply"):
+# cpu, measured by bench c; not gpu until measured there (its fast STT brings pause transcripts
+# back inside most mid-thought pauses, so more preemptive replies would be wasted)
+PREEMPTIVE_PROFILES = frozenset({"cpu"})

@@ -1177,6 +1177,8 @@ class SessionRunner:
                 )
             elif isinstance(msg, AudioOut):
                 self.on_relayed_audio(msg)
+            elif isinstance(msg, ContextSet) and msg.value is None:
+                self.session.context.pop(msg.key, None)
             elif isinstance(msg, ContextSet):
                 self.session.context[msg.key] = msg.value
             elif isinstance(msg, LlmDone):
