@@ -55,6 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="end-of-turn silence given to the stack (default: JARVIS_TURN_END_SILENCE_MS or 288)",
     )
     ap.add_argument(
+        "--end-of-turn",
+        choices=["silence", "adaptive"],
+        default="silence",
+        help="c: the stack's end of turn: the plain silence rule every scenario uses (default, "
+        "comparable across trees), or the adaptive one it ships with (pause transcripts)",
+    )
+    ap.add_argument(
+        "--preemptive",
+        choices=["on", "off"],
+        default=None,
+        help="c: start replies on pause transcripts (JARVIS_TURN_PREEMPTIVE; default: the profile's)",
+    )
+    ap.add_argument(
         "--late-tolerance",
         type=float,
         default=0.0,
@@ -158,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         realtime=args.realtime,
         realtime_scenarios=args.realtime_scenarios,
         c_profile=args.c_profile,
+        end_of_turn=args.end_of_turn,
+        preemptive=None if args.preemptive is None else args.preemptive == "on",
         orchestrators=args.orchestrators or default_orchestrators(),
         keep_logs=out_dir / f"logs-{stamp}" if args.keep_logs else None,
     )
@@ -189,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             "realtime": args.realtime,
             "realtime_scenarios": args.realtime_scenarios,
             "c_profile": args.c_profile,
+            "end_of_turn": args.end_of_turn,
+            "preemptive": args.preemptive,
             "orchestrators": opts.orchestrators,
         },
         "targets": report.TARGETS,

@@ -330,5 +330,8 @@ def analyze(client: LoadClient, decisions: list[Decision], clip: Clip, end_silen
         "start_lags_ms": start_lags,
         "pacing_late_ms": [x * 1000 for x in client.late],
         "metrics": [e for e in client.events if e.get("type") == "metrics"],
+        "transcripts": [
+            e.get("text", "") for e in client.events if e.get("type") == "transcript" and e.get("final")
+        ],
         "error": client.error,
     }

@@ -3,14 +3,14 @@
 Plays a 20-turn conversation against the CPU profile's LLM server (llama.cpp's, SmolLM2-135M,
 started here as the stack starts it) with replies of a realistic length for this model (it
 often talks to its `max_tokens`), and times each turn's request up to its first token (a one-
-token reply: the prompt's evaluation, which is what grows with the history). Three history
+token reply: the prompt's evaluation, which is what grows with the history). Two history
 windows, each on a fresh server:
 - `slide`: the last 20 messages, one turn further each time (the windowing before the hop):
   from turn 11 on the prompt's prefix changes every turn and the whole window is evaluated anew;
-- `hop` (the LLM client's window now, `OpenAIChat.build_messages`) over the orchestrator's
-  sliding 20 messages: the window is shorter (11-20 messages) but its start still moves;
-- `hop over all history`: the same client given the whole history (an orchestrator window wider
-  than the client's): the window's first message stays put for five turns at a time.
+- `stack`: the stack's own path: the session's history window (`Session.messages` with the
+  orchestrator's `history_window`, moving in hops of half its length), the question appended as
+  the orchestrator's LLM job does (`llm_job`), and the LLM client's `build_messages` (a cap above
+  that window, which never cuts it): the window's first message stays put for five turns at a time.
 Prints one row per turn and the turn 20 / turn 2 ratios; writes bench-results/long-session-*.json.
 """
 
@@ -48,7 +48,6 @@ REPLY = (
     "the evening the light travels through more air, and the colours change. If you would like "
     "to know more, I can tell you about rainbows, clouds, or the colours of other planets."
 )
-ORCHESTRATOR_WINDOW = 20  # the orchestrator's history window (shared/config.py history_window)
 
 
 @contextlib.contextmanager
@@ -82,40 +81,46 @@ def llama_server(timeout: float = 120.0) -> Iterator[str]:
             proc.wait()
 
 
-def _slide(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return history[-ORCHESTRATOR_WINDOW:]
+def _slide(history: Any, question: str) -> list[dict[str, Any]]:
+    """The last 20 messages and the question, one turn further each time."""
+    from shared.config import Settings
+
+    return [*history.messages(10**6)[-Settings().history_window :], {"role": "user", "content": question}]
 
 
-WINDOWS: dict[str, tuple[Callable[[list[dict[str, Any]]], list[dict[str, Any]]], bool]] = {
-    # name: (what the LLM client is given, whether the client's own window applies)
-    "slide": (_slide, False),
-    "hop": (lambda h: h[-ORCHESTRATOR_WINDOW:], True),
-    "hop over all history": (lambda h: h, True),
-}
+def _stack(history: Any, question: str) -> list[dict[str, Any]]:
+    """What the orchestrator's LLM job holds (the session's window and the question)."""
+    from shared.config import Settings
+    from shared.messages import LlmPlan, llm_job
+
+    plan = LlmPlan(kind="llm", messages=history.messages(Settings().history_window), context={})
+    return llm_job("bench", len(history.history) + 1, 1, plan, question, 1)[1].messages
+
+
+WINDOWS: dict[str, Callable[[Any, str], list[dict[str, Any]]]] = {"slide": _slide, "stack": _stack}
 
 
 async def play(base_url: str, window: str, turns: int) -> list[float]:
     from services.llm.openai_chat import OpenAIChat
+    from shared.sessions import Session, TurnRecord
 
-    chat = OpenAIChat(base_url=base_url, tools_enabled=False, history_messages=ORCHESTRATOR_WINDOW)
-    given, client_window = WINDOWS[window]
+    chat = OpenAIChat(base_url=base_url, tools_enabled=False)
+    given = WINDOWS[window]
     await chat.warm()
-    history: list[dict[str, Any]] = []
+    history = Session(id="bench")
     times = []
     for turn in range(turns):
         # every turn's words differ (a repeating conversation would hit the cache by accident)
-        user = {"role": "user", "content": f"Question {turn + 1}: {QUESTIONS[turn % len(QUESTIONS)]}"}
-        sent = [*given(history), user]
-        if client_window:
-            messages = chat.build_messages(sent)
-        else:
-            messages = [{"role": "system", "content": chat.settings.system_prompt}, *sent]
+        question = f"Question {turn + 1}: {QUESTIONS[turn % len(QUESTIONS)]}"
+        messages = chat.build_messages(given(history, question))
         model = await chat.model_name()
         t0 = time.perf_counter()
         request = {"model": model, "messages": messages, "max_tokens": 1}
         await chat._call(lambda c, r=request: c.chat.completions.create(**r))
         times.append((time.perf_counter() - t0) * 1000)
-        history += [user, {"role": "assistant", "content": f"Answer {turn + 1}. {REPLY}"}]
+        history.history.append(
+            TurnRecord(turn=turn + 1, user=question, assistant=f"Answer {turn + 1}. {REPLY}")
+        )
     await chat.unload()
     return times
 

@@ -524,6 +524,18 @@ def render_c(c: dict) -> str:
     ratios = c.get("ratios") or {}
     if ratios:
         parts.append("  ratios: " + ", ".join(f"{k} = {v}" for k, v in ratios.items()))
+    w = c.get("wer") or {}
+    if w.get("turns"):
+        parts.append(f"  transcripts: WER {w['mean']} over {w['turns']} turns ({w['distinct']})")
+    pre, pause = c.get("preemptive_replies") or {}, c.get("pause_transcripts") or {}
+    if any(pre.values()) or any(pause.values()):
+        started = sum(pre.values())
+        share = f", wasted share {pre.get('wasted', 0) / started:.2f}" if started else ""
+        parts.append(
+            f"  pause transcripts: used {pause.get('used', 0):.0f}, wasted {pause.get('wasted', 0):.0f}; "
+            f"preemptive replies: used {pre.get('used', 0):.0f}, wasted {pre.get('wasted', 0):.0f}, "
+            f"rerun {pre.get('rerun', 0):.0f}{share}"
+        )
     return "\n".join(parts)
 
 

@@ -57,6 +57,8 @@ class Options:
     realtime_scenarios: str = "ad"
     c_profile: str = "cpu"  # the real-model profile scenario c runs: cpu, or gpu on a GPU host
     orchestrators: int = 1  # orchestrator processes per stack (`jarvis up` starts one per core)
+    end_of_turn: str = "silence"  # c: "silence" (the plain rule) or "adaptive" (as the stack ships)
+    preemptive: bool | None = None  # c: JARVIS_TURN_PREEMPTIVE; None: the profile's default
 
 
 def run_async(coro):
@@ -68,13 +70,15 @@ def run_async(coro):
         return asyncio.run(coro)
 
 
-def _stack_env(opts: Options) -> dict[str, str]:
+def _stack_env(opts: Options, scenario: str = "") -> dict[str, str]:
     # the framework is measured with the plain silence rule, so its figures compare across
-    # trees; the adaptive end of turn is measured by scenario eot
-    return {
-        "JARVIS_TURN_END_SILENCE_MS": str(opts.end_silence_ms),
-        "JARVIS_TURN_END_OF_TURN__MODE": "silence",
-    }
+    # trees; the adaptive end of turn is measured by scenario eot, and by c when asked
+    env = {"JARVIS_TURN_END_SILENCE_MS": str(opts.end_silence_ms)}
+    if scenario != "c" or opts.end_of_turn == "silence":
+        env["JARVIS_TURN_END_OF_TURN__MODE"] = "silence"
+    if scenario == "c" and opts.preemptive is not None:
+        env["JARVIS_TURN_PREEMPTIVE"] = str(opts.preemptive).lower()
+    return env
 
 
 class _Workdir:
@@ -127,7 +131,7 @@ def run_load(
         profile=profile,
         port=free_port(),
         workdir=wd.path,
-        env=_stack_env(opts),
+        env=_stack_env(opts, scenario),
         orchestrators=opts.orchestrators,
     )
     result: dict = {"profile": profile, "sessions": n, "turns": turns, "wait_reply": wait_reply}
@@ -253,6 +257,16 @@ def run_load(
         result["gateway_out_over_100ms"] = histogram_over(out_lag, LATE_S)
     result["gateway_frames_in"] = counter_delta(gw0, gw1, "jarvis_gateway_frames_in_total", kind="binary")
     result["turns_completed"] = counter_delta(orch0, orch1, "jarvis_turns_total", outcome="completed")
+    result["pause_transcripts"] = {
+        o: counter_delta(orch0, orch1, "jarvis_pause_transcripts_total", outcome=o)
+        for o in ("used", "wasted")
+    }
+    result["preemptive_replies"] = {
+        o: counter_delta(orch0, orch1, "jarvis_preemptive_replies_total", outcome=o)
+        for o in ("used", "wasted", "rerun")
+    }
+    if n <= 10:
+        result["transcripts"] = [t for pc in per_client for t in pc["transcripts"]]
     # ---- processes
     usage = ProcMonitor.usage(m1, m2)
     for name, u in usage.items():
@@ -514,10 +528,23 @@ def scenario_c(clip: Clip, opts: Options, endpoint, vad) -> dict:
             spans["tts_first_audio"].append(a - f)
     r["spans"] = {k: summarize(v) for k, v in spans.items()}
     r["per_turn"] = per_turn(r)
+    r["wer"] = transcript_wer(clip.text, r.get("transcripts") or [])
     if profile == "cpu" and "error" not in r:
         r["alone"] = stages_alone(clip, opts)
     r["ratios"] = ratios(r)
     return r
+
+
+def transcript_wer(reference: str, transcripts: list[str]) -> dict:
+    """The turns' final transcripts against the words spoken: mean word error rate."""
+    from tests.support.speech import wer
+
+    rates = [wer(reference, t) for t in transcripts]
+    return {
+        "mean": round(sum(rates) / len(rates), 4) if rates else None,
+        "turns": len(rates),
+        "distinct": sorted(set(transcripts))[:5],
+    }
 
 
 def per_turn(r: dict) -> list[dict]:
@@ -585,6 +612,7 @@ def stages_alone(clip: Clip, opts: Options, repeat: int = 3) -> dict:
     if opts.priority is not None:  # as the stack ran (this process's threads; children inherit)
         renice({"bench": os.getpid()}, opts.priority)
     endpoint = EndpointSettings(end_silence_ms=opts.end_silence_ms)
+    eot = endpoint.end_of_turn
     pre = np.zeros(int(RATE * endpoint.pre_roll_ms / 1000), np.int16)
     post = np.zeros(int(RATE * endpoint.post_roll_ms / 1000), np.int16)
     pcm = np.concatenate([pre, clip.samples[: clip.speech_end], post]).astype("<i2").tobytes()
@@ -644,12 +672,20 @@ def stages_alone(clip: Clip, opts: Options, repeat: int = 3) -> dict:
         return runs[1:]
 
     tts_ms = round(percentile(run_async(tts_runs()), 50) or 0.0, 1)
+    # the silence this utterance's end of turn waits for: the plain rule's, or the adaptive
+    # one's for these words (a finished thought at the candidate pause, else the ceiling)
+    silence = endpoint.end_silence_ms
+    if opts.end_of_turn != "silence":
+        from services.orchestrator.transcript_cues import transcript_cue
+
+        finished = transcript_cue(str(transcript)) == "complete"
+        silence = eot.candidate_ms if finished else eot.ceiling_ms
     return {
-        "end_of_turn_ms": endpoint.end_silence_ms,
+        "end_of_turn_ms": silence,
         "stt_ms": stt_ms,
         "llm_first_token_ms": llm_ms,
         "tts_first_chunk_ms": tts_ms,
-        "sum_ms": round(endpoint.end_silence_ms + stt_ms + llm_ms + tts_ms, 1),
+        "sum_ms": round(silence + stt_ms + llm_ms + tts_ms, 1),
         "transcript": transcript,
         "first_unit": first_unit,
         "repeat": repeat,

@@ -292,6 +292,10 @@ class Stack:
             self.extra_env.setdefault(
                 "JARVIS_LLM_TEMPERATURE", os.environ.get("JARVIS_LLM_TEMPERATURE", "0.2")
             )
+            # a spoken answer of two or three sentences: SmolLM2 otherwise talks to its whole
+            # budget (256), which keeps both cores busy and the history long; a reply cut at
+            # the budget drops its unfinished last sentence (shared.sentences `finish`)
+            self.extra_env.setdefault("JARVIS_LLM_MAX_TOKENS", os.environ.get("JARVIS_LLM_MAX_TOKENS", "100"))
             _wait_http(f"http://127.0.0.1:{llm_port}/v1/models", timeout, server)
         if self.resource:
             # first, so every orchestrator finds it from its first session on

@@ -85,7 +85,9 @@ class Settings(BaseSettings):
 
     # Orchestrator
     pipeline: str = "sts"
-    history_window: int = 20  # past messages sent to the LLM
+    # past messages sent to the LLM at most; the window moves in hops of half this
+    # (`Session.messages`), so the LLM server's prompt cache holds from turn to turn
+    history_window: int = 20
 
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, description="Prometheus port for this process; 0 = off")

@@ -212,14 +212,20 @@ class LlmJob:
     context: dict[str, Any]
     ts: float
     speak: SpokenReply | None = None
+    # started on a pause transcript before the turn has ended: the orchestrator holds its
+    # tokens, its first sentence's audio goes to the orchestrator (`TtsJob.hold`), and a tool
+    # with side effects is not run (the reply stops there, `LlmDone.held_tool`)
+    preemptive: bool = False
 
 
-def llm_job(sid: str, turn: int, epoch: int, plan: LlmPlan, text: str, shards: int) -> tuple[str, LlmJob]:
+def llm_job(
+    sid: str, turn: int, epoch: int, plan: LlmPlan, text: str, shards: int, preemptive: bool = False
+) -> tuple[str, LlmJob]:
     """The LLM job for the user's words `text` and a plan, and its stream (no words: the
     model replies to the conversation as it stands)."""
     content: Any = [{"type": "text", "text": text}, *plan.parts] if plan.parts else text
     messages = [*plan.messages, {"role": "user", "content": content}] if text else list(plan.messages)
-    job = LlmJob(sid, turn, epoch, messages, plan.context, time.time(), plan.speak)
+    job = LlmJob(sid, turn, epoch, messages, plan.context, time.time(), plan.speak, preemptive)
     return job_stream_for(plan.kind, sid, shards), job
 
 
@@ -240,6 +246,9 @@ class TtsJob:
     text: str
     voice: str | None
     ts: float
+    # a preemptive reply's audio: written to the orchestrator (`in:{sid}`), which holds it
+    # until the turn has ended, instead of to the client
+    hold: bool = False
 
 
 # ---- workers -> orchestrator (in:{sid}) --------------------------------------------
@@ -283,6 +292,8 @@ class LlmDone:
     epoch: int
     elapsed_ms: float
     ts: float
+    truncated: bool = False  # cut at max_tokens: the text's last sentence may be unfinished
+    held_tool: str = ""  # a preemptive reply stopped at this tool (side effects), not run
 
 
 @message("r.tts")

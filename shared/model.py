@@ -37,11 +37,24 @@ class Transcript:
 class LlmRequest:
     messages: list[dict[str, Any]]  # OpenAI chat format; content may hold image parts
     context: dict[str, Any] = field(default_factory=dict)  # the session's key-value context (tools read it)
+    # started before the user's turn has ended (a preemptive reply): a tool call with side
+    # effects is not run, the reply stops there (`LlmStopped(reason="tool")`)
+    preemptive: bool = False
 
 
 @dataclass(slots=True)
 class LlmDelta:
     text: str
+
+
+@dataclass(slots=True)
+class LlmStopped:
+    """The reply ended before the model finished it: cut at the token budget (`"length"`:
+    its text may end mid-sentence), or, for a preemptive request, at a tool call with side
+    effects that was not run (`"tool"`, with the tool's name)."""
+
+    reason: str  # "length" or "tool"
+    tool: str = ""
 
 
 @dataclass(slots=True)

@@ -111,13 +111,20 @@ class SentenceSplitter:
 
     def flush(self) -> list[str]:
         """End of reply: return every remaining sentence and start afresh."""
+        return self.finish(cut=False)[0]
+
+    def finish(self, cut: bool) -> tuple[list[str], str]:
+        """End of reply: every remaining sentence, and start afresh. A reply `cut` short (at
+        the model's token budget) drops its unfinished last sentence, unless it is all there is
+        (then it is spoken as it is); returns (sentences, the raw text dropped)."""
         out: list[str] = []
         self._drain(out, final=True)
-        self._emit(out, self._buf)
-        self._buf = ""
-        self._scan = 0
-        self._first = True
-        return out
+        tail = self._buf
+        if not cut or (self._first and not out) or not tail.strip():
+            self._emit(out, tail)
+            tail = ""
+        self.reset()
+        return out, tail
 
     def reset(self) -> None:
         """Drop pending text (e.g. the reply was interrupted)."""

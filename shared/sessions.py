@@ -127,12 +127,25 @@ class Session(BaseModel):
         return target
 
     def messages(self, window: int) -> list[dict[str, str]]:
-        """The last `window` chat messages of the history, oldest first (a side a `forget`
-        emptied, or a reply the user did not ask for, has no message)."""
+        """The history's chat messages, oldest first (a side a `forget` emptied, or a reply the
+        user did not ask for, has no message), at most the last `window` of them.
+
+        The window moves in hops of half its length, not one turn at a time: it is cut at a
+        multiple of `window // 2` from the history's start, so its first message, hence the
+        LLM prompt's prefix, stays the same for several turns and the server's prompt cache
+        holds (llama.cpp's server, vLLM's prefix caching): only the newest messages are
+        evaluated. It holds `window // 2 + 1` to `window` messages once the history is longer
+        (docs/BENCHMARKS.md, "Long sessions")."""
+        if window <= 0:
+            return []
         msgs: list[dict[str, str]] = []
         for t in self.history:
             if t.user:
                 msgs.append({"role": "user", "content": t.user})
             if t.assistant:
                 msgs.append({"role": "assistant", "content": t.assistant})
-        return msgs[-window:] if window > 0 else []
+        cut = len(msgs) - window
+        if cut > 0:
+            hop = max(1, window // 2)
+            cut = -(-cut // hop) * hop
+        return msgs[max(cut, 0) :]

@@ -40,7 +40,9 @@ class LlmSettings(BaseSettings):
     # The served model's name. Empty: ask the server (GET /models) and use the first one.
     model: str = ""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    history_messages: int = Field(default=20, ge=1)  # last N non-system messages sent to the model
+    # last N non-system messages sent to the model: a cap above the orchestrator's window
+    # (JARVIS_HISTORY_WINDOW, 20, which moves in hops for the prompt cache) plus the question
+    history_messages: int = Field(default=40, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(default=256, ge=1)

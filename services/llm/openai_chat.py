@@ -5,8 +5,11 @@ sampling settings, image parts passed through for VLMs), streaming the reply as
 `LlmDelta`s, and the tool loop: tool calls streamed by the model are assembled, run
 (`services.llm.tools`), answered with `role: tool` messages, and the model is called
 again, for at most `max_tool_rounds` rounds; `remember` yields a `ContextUpdate` for the
-orchestrator to persist. Server failures (refused connection, timeout, HTTP 4xx/5xx)
-surface as `LlmUnavailable`, whose message names the URL and never the API key.
+orchestrator to persist. A preemptive request (the user's turn has not ended yet) stops at the
+first tool call with side effects, unrun (`LlmStopped("tool")`); a reply cut at `max_tokens`
+ends with `LlmStopped("length")`, so its last, unfinished sentence can be dropped. Server
+failures (refused connection, timeout, HTTP 4xx/5xx) surface as `LlmUnavailable`, whose message
+names the URL and never the API key.
 
 Works against vLLM, Ollama, llama.cpp's server (see `services.llm.llamacpp`) and OpenAI.
 Compatibility choices: an assistant turn that only carries tool calls is sent with
@@ -26,8 +29,8 @@ from typing import Any
 import openai
 
 from services.llm.config import LlmSettings
-from services.llm.tools import MEMORY_PREFIX, ToolResult, run_tool, tool_schemas
-from shared.model import ContextUpdate, LlmDelta, LlmRequest, Model
+from services.llm.tools import MEMORY_PREFIX, ToolResult, has_side_effects, run_tool, tool_schemas
+from shared.model import ContextUpdate, LlmDelta, LlmRequest, LlmStopped, Model
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def _merge_tool_call_delta(calls: dict[int, _PendingCall], delta: Any) -> None:
         entry.arguments += fn.arguments
 
 
-class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
+class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate | LlmStopped]):
     """Streaming chat client. `OpenAIChat(settings=None, *, client=None, on_tool_call=None, **overrides)`.
 
     `overrides` are LlmSettings fields; `client` an existing `openai.AsyncOpenAI`;
@@ -208,12 +211,14 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
     def build_messages(
         self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """System prompt + the last `history_messages` non-system messages at most, the window
-        moving in hops of half that (a prompt prefix that stays put for the server's cache).
+        """System prompt + the last `history_messages` non-system messages at most.
 
-        A system message in `messages` replaces the configured system prompt. Facts saved by
-        `remember` (context keys `memory.*`) are added to the system prompt. Content lists
-        (text + image parts) are passed through unchanged.
+        The orchestrator sends a history window that already moves in hops for the server's
+        prompt cache (`shared.sessions.Session.messages`); this cap sits above it (its window
+        plus the question), so in the stack it never cuts: a cut here would move the prompt's
+        prefix every turn. A system message in `messages` replaces the configured system
+        prompt. Facts saved by `remember` (context keys `memory.*`) are added to the system
+        prompt. Content lists (text + image parts) are passed through unchanged.
         """
         s = self.settings
         system = s.system_prompt
@@ -223,15 +228,7 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
                 system = msg.get("content") or system
             else:
                 rest.append(msg)
-        # The window moves in hops of half its length, not one turn at a time: its first
-        # message, hence the prompt's prefix, stays the same for several turns, so the server's
-        # prompt cache holds and only the newest messages are evaluated (docs/BENCHMARKS.md,
-        # "Long sessions"). It holds history_messages // 2 + 1 to history_messages messages.
-        cut = len(rest) - s.history_messages
-        if cut > 0:
-            hop = max(1, s.history_messages // 2)
-            cut = -(-cut // hop) * hop
-        window = rest[max(cut, 0) :]
+        window = rest[-s.history_messages :]
         while window and window[0].get("role") == "tool":  # its assistant tool_calls turn was cut off
             window = window[1:]
         facts = [
@@ -270,6 +267,7 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
         tool_choice: Any,
         calls: dict[int, _PendingCall],
         t0: float,
+        finish: list[str],
     ) -> AsyncIterator[str]:
         s = self.settings
         kwargs: dict[str, Any] = {
@@ -290,6 +288,8 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
             async for chunk in stream:
                 if not chunk.choices:
                     continue
+                if chunk.choices[0].finish_reason:
+                    finish.append(chunk.choices[0].finish_reason)
                 delta = chunk.choices[0].delta
                 if delta is None:
                     continue
@@ -304,7 +304,7 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
         finally:
             await stream.close()
 
-    async def infer(self, request: LlmRequest) -> AsyncIterator[LlmDelta | ContextUpdate]:
+    async def infer(self, request: LlmRequest) -> AsyncIterator[LlmDelta | ContextUpdate | LlmStopped]:
         s = self.settings
         model = await self.model_name()
         context = dict(request.context)  # tools see their own writes within this reply
@@ -317,13 +317,21 @@ class OpenAIChat(Model[LlmRequest, LlmDelta | ContextUpdate]):
             offer = tools if rounds < s.max_tool_rounds else None
             calls: dict[int, _PendingCall] = {}
             text: list[str] = []
+            finish: list[str] = []
             async for piece in self._stream_round(
-                model, messages, offer, self._tool_choice(rounds == 0), calls, t0
+                model, messages, offer, self._tool_choice(rounds == 0), calls, t0, finish
             ):
                 text.append(piece)
                 yield LlmDelta(piece)
             pending = [c for _, c in sorted(calls.items()) if c.name]
             if not offer or not pending:
+                if "length" in finish:
+                    yield LlmStopped("length")
+                return
+            held = next((c.name for c in pending if has_side_effects(c.name)), None)
+            if request.preemptive and held is not None:
+                log.info("preemptive reply stops at tool %s (side effects): not run", held)
+                yield LlmStopped("tool", held)
                 return
             rounds += 1
             for i, call in enumerate(pending):

@@ -12,6 +12,10 @@ Tools:
   input length and result size are bounded.
 - `remember(key, value)` / `recall(key?)`: the session's memory, kept in the request's
   context under `memory.<key>`; `remember` emits a `ContextUpdate` the orchestrator saves.
+
+Each tool says whether it has side effects (`Tool.side_effects`: it changes something outside
+the reply, such as the user's saved memory). A preemptive reply (started before the user's
+turn has ended) runs only tools without; it stops at the first call of one with.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Tool:
     description: str
     parameters: dict[str, Any]
     run: Callable[[dict[str, Any], dict[str, Any]], ToolResult]  # (arguments, context) -> result
+    side_effects: bool  # it changes something beyond the reply (never run for an unfinished turn)
 
     def schema(self) -> dict[str, Any]:
         return {
@@ -292,6 +297,7 @@ TOOLS: dict[str, Tool] = {
                 "required": [],
             },
             _current_time,
+            side_effects=False,
         ),
         Tool(
             "calculator",
@@ -303,6 +309,7 @@ TOOLS: dict[str, Tool] = {
                 "required": ["expression"],
             },
             _calculator,
+            side_effects=False,
         ),
         Tool(
             "remember",
@@ -319,6 +326,7 @@ TOOLS: dict[str, Tool] = {
                 "required": ["key", "value"],
             },
             _remember,
+            side_effects=True,
         ),
         Tool(
             "recall",
@@ -329,6 +337,7 @@ TOOLS: dict[str, Tool] = {
                 "required": [],
             },
             _recall,
+            side_effects=False,
         ),
     ]
 }
@@ -338,6 +347,12 @@ def tool_schemas(enabled: list[str] | None = None) -> list[dict[str, Any]]:
     """OpenAI `tools=` entries for the enabled tools (all built-ins when `enabled` is None)."""
     names = list(TOOLS) if enabled is None else [n for n in enabled if n in TOOLS]
     return [TOOLS[n].schema() for n in names]
+
+
+def has_side_effects(name: str) -> bool:
+    """Whether a call of tool `name` may change anything beyond the reply (an unknown name: yes)."""
+    tool = TOOLS.get(name)
+    return tool is None or tool.side_effects
 
 
 def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The LLM worker: streams tokens (and tool context updates) to the session's orchestrator.
 For a spoken reply (`LlmJob.speak`) it also starts the first sentence's TTS job, in the same
 epoch-gated write as the tokens that close that sentence (the splitter's first unit: a clause
-or a sentence, cut exactly as the orchestrator cuts it). At start it warms the model server."""
+or a sentence, cut exactly as the orchestrator cuts it). A preemptive job (`LlmJob.preemptive`)
+asks for that sentence's audio to be held by the orchestrator (`TtsJob.hold`) and runs no tool
+with side effects. At start it warms the model server."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from contextlib import aclosing
 
 from shared.messages import ContextSet, LlmDone, LlmJob, LlmToken, TtsJob, job_stream_for
-from shared.model import ContextUpdate, LlmDelta, LlmRequest
+from shared.model import ContextUpdate, LlmDelta, LlmRequest, LlmStopped
 from shared.sentences import SentenceSplitter
 from shared.worker import Worker
 
@@ -43,11 +45,13 @@ class LlmWorker(Worker):
             return [
                 (
                     job_stream_for("tts", job.sid, self.settings.job_shards),
-                    TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time()),
+                    TtsJob(job.sid, job.turn, job.epoch, 0, sentences[0], voice, time.time(), job.preemptive),
                 )
             ]
 
-        stream = self.model.infer(LlmRequest(messages=job.messages, context=job.context))
+        stopped: LlmStopped | None = None
+        request = LlmRequest(messages=job.messages, context=job.context, preemptive=job.preemptive)
+        stream = self.model.infer(request)
         async with aclosing(self.ready_batches(stream)) as batches:
             async for outputs in batches:
                 batch: list[LlmToken | ContextSet] = []
@@ -59,6 +63,8 @@ class LlmWorker(Worker):
                             batch.append(LlmToken(job.turn, job.epoch, out.text, time.time()))
                     elif isinstance(out, ContextUpdate):
                         batch.append(ContextSet(job.turn, job.epoch, out.key, out.value))
+                    elif isinstance(out, LlmStopped):
+                        stopped = out
                 if batch:
                     tts: list[tuple[str, TtsJob]] = []
                     if splitter is not None:
@@ -66,7 +72,19 @@ class LlmWorker(Worker):
                             if isinstance(m, LlmToken) and not tts:
                                 tts = first_sentence(splitter.feed(m.text))
                     await self.send(job, to_session=batch, jobs=tts)
-        done = LlmDone(job.turn, job.epoch, (time.perf_counter() - started) * 1000, time.time())
-        await self.send(
-            job, to_session=[done], jobs=first_sentence(splitter.flush()) if splitter is not None else []
+        done = LlmDone(
+            job.turn,
+            job.epoch,
+            (time.perf_counter() - started) * 1000,
+            time.time(),
+            truncated=stopped is not None and stopped.reason == "length",
+            held_tool=stopped.tool if stopped is not None and stopped.reason == "tool" else "",
         )
+        # a reply stopped at a tool is answered again once the turn has ended: nothing to speak;
+        # one cut at max_tokens drops its unfinished sentence as the orchestrator does
+        rest = (
+            first_sentence(splitter.finish(cut=done.truncated)[0])
+            if splitter is not None and not done.held_tool
+            else []
+        )
+        await self.send(job, to_session=[done], jobs=rest)

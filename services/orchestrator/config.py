@@ -97,6 +97,22 @@ class TurnSettings(BaseSettings):
     partial_interval_ms: float = 1000  # partial transcripts while speaking; 0 = off
     stage_timeout_s: float = 120  # a turn with no progress this long ends with an error
     idle_timeout_s: float = 600  # a detached session is saved and let go after this
+    # start the LLM on a pause transcript before the turn has ended, holding its tokens and audio
+    # until the end is confirmed (released at once) or the user goes on (discarded): None is the
+    # profile's default (`preemptive_for`), chosen by bench c (docs/BENCHMARKS.md, "Preemptive reply")
+    preemptive: bool | None = None
     # pipeline role -> the resource service's model id (JSON in JARVIS_TURN_MODELS)
     # (the default registry's ids; add "vlm" when your registry has a VLM server)
     models: dict[str, str] = {"stt": "whisper", "llm": "llm", "tts": "chatterbox"}
+
+    def preemptive_for(self, profile: str) -> bool:
+        """Whether replies start preemptively under `profile` (the setting, else its default)."""
+        if self.preemptive is not None:
+            return self.preemptive
+        return profile in PREEMPTIVE_PROFILES
+
+
+# the profiles whose replies start preemptively by default (docs/BENCHMARKS.md, "Preemptive reply"):
+# cpu, measured by bench c; not gpu until measured there (its fast STT brings pause transcripts
+# back inside most mid-thought pauses, so more preemptive replies would be wasted)
+PREEMPTIVE_PROFILES = frozenset({"cpu"})

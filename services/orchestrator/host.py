@@ -43,8 +43,9 @@ class SessionHost(Protocol):
     async def has_workers(self, kind: str) -> bool:
         """Whether any worker serves `jobs:{kind}` now."""
 
-    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted) -> int:
-        """Start a new epoch and tell the client, atomically; returns the new epoch."""
+    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted | None) -> int:
+        """Start a new epoch and tell the client (`event`; None: nothing to tell, the jobs
+        cancelled made nothing the client saw), atomically; returns the new epoch."""
 
     async def save(self, runner: SessionRunner) -> None:
         """Write the session file."""

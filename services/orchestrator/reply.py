@@ -58,9 +58,15 @@ class ReplyAudio:
         """More reply text: queue the sentences it closes."""
         self._add(self.splitter.feed(text))
 
-    def flush(self) -> None:
-        """The reply text is complete: queue what is left."""
-        self._add(self.splitter.flush())
+    def flush(self, cut: bool = False) -> str:
+        """The reply text is complete: queue what is left. A reply `cut` at the token budget
+        loses its unfinished last sentence (returned), unless nothing else was said."""
+        if not cut:
+            self._add(self.splitter.flush())
+            return ""
+        whole, tail = self.splitter.finish(cut=True)
+        self._add(whole)
+        return tail
 
     def _add(self, texts: list[str]) -> None:
         for text in texts:

@@ -254,8 +254,9 @@ class Orchestrator:
             self.spawn(refresh())
         return bool(cached and cached[0])
 
-    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted) -> int:
-        """Atomically start a new epoch and tell the client: no stale audio lands after it."""
+    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted | None) -> int:
+        """Atomically start a new epoch and tell the client (unless `event` is None): no stale
+        audio lands after it."""
         async with self._flush_lock:
             if self.outbox:
                 batch, self.outbox = self.outbox, []
@@ -264,12 +265,13 @@ class Orchestrator:
             async def run() -> list:
                 async with self.bus.redis.pipeline(transaction=True) as pipe:
                     pipe.incr(epoch_key(runner.sid))
-                    pipe.xadd(
-                        out_stream(runner.sid),
-                        codec.entry(ClientEvent(p.dump(event))),
-                        maxlen=self.settings.out_maxlen,
-                        approximate=True,
-                    )
+                    if event is not None:
+                        pipe.xadd(
+                            out_stream(runner.sid),
+                            codec.entry(ClientEvent(p.dump(event))),
+                            maxlen=self.settings.out_maxlen,
+                            approximate=True,
+                        )
                     return await pipe.execute()
 
             res = await self.bus.retry(run, "bump epoch")

@@ -23,6 +23,7 @@ from services.orchestrator.end_of_turn import EndOfTurnPolicy, ScoreNeeded
 from services.orchestrator.endpoint import SpeechStart, TurnEnd
 from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
+from services.orchestrator.preempt import PREEMPTIONS, Preemption, same_words
 from services.orchestrator.reply import ReplyAudio
 from services.orchestrator.turn import Turn
 from shared import protocol as p
@@ -30,6 +31,7 @@ from shared.config import Settings
 from shared.images import image_part
 from shared.messages import (
     Audio,
+    AudioOut,
     ClientEvent,
     Command,
     ContextSet,
@@ -152,6 +154,9 @@ class SessionRunner:
         self.orphaned: tuple[int, str, float] | None = None  # (turn, kind, since): no live worker for it
         self.received_at = 0.0  # wall clock when the host last read an audio frame (replays included)
         self.lost: dict[tuple[int, str], int] = {}  # (turn, kind) -> jobs lost with their worker
+        # a reply started on a pause transcript, held until the turn ends (`preempt.py`)
+        self.preemptive = turns.preemptive_for(settings.profile)
+        self.preempt: Preemption | None = None
 
     # ---- output helpers -----------------------------------------------------------
 
@@ -244,6 +249,9 @@ class SessionRunner:
         if isinstance(msg, Audio):
             self.on_audio(msg)
             return
+        if self.preempt is not None and self.preempt.owns(msg) and not isinstance(msg, SttResult):
+            self.preempt.hold(msg)  # a result of the preemptive reply: held until the turn ends
+            return
         if self.turn is not None and isinstance(msg, (SttResult, LlmToken, LlmDone, TtsProgress, ContextSet)):
             self.turn.progress_ts = time.time()
         if isinstance(msg, Command):
@@ -266,6 +274,8 @@ class SessionRunner:
             self.on_llm_done(msg)
         elif isinstance(msg, TtsProgress):
             self.on_tts(msg)
+        elif isinstance(msg, AudioOut):
+            self.on_relayed_audio(msg)
         elif isinstance(msg, JobFailed):
             self.on_failed(msg)
         elif isinstance(msg, JobLost):
@@ -314,6 +324,8 @@ class SessionRunner:
                 self.on_speech_end(ev.start_ms, ev.end_ms, ts)
             elif isinstance(ev, ScoreNeeded):
                 self.on_pause(ev, ts)
+        if self.preempt is not None and self.detector.in_speech and not self.detector.silence_ms:
+            self._drop_preemption("the user went on")
         if self.detector.in_speech:
             self._maybe_barge_in()
             self._maybe_partial()
@@ -454,6 +466,8 @@ class SessionRunner:
         every = self.ctx.ms_to_sample(self.cfg.partial_interval_ms)
         if not every or self.partial_out or self.state != p.State.LISTENING or not self.speech_started:
             return
+        if self.detector.silence_ms >= self.detector.config.candidate_ms:
+            return  # a pause: its words go to the pause transcript; nothing new to show, CPU to spare
         if self.ctx.samples_in - self.partial_at >= every:
             self.partial_at = self.ctx.samples_in
             self.partial_out = True
@@ -500,6 +514,7 @@ class SessionRunner:
             self.paused_text[end_ms] = r  # the ceiling may still end the turn at this pause
             if len(self.paused_text) > 8:
                 self.paused_text.pop(next(iter(self.paused_text)))
+            self._start_preemption(r, end_ms)
 
     def on_speech_end(
         self, start_ms: float, end_ms: float, decided_ts: float, transcript: SttResult | None = None
@@ -515,6 +530,8 @@ class SessionRunner:
         pcm = ctx.slice(a, b)
         t_eos = ctx.ts_of_sample(ctx.ms_to_sample(end_ms))
         ctx.keep_from(b)
+        if self.preempt is not None and self.preempt.end_ms != end_ms:
+            self._drop_preemption("the turn ended elsewhere")  # bumps: the turn is answered after it
         if self.bumping:  # the cancelled reply's epoch is still being bumped: answer after it
             self.prefix += pcm
             self.ended_early = (t_eos, decided_ts)
@@ -626,6 +643,7 @@ class SessionRunner:
             case p.Respond():
                 if (self.turn or self.last) is not None:
                     await self.interrupt(reason="respond")
+                self._drop_preemption("a respond request")
                 turn = self._new_turn(ts, ts, speak=self.speaks if msg.speak is None else msg.speak)
                 turn.transcript_ts = ts  # no words to wait for: the model answers the conversation
                 self.host.spawn(self._dispatch_llm(turn))
@@ -742,6 +760,7 @@ class SessionRunner:
         )
 
     def start_text_turn(self, text: str, ts: float, speak: bool) -> None:
+        self._drop_preemption("a typed turn")
         turn = self._new_turn(ts, ts, speak=speak)
         turn.user = text
         turn.transcript_ts = ts
@@ -776,7 +795,9 @@ class SessionRunner:
             return
         turn.user = text
         self.event(p.TranscriptEvent(turn=turn.n, text=text, final=True))
-        if not turn.chained:  # else the STT worker started the LLM job with this transcript
+        if self.preempt is not None:
+            self._adopt_preemption(turn)
+        elif not turn.chained:  # else the STT worker started the LLM job with this transcript
             self.host.spawn(self._dispatch_llm(turn))
 
     async def _dispatch_llm(self, turn: Turn) -> None:
@@ -814,7 +835,10 @@ class SessionRunner:
         turn.llm_ms = d.elapsed_ms
         turn.llm_done = True
         if turn.speak:
-            turn.audio.flush()
+            # cut at the token budget: the unfinished last sentence is neither spoken nor kept
+            tail = turn.audio.flush(cut=d.truncated)
+            if tail and turn.reply.endswith(tail):
+                turn.reply = turn.reply[: -len(tail)].rstrip()
         self.event(p.Reply(turn=turn.n, final=True, text=turn.reply))
         self._pump_tts(turn)
         self._maybe_finish(turn)
@@ -828,6 +852,8 @@ class SessionRunner:
         turn = self.turn
         if turn is None or t.epoch != self.epoch or t.turn != turn.n:
             return
+        if turn.relayed and t.seq == 0 and t.first_audio_ts and turn.audio.first_audio_ts is None:
+            self.event(p.AudioStart(turn=turn.n, sample_rate=t.sample_rate))  # the held audio follows
         if turn.audio.progress(t):
             self.set_state(p.State.SPEAKING)
         if t.done:
@@ -1081,6 +1107,127 @@ class SessionRunner:
             self.event(p.TranscriptEvent(turn=turn.n, text=turn.user, final=True))
         await self._dispatch_llm(turn)
         await self.host.flush()
+
+    # ---- a preemptive reply (preempt.py): started at a pause, held until the turn ends -------
+
+    def _start_preemption(self, r: SttResult, end_ms: float) -> None:
+        """A pause transcript came back and the turn has not ended: start the reply on it."""
+        text = r.text.strip()
+        det = self.detector
+        if (
+            not self.preemptive
+            or not text
+            or not det.silence_ms  # stale: the user went on before it came back
+            or abs(det.now_ms - det.silence_ms - end_ms) > 1
+            or self.pipeline.vision  # the camera frame may change before the turn ends
+            or self.bumping
+            or self.state != p.State.LISTENING
+            or (self.turn or self.last) is not None
+            or not self.host.workers_known(self._llm_kind)
+        ):
+            return
+        self._drop_preemption("a newer pause")
+        if self.bumping:
+            return
+        now = time.time()
+        turn = Turn(n=self.next_turn, epoch=self.epoch, speak=self.speaks, t0=now, decided_ts=now)
+        self.preempt = Preemption(turn.n, self.epoch, text, end_ms, now)
+        stream, job = llm_job(
+            self.sid,
+            turn.n,
+            self.epoch,
+            self._llm_plan(turn),
+            text,
+            self.settings.job_shards,
+            preemptive=True,
+        )
+        self.host.put(stream, job, self.settings.jobs_maxlen)
+        log.info("preemptive reply started", extra={"session": self.sid, "turn": turn.n})
+
+    def _drop_preemption(self, why: str, answer: Turn | None = None) -> None:
+        """The user went on (or the turn ended on other words): discard the held reply, and
+        cancel its jobs with a new epoch (told to no client: it never saw the reply); then
+        `answer` that turn afresh, if given."""
+        pre, self.preempt = self.preempt, None
+        if pre is None:
+            return
+        outcome = "wasted" if answer is None else "rerun"
+        PREEMPTIONS.labels(outcome).inc()
+        log.info("preemptive reply %s: %s", outcome, why, extra={"session": self.sid, "turn": pre.turn})
+        if pre.epoch == self.epoch and not self.bumping:
+            self.bumping = True  # until it lands, a turn end waits in the prefix
+            self.host.spawn(self._quiet_bump(answer))
+        elif answer is not None:
+            answer.epoch = self.epoch
+            self.host.spawn(self._dispatch_llm(answer))
+
+    async def _quiet_bump(self, answer: Turn | None) -> None:
+        try:
+            self.epoch = await self.host.bump_epoch(self, None)
+        finally:
+            self.bumping = False
+        self.partial_out = False  # a partial asked for under the old epoch never comes back
+        if answer is not None and self.turn is answer:
+            answer.epoch = self.epoch
+            await self._dispatch_llm(answer)
+            await self.host.flush()
+        await self._answer_ended_early()
+
+    def _adopt_preemption(self, turn: Turn) -> None:
+        """The turn ended: if with the words the held reply answers, it is the turn's reply and
+        what it holds goes out now; else the turn is answered afresh."""
+        pre, self.preempt = self.preempt, None
+        assert pre is not None
+        if not (pre.turn == turn.n and pre.epoch == turn.epoch and same_words(pre.text, turn.user)):
+            self.preempt = pre
+            self._drop_preemption("the turn's words differ", answer=turn)
+            return
+        if not pre.usable:  # the words stand, the reply does not: answer again, now the turn has ended
+            self.preempt = pre
+            self._drop_preemption(pre.why_not, answer=turn)
+            return
+        PREEMPTIONS.labels("used").inc()
+        turn.prepared = True
+        turn.relayed = turn.speak
+        now = time.time()
+        for msg in pre.held:  # as the client would have had it, stamped now (when it gets it)
+            if isinstance(msg, LlmToken):
+                self.on_token(LlmToken(msg.turn, msg.epoch, msg.text, now))
+            elif isinstance(msg, TtsProgress):
+                first = now if msg.first_audio_ts else 0.0
+                self.on_tts(
+                    TtsProgress(
+                        msg.turn,
+                        msg.epoch,
+                        msg.seq,
+                        msg.samples,
+                        msg.sample_rate,
+                        first,
+                        msg.done,
+                        msg.elapsed_ms,
+                        now,
+                    )
+                )
+            elif isinstance(msg, AudioOut):
+                self.on_relayed_audio(msg)
+            elif isinstance(msg, ContextSet) and msg.value is None:
+                self.session.context.pop(msg.key, None)
+            elif isinstance(msg, ContextSet):
+                self.session.context[msg.key] = msg.value
+            elif isinstance(msg, LlmDone):
+                self.on_llm_done(msg)
+        log.info(
+            "preemptive reply released (%d results held, %.0f ms ahead)",
+            len(pre.held),
+            (now - pre.started_ts) * 1000,
+            extra={"session": self.sid, "turn": turn.n},
+        )
+
+    def on_relayed_audio(self, a: AudioOut) -> None:
+        """Audio of a preemptive reply's first sentence, released: on to the client."""
+        turn = self.turn
+        if turn is not None and turn.relayed and a.turn == turn.n and a.epoch == self.epoch:
+            self.host.put(out_stream(self.sid), a, self.settings.out_maxlen)
 
     # ---- barge-in -----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ class Turn:
     prepared: bool = False  # its models were made resident
     chained: bool = False  # the STT job starts the LLM job itself (SttJob.then)
     awaiting: int = 0  # the pause transcript (end-of-turn request) that will be its transcript
+    relayed: bool = False  # a preemptive reply's: its first sentence's audio comes through the runner
     audio: ReplyAudio = field(default_factory=ReplyAudio)
     progress_ts: float = field(default_factory=time.time)  # last sign of life from a stage
 

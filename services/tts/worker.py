@@ -1,5 +1,7 @@
 """The TTS worker: synthesises one sentence per job and streams its audio straight to the
-client's `out:{sid}`, telling the orchestrator when the first chunk left and when it is done."""
+client's `out:{sid}`, telling the orchestrator when the first chunk left and when it is done.
+A held job's (`TtsJob.hold`: a preemptive reply) audio goes to the orchestrator instead, which
+sends it on once the user's turn has ended."""
 
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ class TtsWorker(Worker):
                 if not audio:
                     continue
                 samples += sum(len(a.pcm) for a in audio) // 2
+                if first_ts and job.hold:
+                    await self.send(job, to_session=audio)
+                    continue
                 if first_ts:
                     await self.send(job, to_client=audio)
                     continue
@@ -38,7 +43,10 @@ class TtsWorker(Worker):
                 progress = TtsProgress(
                     job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts
                 )
-                await self.send(job, to_client=[*start, *audio], to_session=[progress])
+                if job.hold:  # the orchestrator sends `audio_start` and the audio on, in this order
+                    await self.send(job, to_session=[progress, *audio])
+                else:
+                    await self.send(job, to_client=[*start, *audio], to_session=[progress])
         elapsed = (time.perf_counter() - started) * 1000
         await self.to_session(
             job,

@@ -17,8 +17,9 @@ import pytest
 
 from services.llm.config import LlmSettings
 from services.llm.openai_chat import LlmUnavailable, OpenAIChat, ToolCallRecord
+from services.llm.tools import TOOLS, has_side_effects
 from shared.images import image_part
-from shared.model import ContextUpdate, LlmDelta, LlmRequest
+from shared.model import ContextUpdate, LlmDelta, LlmRequest, LlmStopped
 
 API_KEY = "sk-test-secret-123"
 
@@ -61,9 +62,16 @@ def tool_call_chunks(
 class FakeServer:
     """Answers each POST /chat/completions with the next scripted list of chunk deltas."""
 
-    def __init__(self, *replies: list[dict], status: int = 200, models: tuple[str, ...] = ("served-model",)):
+    def __init__(
+        self,
+        *replies: list[dict],
+        status: int = 200,
+        models: tuple[str, ...] = ("served-model",),
+        finish: str = "stop",
+    ):
         self.replies = list(replies)
         self.status = status
+        self.finish = finish  # a text reply's finish_reason ("length": cut at max_tokens)
         self.models = models
         self.requests: list[dict[str, Any]] = []
 
@@ -93,6 +101,9 @@ class FakeServer:
             }
             for d in deltas
         ]
+        # the last chunk says why the reply ended, as real servers do
+        finish = "tool_calls" if any("tool_calls" in d["delta"] for d in deltas) else self.finish
+        events.append({**events[-1], "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
         return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=data.encode())
 
@@ -355,16 +366,44 @@ async def test_warm_up_gives_up_quietly_when_no_server_answers():
     await chat.unload()
 
 
-def test_the_history_window_hops_so_the_prompt_prefix_stays_put_for_several_turns():
-    chat = OpenAIChat(api_key=API_KEY, history_messages=20)
-    history: list[dict] = []
-    firsts = []
-    for turn in range(1, 31):
-        history.append({"role": "user", "content": f"q{turn}"})
-        sent = chat.build_messages(history)[1:]
-        assert 11 <= len(sent) <= 20 or len(history) < 11
-        assert sent[-1]["content"] == f"q{turn}"  # the newest words always go
-        firsts.append(sent[0]["content"])
-        history.append({"role": "assistant", "content": f"a{turn}"})
-    changes = [t for t in range(1, 30) if firsts[t] != firsts[t - 1]]
-    assert len(changes) <= 5  # over 30 turns, sliding would have moved it 20 times
+def test_the_client_never_cuts_the_window_the_orchestrator_sends():
+    # the orchestrator's window moves in hops (shared.sessions); a cut here would move the
+    # prompt's prefix every turn and defeat the server's prompt cache
+    chat = OpenAIChat(api_key=API_KEY)
+    window = [{"role": "user" if i % 2 else "assistant", "content": f"m{i}"} for i in range(20)]
+    sent = chat.build_messages([*window, {"role": "user", "content": "q"}])[1:]
+    assert [m["content"] for m in sent] == [*(m["content"] for m in window), "q"]
+
+
+async def test_a_reply_cut_at_max_tokens_says_so():
+    server = FakeServer(text_chunks("The sky is blue.", " It looks"), finish="length")
+    chat, _ = make_chat(server, max_tokens=8)
+    out = await run(chat, user("sky?"))
+    assert out[-1] == LlmStopped("length")
+    assert LlmStopped("length") not in await run(make_chat(FakeServer(text_chunks("Done.")))[0], user("x"))
+
+
+def test_every_tool_says_whether_it_has_side_effects():
+    assert {n for n, t in TOOLS.items() if t.side_effects} == {"remember"}
+    assert has_side_effects("no_such_tool")  # unknown: assume the worst
+
+
+async def test_a_preemptive_reply_stops_at_a_tool_with_side_effects_without_running_it():
+    server = FakeServer(
+        tool_call_chunks("remember", json.dumps({"key": "name", "value": "Ada"})), text_chunks("Noted.")
+    )
+    chat, records = make_chat(server)
+    request = LlmRequest(messages=user("call me Ada"), context={}, preemptive=True)
+    out = [o async for o in chat.infer(request)]
+    assert out == [LlmStopped("tool", "remember")]
+    assert records == [] and len(server.requests) == 1  # not run, and the model not called again
+    assert not any(isinstance(o, ContextUpdate) for o in out)
+
+
+async def test_a_preemptive_reply_runs_tools_without_side_effects():
+    server = FakeServer(tool_call_chunks("calculator", json.dumps({"expression": "6*7"})), text_chunks("42."))
+    chat, records = make_chat(server)
+    request = LlmRequest(messages=user("six times seven"), context={}, preemptive=True)
+    out = [o async for o in chat.infer(request)]
+    assert [r.name for r in records] == ["calculator"]
+    assert [o.text for o in out if isinstance(o, LlmDelta)] == ["42."]

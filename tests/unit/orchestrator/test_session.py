@@ -19,6 +19,7 @@ from shared import protocol as p
 from shared.config import Settings
 from shared.messages import (
     Audio,
+    AudioOut,
     ClientEvent,
     Command,
     Detached,
@@ -87,9 +88,10 @@ class FakeHost:
     async def has_workers(self, kind: str) -> bool:
         return self.workers
 
-    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted) -> int:
+    async def bump_epoch(self, runner: SessionRunner, event: p.Interrupted | None) -> int:
         self.epoch += 1
-        self.entries.append((out_stream(runner.sid), ClientEvent(p.dump(event))))
+        if event is not None:
+            self.entries.append((out_stream(runner.sid), ClientEvent(p.dump(event))))
         return self.epoch
 
     async def save(self, runner: SessionRunner) -> None:
@@ -492,8 +494,10 @@ def test_backchannels_are_not_words(text, words):
 
 @pytest.fixture
 async def adaptive() -> tuple[SessionRunner, FakeHost]:
+    # the pause transcripts' own behaviour; the preemptive reply on top of them: `preempting`
     host = FakeHost()
-    runner = SessionRunner(host, Session(id="a1"), 1, "0-0", Settings(), TurnSettings(), vad_stream=object())
+    turns = TurnSettings(preemptive=False)
+    runner = SessionRunner(host, Session(id="a1"), 1, "0-0", Settings(), turns, vad_stream=object())
     assert runner.endpoint.end_of_turn.mode == "transcript"
     await runner.on_start(
         SessionStart("a1", "sts", None, 16000, False, {}, False, time.time()), resumed=False
@@ -621,3 +625,169 @@ async def test_nothing_reaches_the_llm_before_the_turn_has_ended(adaptive):
     )
     speak(runner, host, [QUIET] * 10)
     assert host.jobs("llm") == [] and runner.turn is None
+
+
+# ---- a preemptive reply: started on a pause transcript, held until the turn ends ---------
+
+
+@pytest.fixture
+async def preempting() -> tuple[SessionRunner, FakeHost]:
+    host = FakeHost()
+    turns = TurnSettings(preemptive=True)
+    runner = SessionRunner(host, Session(id="p1"), 1, "0-0", Settings(), turns, vad_stream=object())
+    await runner.on_start(
+        SessionStart("p1", "sts", None, 16000, False, {}, False, time.time()), resumed=False
+    )
+    await host.settle()
+    return runner, host
+
+
+def audio_out(host: FakeHost) -> list[AudioOut]:
+    return [m for s, m in host.entries if s.startswith("out:") and isinstance(m, AudioOut)]
+
+
+async def held_reply(runner: SessionRunner, host: FakeHost, job: LlmJob, reply: str) -> None:
+    """The workers' side of a preemptive reply: its tokens, its first sentence's audio (a held
+    TTS job writes it to the orchestrator), LLM done."""
+    n, e = job.turn, job.epoch
+    await runner.handle(LlmToken(n, e, reply, time.time()))
+    first = time.time()
+    await runner.handle(TtsProgress(n, e, 0, 2205, TTS_RATE, first, False, 0.0, first))
+    await runner.handle(AudioOut(n, e, b"\x01\x00" * 2205))
+    await runner.handle(LlmDone(n, e, 80.0, time.time()))
+
+
+async def test_a_preemptive_reply_is_held_then_released_at_once_when_the_turn_ends_with_its_words(
+    preempting,
+):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 8)
+    job = pause_job(host)
+    # "... for" without a question mark sounds unfinished: the turn waits for the ceiling
+    text = "Tell me what a compass is used for."
+    runner.on_transcript(SttResult(1, runner.epoch, text, False, 40.0, time.time(), pause=job.pause))
+    (llm,) = host.jobs("llm")
+    assert llm.preemptive and llm.messages[-1]["content"] == text and llm.speak is not None
+    await held_reply(runner, host, llm, "It shows north. It helps you find your way.")
+    # nothing of it reached the client, nothing is in history, the turn has not begun
+    assert host.events("reply") == [] and host.events("audio_start") == [] and audio_out(host) == []
+    assert host.events("transcript") == [] and runner.turn is None and runner.session.history == []
+    assert runner.state == p.State.LISTENING
+    speak(runner, host, [QUIET] * 40)  # the ceiling: the turn ends at that pause, with its words
+    await host.settle()
+    assert [e["text"] for e in host.events("transcript") if e["final"]] == [text]
+    assert "".join(e["delta"] for e in host.events("reply") if not e.get("final")).startswith("It shows")
+    assert host.events("audio_start")[0]["turn"] == 1 and len(audio_out(host)) == 1
+    assert runner.state == p.State.SPEAKING
+    assert len(host.jobs("llm")) == 1 and len(decoded(host)) == 1  # nothing asked twice
+    turn = runner.turn
+    assert turn is not None and turn.first_audio_ts is not None
+    assert turn.first_audio_ts >= turn.decided_ts  # heard once the turn ended, not before
+    # the held sentence's last audio and its end come after the release: relayed as they come
+    await runner.handle(AudioOut(1, llm.epoch, b"\x02\x00" * 2205))
+    await runner.handle(TtsProgress(1, llm.epoch, 0, 4410, TTS_RATE, 1.0, True, 30.0, time.time()))
+    assert len(audio_out(host)) == 2
+    (tts,) = host.jobs("tts")  # the next sentence goes to TTS as always, straight to the client
+    assert tts.seq == 1 and not tts.hold
+
+
+async def test_a_preemptive_reply_for_a_turn_the_user_continues_is_never_sent_nor_in_history(preempting):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 8)
+    first = pause_job(host)
+    runner.on_transcript(
+        SttResult(1, runner.epoch, "I was wondering", False, 40.0, time.time(), pause=first.pause)
+    )
+    (early,) = host.jobs("llm")
+    assert early.preemptive
+    await runner.handle(LlmToken(1, early.epoch, "Wondering is good.", time.time()))
+    speak(runner, host, [SPEECH] * 10)  # the user goes on: the held reply is discarded
+    await host.settle()
+    assert runner.epoch > early.epoch  # its jobs are cancelled (the workers' writes are refused)
+    assert host.events("interrupted") == []  # the client never saw it: nothing to take back
+    await held_reply(runner, host, early, "Wondering is good.")  # late results: dropped
+    speak(runner, host, [SPEECH] * 15 + [QUIET] * 7)
+    text = "I was wondering whether you could tell me the time."
+    runner.on_transcript(
+        SttResult(1, runner.epoch, text, False, 40.0, time.time(), pause=pause_job(host).pause)
+    )
+    await host.settle()
+    assert [e["text"] for e in host.events("transcript") if e["final"]] == [text]  # one turn, all words
+    llm = host.jobs("llm")
+    assert len(llm) == 2 and not llm[1].preemptive and llm[1].messages[-1]["content"] == text
+    await answer(runner, host, text, "It is noon.")
+    replies = [e.get("delta") or e.get("text") for e in host.events("reply")]
+    assert not any("Wondering" in r for r in replies) and audio_out(host) == []
+    (rec,) = runner.session.history
+    assert rec.user == text and rec.assistant == "It is noon."
+
+
+async def test_a_preemptive_reply_stopped_at_a_tool_with_side_effects_is_answered_again_once_the_turn_ends(
+    preempting,
+):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 8)
+    job = pause_job(host)
+    text = "Remember that my name is Ada and"
+    runner.on_transcript(SttResult(1, runner.epoch, text, False, 40.0, time.time(), pause=job.pause))
+    (pre,) = host.jobs("llm")
+    # the LLM worker stopped at `remember` without running it (tests/unit/llm): nothing to save
+    await runner.handle(LlmDone(1, pre.epoch, 30.0, time.time(), held_tool="remember"))
+    assert runner.session.context == {}
+    speak(runner, host, [QUIET] * 40)  # the turn ends with those words: now the tool may run
+    await host.settle()
+    llm = host.jobs("llm")
+    assert len(llm) == 2 and not llm[1].preemptive and llm[1].epoch > pre.epoch
+    assert llm[1].messages[-1]["content"] == text
+    assert [e["text"] for e in host.events("transcript") if e["final"]] == [text]
+
+
+async def test_no_preemptive_reply_for_a_turn_the_user_continues_ever_runs_a_tool_with_side_effects(
+    preempting,
+):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 8)
+    runner.on_transcript(
+        SttResult(1, runner.epoch, "Delete all my", False, 40.0, time.time(), pause=pause_job(host).pause)
+    )
+    (pre,) = host.jobs("llm")
+    assert pre.preemptive  # the worker runs no tool with side effects for it
+    await runner.handle(LlmDone(1, pre.epoch, 30.0, time.time(), held_tool="remember"))
+    speak(runner, host, [SPEECH] * 10 + [QUIET] * 7)  # "... reminders?" the user went on
+    await host.settle()
+    assert host.jobs("llm") == [pre]  # nothing dispatched for the unfinished turn
+    assert runner.turn is None and host.events("reply") == []
+
+
+async def test_a_reply_cut_at_max_tokens_ends_on_its_last_whole_sentence(setup):
+    runner, host = setup
+    speak(runner, host, utterance())
+    turn = runner.turn
+    assert turn is not None
+    runner.on_transcript(SttResult(turn.n, runner.epoch, "why is the sky blue", True, 50.0, time.time()))
+    runner.on_token(LlmToken(turn.n, runner.epoch, "Sunlight is scattered. Blue light scatters the", 1.0))
+    runner.on_llm_done(LlmDone(turn.n, runner.epoch, 80.0, time.time(), truncated=True))
+    assert [s.text for s in turn.audio.sentences] == ["Sunlight is scattered."]  # the fragment unspoken
+    assert host.events("reply")[-1]["text"] == "Sunlight is scattered."
+    runner.on_tts(TtsProgress(turn.n, runner.epoch, 0, 22050, TTS_RATE, time.time() - 2, True, 30.0, 0.0))
+    await host.settle()
+    assert runner.session.history[-1].assistant == "Sunlight is scattered."
+
+
+async def test_a_pause_transcript_that_comes_back_after_the_user_went_on_starts_no_reply(preempting):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 20 + [QUIET] * 7)
+    job = pause_job(host)
+    speak(runner, host, [SPEECH] * 5)  # the user went on before it came back
+    late = SttResult(1, runner.epoch, "Turn on the", False, 900.0, time.time(), pause=job.pause)
+    runner.on_transcript(late)
+    assert host.jobs("llm") == [] and runner.preempt is None
+
+
+async def test_no_partial_transcript_is_asked_for_during_a_pause(preempting):
+    runner, host = preempting
+    speak(runner, host, [QUIET] * 10 + [SPEECH] * 45)  # 1.4 s of speech: a partial at 1 s
+    (partial,) = host.jobs("stt-partial")
+    runner.on_transcript(SttResult(1, runner.epoch, "Turn on", False, 40.0, time.time()))
+    speak(runner, host, [QUIET] * 40)  # a 1.3 s pause: the pause transcript has its words
+    assert host.jobs("stt-partial") == [partial]

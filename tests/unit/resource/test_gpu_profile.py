@@ -30,6 +30,7 @@ from services.resource.config import (
     Registry,
 )
 from services.resource.runtimes.base import render, start_values
+from shared.config import Settings
 from shared.model import LlmDelta, LlmRequest
 from tests.support.fake_openai import FakeOpenAI
 from tests.unit.resource.helpers import make_sim, sim_model
@@ -149,7 +150,9 @@ def test_the_default_history_and_reply_fit_the_registry_context():
     argv, _ = registry_llm()
     max_len = int(argv[argv.index("--max-model-len") + 1])
     s = LlmSettings()
-    worst = s.history_messages * 200 + s.max_tokens + 2000  # 200 tokens a message, prompt + tool schemas
+    # the orchestrator's window (the client's cap sits above it) plus the question; 200 tokens
+    # a message, the prompt and the tool schemas 2000
+    worst = (Settings().history_window + 1) * 200 + s.max_tokens + 2000
     assert worst <= max_len
 
 

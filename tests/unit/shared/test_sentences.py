@@ -238,3 +238,17 @@ def test_the_first_clause_waits_for_the_space_after_its_comma():
     assert splitter.flush() == ["And"]
     assert splitter.feed("A new reply starts here, again.") == ["A new reply starts here,"]  # afresh
     assert splitter.flush() == ["again."]
+
+
+def test_a_reply_cut_at_the_token_budget_drops_its_unfinished_sentence():
+    s = SentenceSplitter()
+    assert s.feed("The sky is blue on a clear day. Sunlight is scattered by the") == [
+        "The sky is blue on a clear day."
+    ]
+    assert s.finish(cut=True) == ([], "Sunlight is scattered by the")
+    # all there is: spoken as it is
+    s.feed("Sunlight is scattered by the")
+    assert s.finish(cut=True) == (["Sunlight is scattered by the"], "")
+    # not cut: the remainder is a sentence
+    assert s.feed("One. Two") == ["One."]
+    assert s.finish(cut=False) == (["Two"], "")

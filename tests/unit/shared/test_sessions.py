@@ -51,4 +51,22 @@ def test_history_window():
     for i in range(5):
         s.history.append(TurnRecord(turn=i + 1, user=f"u{i}", assistant=f"a{i}"))
     msgs = s.messages(4)
+    # 10 messages, a window of 4 in hops of 2: cut at 6
     assert [m["content"] for m in msgs] == ["u3", "a3", "u4", "a4"]
+    assert [m["content"] for m in Session(id="x").messages(4)] == []
+
+
+def test_the_history_window_hops_so_the_prompt_prefix_stays_put_for_several_turns():
+    s = Session(id="h")
+    firsts = []
+    for turn in range(1, 31):
+        window = s.messages(20)
+        assert 11 <= len(window) <= 20 or len(window) == 2 * (turn - 1)
+        if window:
+            assert window[-1]["content"] == f"a{turn - 1}"  # the newest words always go
+            firsts.append(window[0]["content"])
+        s.history.append(TurnRecord(turn=turn, user=f"u{turn}", assistant=f"a{turn}"))
+    changes = [t for t in range(1, len(firsts)) if firsts[t] != firsts[t - 1]]
+    assert len(changes) <= 4  # over 30 turns, a sliding window would have moved it 19 times
+    # turn 20's prompt starts as turn 19's did: the server evaluates only the newest turn
+    assert firsts[18] == firsts[17]
