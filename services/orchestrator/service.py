@@ -24,6 +24,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -130,6 +131,17 @@ def _check_edge_gate(settings: Settings, endpoint: EndpointSettings) -> None:
         log.warning("the gateway's VAD gate does not cover the turn settings: %s", "; ".join(problems))
 
 
+@dataclass
+class _Saves:
+    """One session's saves in flight: `asked` counts the calls, `written` the last call whose
+    state a finished write holds; `users` the calls not yet returned (the entry goes with them)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    asked: int = 0
+    written: int = 0
+    users: int = 0
+
+
 class Orchestrator:
     """Hosts its sessions' runners (it is their `SessionHost`) and runs the three loops."""
 
@@ -164,7 +176,7 @@ class Orchestrator:
         self._orphans: set[str] = set()  # sessions seen without an owner at the last scan
         self._folder = ""  # the session folder's id (shared_folder), read at start
         self._redis_run: str | None = None  # Redis's run id: a new one means it restarted
-        self._saving: dict[str, int] = {}  # sid -> session saves in flight
+        self._saving: dict[str, _Saves] = {}  # sid -> its session saves in flight
         self._vad_queued: dict[str, int] = {}  # sid -> windows waiting for this round's VAD call
         self._vad_due = False  # a session has a burst of windows waiting (a replay, a fast client)
 
@@ -280,20 +292,35 @@ class Orchestrator:
     async def save(self, runner: SessionRunner) -> None:
         """Write the session file, and with it the replay cursor its history is complete up to
         (a new owner replays from there: no finished turn twice, none lost); then the same
-        cursor in Redis."""
+        cursor in Redis. Returns once a write begun after the call has landed.
+
+        One write per session at a time, in order (an older write never replaces a newer file),
+        and saves asked for while one runs are coalesced into the one after it: each write holds
+        the whole history serialized, so saves piling up on a busy host (one per turn) must not
+        mean one serialized history per turn in memory at once."""
         sid = runner.sid
-        cursor = stream_id(runner.safe_cursor)
-        runner.session.cursor = cursor
-        self._saving[sid] = self._saving.get(sid, 0) + 1
+        state = self._saving.get(sid)
+        if state is None:
+            state = self._saving[sid] = _Saves()
+        state.users += 1
+        state.asked += 1
+        mine = state.asked
         try:
-            await asyncio.to_thread(runner.session.save, self.settings.sessions_dir)
-            if self.runners.get(sid) is runner:
-                await self.bus.retry(
-                    lambda: self.bus.redis.set(cursor_key(sid), cursor, ex=self.settings.session_ttl_s)
-                )
+            async with state.lock:
+                if state.written >= mine:  # a write begun after this call has landed
+                    return
+                upto = state.asked
+                cursor = stream_id(runner.safe_cursor)
+                runner.session.cursor = cursor
+                await asyncio.to_thread(runner.session.save, self.settings.sessions_dir)
+                state.written = upto
+                if self.runners.get(sid) is runner:
+                    await self.bus.retry(
+                        lambda: self.bus.redis.set(cursor_key(sid), cursor, ex=self.settings.session_ttl_s)
+                    )
         finally:
-            self._saving[sid] -= 1
-            if not self._saving[sid]:
+            state.users -= 1
+            if not state.users:
                 del self._saving[sid]
 
     async def end_session(self, runner: SessionRunner, quiet: bool = False) -> None:
