@@ -137,9 +137,17 @@ async def test_speaking_over_the_reply_stops_playback_at_once(
             # the server agrees: the interrupted turn is marked, and the page went back to listening
             bubble = page.locator(f".turn[data-turn='{cut['turn']}'] .msg.bot")
             assert "interrupted" in (await bubble.get_attribute("class"))
-            types = await page.evaluate("jarvis.events.map((e) => e.type)")
-            i = types.index("interrupted")
-            assert "state" in types[i:], types
+            # (the state event follows the interrupt; it may still be on its way)
+            try:
+                await page.wait_for_function(
+                    """() => { const t = jarvis.events.map((e) => e.type);
+                               return t.indexOf("state", t.indexOf("interrupted")) > 0; }""",
+                    timeout=10000,
+                    polling=100,
+                )
+            except PageTimeout:
+                types = await page.evaluate("jarvis.events.map((e) => e.type)")
+                raise AssertionError(f"no state after the interrupt: {types}") from None
             assert errors == [], errors
         finally:
             await browser.close()
