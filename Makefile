@@ -35,7 +35,7 @@ check: install
 	$(VENV)/bin/mypy
 
 test: install sysdeps check
-	$(PY) -m pytest -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -rs --durations=25 $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -rs -m "not models and not docker and not browser" $(PYTEST_ARGS)
