@@ -161,7 +161,9 @@ def patch_for_batching(model: onnx.ModelProto) -> onnx.ModelProto:
     return patched
 
 
-def _session(model: bytes, threads: int) -> ort.InferenceSession:
+def cpu_session(model: bytes | str, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session for `model` (bytes, or a file's path) on `threads` threads,
+    sequential, fully optimised, quiet."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -184,7 +186,7 @@ class SileroVad:
         self.threads = threads
         self._original = self.path.read_bytes()
         model = onnx.load_from_string(self._original)
-        self._session = _session(patch_for_batching(model).SerializeToString(), threads)
+        self._session = cpu_session(patch_for_batching(model).SerializeToString(), threads)
         self._reference: ort.InferenceSession | None = None
         self._capacity = 0
         self._grow(16)
@@ -251,7 +253,7 @@ class SileroVad:
         if window.shape != (WINDOW,):
             raise ValueError(f"window must have shape ({WINDOW},), got {window.shape}")
         if self._reference is None:
-            self._reference = _session(self._original, self.threads)
+            self._reference = cpu_session(self._original, self.threads)
         if window.dtype == np.int16:
             window = window.astype(np.float32) * _INT16_SCALE
         inp = np.concatenate([stream.context, window.astype(np.float32, copy=False)])[None, :]

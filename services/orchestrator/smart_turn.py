@@ -41,7 +41,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
+
+from shared.vad import cpu_session
 
 __all__ = [
     "N_FRAMES",
@@ -122,15 +123,7 @@ class SmartTurn:
         self._extractor: Any = _load_feature_module().FeatureExtractor(
             feature_size=N_MELS, sampling_rate=SAMPLE_RATE, hop_length=160, chunk_length=SECONDS, n_fft=400
         )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self._session = cpu_session(str(self.path), threads)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [N_MELS, N_FRAMES] or len(outputs) != 1:
             raise ValueError(
