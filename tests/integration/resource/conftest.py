@@ -72,7 +72,7 @@ async def run_service(
         gpu_backend="simulated",
         reserve_mib=0,
         busy_wait_s=0.2,
-        heartbeat_ttl_s=1.0,
+        heartbeat_ttl_s=3.0,  # a record lapses after 3 s without a beat: a loaded CI loop stalls past 1 s
         stop_grace_s=0,
         service_id=service_id,
         state_dir=state,
