@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.provenance import tree_commit
 from bench.stats import FRAME, RATE, summarize
 from shared import protocol as p
 
@@ -559,24 +560,6 @@ def default_plan(trials: int) -> Plan:
     )
 
 
-def _commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
-
-
 def _run_profile(
     profile: str, sounds: list[Sound], opts, rng: random.Random, stub_stt_delay: float, log
 ) -> dict:
@@ -663,7 +646,7 @@ def scenario_bargein(
     speech = Speech()
     res: dict = {
         "scenario": "bargein",
-        "commit": _commit(),
+        "commit": tree_commit(),
         "command": "python -m bench " + " ".join(sys.argv[1:]),
         "stub_stt_delay_s": stub_stt_delay,
         "target_pause_p50_ms": TARGET_PAUSE_P50_MS,

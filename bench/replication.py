@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,21 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.provenance import tree_commit  # noqa: E402
 from bench.stats import percentile  # noqa: E402
 from jarvis.redis_topologies import primary_and_replica  # noqa: E402
 from shared import redis_url  # noqa: E402
 from shared.bus import _MULTI_XADD  # noqa: E402
 
 PAYLOAD = b"x" * 4096
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=ROOT
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def measure(writes: int, wait_ms: int = 100) -> dict:
@@ -72,7 +63,7 @@ def measure(writes: int, wait_ms: int = 100) -> dict:
             r.close()
     return {
         "benchmark": "replication",
-        "commit": _commit(),
+        "commit": tree_commit(),
         "writes": writes,
         "payload_bytes": len(PAYLOAD),
         "wait": f"WAIT 1 {wait_ms}",
