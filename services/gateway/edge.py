@@ -170,7 +170,7 @@ class EdgeVad:
         """Score every whole window of `streams`, one model call per round of windows."""
         live = [s for s in streams if s.stamps]
         while live:
-            rows = np.stack([np.frombuffer(bytes(s.pending[:_WINDOW_BYTES]), dtype="<i2") for s in live])
+            rows = np.stack([np.frombuffer(s.pending[:_WINDOW_BYTES], dtype="<i2") for s in live])
             probs = self.vad.process([s.vad for s in live], rows)
             self.calls += 1
             for s, row, prob in zip(live, rows, probs, strict=True):
@@ -199,14 +199,8 @@ class EdgeVad:
         out = s.out
         if not out:
             return
-        if not everything and out[-1].pcm is None:
-            tail = 0
-            for w in reversed(out):
-                if w.pcm is not None:
-                    break
-                tail += 1
-            if tail == len(out) and tail < self.silence_len:
-                return
+        if not everything and len(out) < self.silence_len and all(w.pcm is None for w in out):
+            return  # a short run of silence alone: wait for more
         start = 0
         for k in range(1, len(out) + 1):
             if k == len(out) or (out[k].pcm is None) != (out[start].pcm is None):
