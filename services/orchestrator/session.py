@@ -603,6 +603,7 @@ class SessionRunner:
                 self.start_text_turn(msg.text, ts, self.speaks if msg.speak is None else msg.speak)
             case p.Interrupt():
                 await self.interrupt(reason="client")
+                self._next_queued()  # the reply is cut, not the words said over it
             case p.Vad():
                 if self.client_vad or self.trigger == p.Trigger.MANUAL:
                     self._recording(msg.speaking, ts)
@@ -712,6 +713,7 @@ class SessionRunner:
         playing = self.turn or self.last
         if playing is not None and playing.audio is audio:
             await self.interrupt(reason="truncate", heard=heard)
+            self._next_queued()
             return
         rec = next((r for r in self.session.history if r.turn == msg.turn), None)
         if rec is None:

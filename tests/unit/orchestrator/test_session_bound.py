@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from services.orchestrator.config import TurnSettings
 from services.orchestrator.session import SessionRunner
 from shared import protocol as p
 from shared.config import Settings
@@ -21,9 +22,9 @@ BOUND_S = 2.0  # max_recording_s in these tests
 RATE = 16000
 
 
-async def _runner(host: FakeHost) -> SessionRunner:
+async def _runner(host: FakeHost, turns: TurnSettings = SILENCE_MODE) -> SessionRunner:
     runner = SessionRunner(
-        host, Session(id="s1"), 1, "0-0", Settings(max_recording_s=BOUND_S), SILENCE_MODE, vad_stream=object()
+        host, Session(id="s1"), 1, "0-0", Settings(max_recording_s=BOUND_S), turns, vad_stream=object()
     )
     await runner.on_start(SessionStart("s1", "sts", None, RATE, False, {}, False, time.time()), False)
     await host.settle()
@@ -38,12 +39,12 @@ class User:
         self.runner, self.host = runner, host
         self.words: dict[str, bytes] = {}  # word -> the audio of its speech windows
 
-    async def say(self, speech_windows: int = 20) -> str:
+    async def say(self, speech_windows: int = 20, quiet_windows: int = 9) -> str:
         """One window every 32 ms; what the runner spawned runs between them, as on its loop."""
         word = f"w{len(self.words)}"
         rng = np.random.default_rng(len(self.words) + 1)
         spoken = b""
-        for prob in [QUIET] * 10 + [SPEECH] * speech_windows + [QUIET] * 9:  # 288 ms ends it
+        for prob in [QUIET] * 10 + [SPEECH] * speech_windows + [QUIET] * quiet_windows:
             level = 8000 if prob >= 0.5 else 10
             pcm = (rng.standard_normal(WINDOW) * level).astype("<i2").tobytes()
             if prob >= 0.5:
@@ -75,8 +76,12 @@ async def transcribe(runner: SessionRunner, host: FakeHost, user: User) -> SttJo
     """The STT worker answers the turn's live job (the latest one of its turn and epoch)."""
     turn = runner.turn
     assert turn is not None
-    job = [j for j in finals(host) if j.turn == turn.n and j.epoch == runner.epoch][-1]
-    await runner.handle(SttResult(turn.n, job.epoch, user.heard_in(job), True, 40.0, time.time()))
+    if turn.awaiting:  # the turn ended at a pause whose transcript is its own
+        (job,) = [j for j in host.jobs("stt") if j.pause == turn.awaiting and j.epoch == runner.epoch]
+    else:
+        job = [j for j in finals(host) if j.turn == turn.n and j.epoch == runner.epoch][-1]
+    text = user.heard_in(job)
+    await runner.handle(SttResult(job.turn, job.epoch, text, True, 40.0, time.time(), pause=job.pause))
     await host.settle()
     return job
 
@@ -177,3 +182,86 @@ async def test_a_turn_under_the_bound_is_still_continued_whole():
     await transcribe(runner, host, user)
     assert host.events("transcript")[-1]["text"] == "w0 w1"  # one turn: both words, transcribed once
     assert not runner.queued
+
+
+async def test_speech_over_a_full_turn_whose_reply_the_client_cuts_is_answered_next():
+    host = FakeHost()
+    runner = await _runner(host)
+    user = User(runner, host)
+    for _ in range(3):
+        await user.say()
+    await user.say()  # held over
+    await transcribe(runner, host, user)
+    await reply(runner, host, audio_s=5.0)
+    await runner.on_command(p.Interrupt(), time.time())  # the client stops the reply
+    await host.settle()
+    assert runner.turn is not None and runner.turn.n == 2  # what was said over it is answered
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    assert [r.user for r in runner.session.history] == ["w0 w1 w2", "w3"]
+
+
+async def test_a_full_turn_no_stt_worker_took_is_answered_first_when_one_is_back():
+    host = FakeHost()
+    runner = await _runner(host)
+    user = User(runner, host)
+    for _ in range(3):
+        await user.say()
+    full = runner.turn
+    assert full is not None
+    host.workers = False  # the STT workers are gone
+    now = time.time()
+    runner.tick(now)
+    runner.tick(now + runner.settings.worker_gone_s + 1)
+    await host.settle()
+    assert host.events("error")[-1]["code"] == "model_error" and runner.turn is None
+    host.workers = True
+    await user.say()  # the user asks again: the unheard words go first, the new ones after them
+    assert runner.turn is not None and runner.turn.pcm == full.pcm  # not more than one turn's audio
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    runner.tick(time.time() + 5)
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    assert [r.user for r in runner.session.history] == ["w0 w1 w2", "w3"]
+    assert_each_word_once(runner, user)
+
+
+async def test_speech_that_ends_before_a_full_turns_reply_is_heard_waits_for_it_to_play():
+    host = FakeHost()
+    runner = await _runner(host)
+    user = User(runner, host)
+    for _ in range(3):
+        await user.say()
+    await transcribe(runner, host, user)
+    await reply(runner, host, audio_s=3.0, heard_s=0.05)  # 50 ms of it played: not heard yet
+    await user.say(speech_windows=10)  # said before the reply was heard: held over, not a probe
+    assert len(host.events("interrupted")) == 2  # the two continuations that filled the turn only
+    assert [j for j in host.jobs("stt") if j.probe] == []
+    assert host.events("playback")[-1]["action"] == "resume"  # the reply goes on
+    assert [r.user for r in runner.session.history] == ["w0 w1 w2"]  # kept: it was answered
+    runner.tick(time.time() + 5)  # played to the end: the next turn
+    assert runner.turn is not None and runner.turn.n == 2
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    assert_each_word_once(runner, user)
+
+
+async def test_with_pause_transcripts_no_stt_job_of_a_continued_turn_exceeds_the_bound():
+    host = FakeHost()
+    runner = await _runner(host, TurnSettings(preemptive=False))  # the adaptive end of turn
+    assert runner.endpoint.end_of_turn.mode == "transcript"
+    user = User(runner, host)
+    for _ in range(6):  # no pause transcript comes back: each turn ends at the 1.5 s ceiling
+        await user.say(quiet_windows=50)
+    assert runner.turn is not None and runner.turn.awaiting  # the full turn waits on its pause's
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    runner.tick(time.time() + 5)
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    assert [r.user for r in runner.session.history] == ["w0 w1 w2", "w3 w4 w5"]
+    jobs = [j for j in host.jobs("stt") if not j.partial]
+    assert any(j.pause for j in jobs)
+    for j in jobs:  # pause transcripts and finals alike
+        assert seconds_of(j.pcm) <= BOUND_S + slack_s(user), seconds_of(j.pcm)
