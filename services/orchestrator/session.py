@@ -25,7 +25,7 @@ from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.preempt import PREEMPTIONS, Preemption, same_words
 from services.orchestrator.reply import ReplyAudio
-from services.orchestrator.turn import Turn
+from services.orchestrator.turn import Turn, Waiting
 from shared import protocol as p
 from shared.config import Settings
 from shared.images import image_part
@@ -134,10 +134,10 @@ class SessionRunner:
         self.state = p.State.IDLE
         self.turn: Turn | None = None  # the turn being answered
         self.last: Turn | None = None  # the previous turn, while its audio may still be playing
-        # speech waiting its turn (audio, end-of-speech time, decision time): in continuous mode
-        # each segment said while a turn is answered; with server VAD, what was said over a turn
-        # too long to continue (`_full`), joined into turns of up to `max_recording_s` each
-        self.queued: list[tuple[bytes, float, float]] = []
+        # speech waiting its turn: in continuous mode each segment said while a turn is answered;
+        # with server VAD, what was said over a turn too long to continue (`_full`), joined into
+        # turns of up to `max_recording_s` each
+        self.queued: list[Waiting] = []
         self.partial_at = 0  # stream sample of the last partial transcript request
         self.partial_out = False
         self.detached_at: float | None = None
@@ -428,10 +428,12 @@ class SessionRunner:
         while that is not full, so no waiting turn holds more than `max_recording_s` and one
         stretch of speech."""
         log.info("speech held over for the next turn", extra={"session": self.sid})
-        if self.queued and not self._full(self.queued[-1][0]):
-            self.queued[-1] = (self.queued[-1][0] + pcm, t_eos, decided_ts)
+        last = self.queued[-1] if self.queued else None
+        if last is not None and not self._full(last.pcm):
+            last.pcm += pcm
+            last.t_eos, last.decided_ts, last.input_end = t_eos, decided_ts, self.cursor
         else:
-            self.queued.append((pcm, t_eos, decided_ts))
+            self.queued.append(Waiting(pcm, t_eos, decided_ts, self.cursor))
 
     async def barge_in(self) -> None:
         """Words over a reply the user heard: cut it, and the words begin the next turn."""
@@ -568,7 +570,7 @@ class SessionRunner:
             return
         if self.state in (p.State.THINKING, p.State.SPEAKING) and (self.turn or self.last) is not None:
             if self.trigger == p.Trigger.CONTINUOUS:
-                self.queued.append((pcm, t_eos, decided_ts))
+                self.queued.append(Waiting(pcm, t_eos, decided_ts, self.cursor))
             elif self.trigger == p.Trigger.VAD and not self.client_vad:
                 unheard = self._unheard()
                 if unheard is not None and self._full(unheard.pcm, self.prefix):
@@ -729,6 +731,7 @@ class SessionRunner:
     def _new_turn(self, t0: float, decided_ts: float, speak: bool) -> Turn:
         turn = Turn(n=self.next_turn, epoch=self.epoch, speak=speak, t0=t0, decided_ts=decided_ts)
         turn.audio.worker_sends_first = speak
+        turn.input_end = self.cursor
         self.turn = turn
         self.recent.append((turn.n, turn.audio))
         self.last = None
@@ -940,7 +943,10 @@ class SessionRunner:
                 )
             )
             self.host.spawn(self.host.save(self))
-        if not self.detector.in_speech and not self.ctx.recording:
+        if self.queued or self.prefix or self.detector.in_speech or self.ctx.recording:
+            # words said after it are in no history yet: a new owner replays from its input's end
+            self.safe_cursor = max(self.safe_cursor, turn.input_end, key=id_order)
+        else:
             self.safe_cursor = self.cursor  # this turn is in history: a new owner must not replay it
         self.turn = None
         self.host.spawn(self.host.release(self))
@@ -956,8 +962,10 @@ class SessionRunner:
         if self.trigger == p.Trigger.VAD and self.detector.in_speech:
             return
         if self.queued and self.turn is None:
-            pcm, t_eos, decided = self.queued.pop(0)
-            self.start_audio_turn(pcm, t_eos, decided)
+            w = self.queued.pop(0)
+            self.start_audio_turn(w.pcm, w.t_eos, w.decided_ts)
+            if self.turn is not None:
+                self.turn.input_end = w.input_end
 
     def tick(self, now: float) -> float | None:
         """Timers: playback end, a silent stream, a recording too long, a stage with no live
@@ -1059,7 +1067,8 @@ class SessionRunner:
         log.warning("no %s worker is alive", kind, extra={"session": self.sid, "turn": turn.n})
         self.error(p.ErrorCode.MODEL_ERROR, f"no {kind} worker is running; the turn could not be answered")
         if kind == "stt" and (self.queued or self._full(turn.pcm, self.prefix)):
-            self.queued.insert(0, (turn.pcm, turn.t0, turn.decided_ts))  # a whole turn: first in line
+            # a whole turn: first in line
+            self.queued.insert(0, Waiting(turn.pcm, turn.t0, turn.decided_ts, turn.input_end))
         elif kind == "stt":  # the words were not heard yet: they begin the next turn
             self.prefix = turn.pcm + self.prefix
         self.host.spawn(self.interrupt(reason="no-worker"))

@@ -38,6 +38,7 @@ class User:
     def __init__(self, runner: SessionRunner, host: FakeHost) -> None:
         self.runner, self.host = runner, host
         self.words: dict[str, bytes] = {}  # word -> the audio of its speech windows
+        self.frames = 0
 
     async def say(self, speech_windows: int = 20, quiet_windows: int = 9) -> str:
         """One window every 32 ms; what the runner spawned runs between them, as on its loop."""
@@ -50,6 +51,8 @@ class User:
             if prob >= 0.5:
                 spoken += pcm
             ts = time.time()
+            self.frames += 1
+            self.runner.cursor = f"{1700000000000 + 32 * self.frames}-0"  # its in:{sid} id
             self.runner.on_audio(Audio(pcm, ts))
             self.host.windows.clear()
             self.runner.on_vad(prob, ts)
@@ -265,3 +268,23 @@ async def test_with_pause_transcripts_no_stt_job_of_a_continued_turn_exceeds_the
     assert any(j.pause for j in jobs)
     for j in jobs:  # pause transcripts and finals alike
         assert seconds_of(j.pcm) <= BOUND_S + slack_s(user), seconds_of(j.pcm)
+
+
+async def test_a_new_owner_would_replay_the_speech_held_over_and_not_the_turn_answered_before_it():
+    host = FakeHost()
+    runner = await _runner(host)
+    user = User(runner, host)
+    for _ in range(3):
+        await user.say()
+    full_end = runner.cursor  # the full turn's input ends here
+    await user.say()  # held over
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    assert runner.session.history[-1].user == "w0 w1 w2"
+    # in history now: a takeover must not answer it again, nor lose what was said after it
+    assert runner.safe_cursor == full_end
+    runner.tick(time.time() + 5)
+    await transcribe(runner, host, user)
+    await reply(runner, host)
+    runner.tick(time.time() + 5)
+    assert runner.safe_cursor == runner.cursor  # all answered: nothing to replay
