@@ -1066,7 +1066,8 @@ class SessionRunner:
         self.orphaned = None
         log.warning("no %s worker is alive", kind, extra={"session": self.sid, "turn": turn.n})
         self.error(p.ErrorCode.MODEL_ERROR, f"no {kind} worker is running; the turn could not be answered")
-        if kind == "stt" and (self.queued or self._full(turn.pcm, self.prefix)):
+        server_vad = self.trigger == p.Trigger.VAD and not self.client_vad
+        if kind == "stt" and server_vad and (self.queued or self._full(turn.pcm, self.prefix)):
             # a whole turn: first in line
             self.queued.insert(0, Waiting(turn.pcm, turn.t0, turn.decided_ts, turn.input_end))
         elif kind == "stt":  # the words were not heard yet: they begin the next turn
