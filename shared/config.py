@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     max_options_bytes: int = 16384  # `options` of a start / config, as JSON
     # audio faster than real time is refused beyond this many seconds ahead of the clock
     audio_burst_s: float = 10.0
-    max_recording_s: float = 60.0  # a manual / client-VAD recording is ended at this length
+    # the most audio one turn is made of: a manual / client-VAD recording is ended at this length,
+    # and a server-VAD turn the user continued to this length is answered as it is (speech over
+    # it begins the next turn; a turn may hold one stretch of speech more, docs/ARCHITECTURE.md)
+    max_recording_s: float = 60.0
     publish_buffer_s: float = 10.0  # while Redis is away, client input older than this is dropped
     # Silero at the edge: the gateway scores its server-VAD sessions' audio (batched across
     # them) and sends it onward only around speech; off, every frame goes on as it came.

@@ -25,7 +25,7 @@ from services.orchestrator.host import SessionHost
 from services.orchestrator.pipeline import PIPELINES, PipelineConfig, PipelineContext
 from services.orchestrator.preempt import PREEMPTIONS, Preemption, same_words
 from services.orchestrator.reply import ReplyAudio
-from services.orchestrator.turn import Turn
+from services.orchestrator.turn import Turn, Waiting
 from shared import protocol as p
 from shared.config import Settings
 from shared.images import image_part
@@ -134,7 +134,10 @@ class SessionRunner:
         self.state = p.State.IDLE
         self.turn: Turn | None = None  # the turn being answered
         self.last: Turn | None = None  # the previous turn, while its audio may still be playing
-        self.queued: list[tuple[bytes, float, float]] = []  # continuous mode: segments waiting their turn
+        # speech waiting its turn: in continuous mode each segment said while a turn is answered;
+        # with server VAD, what was said over a turn too long to continue (`_full`), joined into
+        # turns of up to `max_recording_s` each
+        self.queued: list[Waiting] = []
         self.partial_at = 0  # stream sample of the last partial transcript request
         self.partial_out = False
         self.detached_at: float | None = None
@@ -370,10 +373,18 @@ class SessionRunner:
             return turn
         return None
 
+    def _full(self, pcm: bytes, more: bytes = b"") -> bool:
+        """Whether `pcm` (and `more`) hold as much audio as one turn may (`max_recording_s`): a
+        turn that long is not continued but answered, and the speech after it waits for the next."""
+        limit = 2 * self.ctx.ms_to_sample(self.settings.max_recording_s * 1000)  # 16-bit samples
+        return len(pcm) + len(more) >= limit
+
     def continue_turn(self, turn: Turn) -> None:
         """The user went on talking before hearing the reply: cancel it, keep their audio so far
-        as the start of the same turn (answered once, all words transcribed together)."""
-        if (self.turn or self.last) is not turn or self.bumping:
+        as the start of the same turn (answered once, all words transcribed together). A turn
+        whose audio is full already is left to be answered: this speech is held over
+        (`_hold_over`) and begins the next turn."""
+        if (self.turn or self.last) is not turn or self.bumping or self._full(turn.pcm, self.prefix):
             return
         self.bumping = True  # until the epoch bump lands, a turn end waits in the prefix
         self.prefix = turn.pcm + self.prefix
@@ -400,8 +411,29 @@ class SessionRunner:
         if self.ended_early is not None and self.turn is None:
             (t_eos, decided), self.ended_early = self.ended_early, None
             pcm, self.prefix = self.prefix, b""
-            self.start_audio_turn(pcm, t_eos, decided)
+            self._begin(pcm, t_eos, decided)
             await self.host.flush()
+
+    def _begin(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
+        """Answer `pcm` now, or, where speech held over waits before it, after that speech."""
+        if self.queued and self.trigger == p.Trigger.VAD:
+            self._hold_over(pcm, t_eos, decided_ts)
+            self._next_queued()
+        else:
+            self.start_audio_turn(pcm, t_eos, decided_ts)
+
+    def _hold_over(self, pcm: bytes, t_eos: float, decided_ts: float) -> None:
+        """Speech said over a turn too long to continue, or after such speech: it waits until
+        that turn is answered, then begins the next one. It joins the speech waiting before it
+        while that is not full, so no waiting turn holds more than `max_recording_s` and one
+        stretch of speech."""
+        log.info("speech held over for the next turn", extra={"session": self.sid})
+        last = self.queued[-1] if self.queued else None
+        if last is not None and not self._full(last.pcm):
+            last.pcm += pcm
+            last.t_eos, last.decided_ts, last.input_end = t_eos, decided_ts, self.cursor
+        else:
+            self.queued.append(Waiting(pcm, t_eos, decided_ts, self.cursor))
 
     async def barge_in(self) -> None:
         """Words over a reply the user heard: cut it, and the words begin the next turn."""
@@ -442,7 +474,7 @@ class SessionRunner:
         if not self.detector.speech_ms and self.turn is None and self.prefix:
             pcm, self.prefix = self.prefix, b""
             now = time.time()
-            self.start_audio_turn(pcm, now, now)
+            self._begin(pcm, now, now)
             await self.host.flush()
 
     def on_speech_start(self) -> None:
@@ -488,8 +520,8 @@ class SessionRunner:
             self.detector.reset(keep_clock=True)
             self.on_speech_end(ev.start_ms, ev.end_ms, ts)
             return
-        if not ev.text:
-            return  # no transcript wanted (an audio-only mode): the ceiling decides
+        if not ev.text or self.queued:
+            return  # no transcript wanted (an audio-only mode; speech held over): the ceiling decides
         a = self.ctx.ms_to_sample(ev.start_ms - self.endpoint.pre_roll_ms)
         b = self.ctx.ms_to_sample(ev.end_ms + self.endpoint.post_roll_ms)
         pcm = self.prefix + self.ctx.slice(a, b)
@@ -538,11 +570,20 @@ class SessionRunner:
             return
         if self.state in (p.State.THINKING, p.State.SPEAKING) and (self.turn or self.last) is not None:
             if self.trigger == p.Trigger.CONTINUOUS:
-                self.queued.append((pcm, t_eos, decided_ts))
+                self.queued.append(Waiting(pcm, t_eos, decided_ts, self.cursor))
             elif self.trigger == p.Trigger.VAD and not self.client_vad:
-                self._probe(pcm)  # too short to interrupt at once: words, or a cough / an "mhm"?
+                unheard = self._unheard()
+                if unheard is not None and self._full(unheard.pcm, self.prefix):
+                    self._hold_over(pcm, t_eos, decided_ts)  # over a turn too long to continue
+                else:
+                    self._probe(pcm)  # too short to interrupt at once: words, or a cough / an "mhm"?
             return
         pcm, self.prefix = self.prefix + pcm, b""
+        if self.queued and self.trigger == p.Trigger.VAD:  # speech held over waits before this
+            self.paused_text.clear()
+            self.pauses = {}
+            self._begin(pcm, t_eos, decided_ts)
+            return
         # the transcript of this very pause may be known, or on its way: don't decode it twice
         if transcript is None:
             transcript = self.paused_text.pop(end_ms, None)
@@ -564,6 +605,7 @@ class SessionRunner:
                 self.start_text_turn(msg.text, ts, self.speaks if msg.speak is None else msg.speak)
             case p.Interrupt():
                 await self.interrupt(reason="client")
+                self._next_queued()  # the reply is cut, not the words said over it
             case p.Vad():
                 if self.client_vad or self.trigger == p.Trigger.MANUAL:
                     self._recording(msg.speaking, ts)
@@ -673,6 +715,7 @@ class SessionRunner:
         playing = self.turn or self.last
         if playing is not None and playing.audio is audio:
             await self.interrupt(reason="truncate", heard=heard)
+            self._next_queued()
             return
         rec = next((r for r in self.session.history if r.turn == msg.turn), None)
         if rec is None:
@@ -688,6 +731,7 @@ class SessionRunner:
     def _new_turn(self, t0: float, decided_ts: float, speak: bool) -> Turn:
         turn = Turn(n=self.next_turn, epoch=self.epoch, speak=speak, t0=t0, decided_ts=decided_ts)
         turn.audio.worker_sends_first = speak
+        turn.input_end = self.cursor
         self.turn = turn
         self.recent.append((turn.n, turn.audio))
         self.last = None
@@ -899,7 +943,10 @@ class SessionRunner:
                 )
             )
             self.host.spawn(self.host.save(self))
-        if not self.detector.in_speech and not self.ctx.recording:
+        if self.queued or self.prefix or self.detector.in_speech or self.ctx.recording:
+            # words said after it are in no history yet: a new owner replays from its input's end
+            self.safe_cursor = max(self.safe_cursor, turn.input_end, key=id_order)
+        else:
             self.safe_cursor = self.cursor  # this turn is in history: a new owner must not replay it
         self.turn = None
         self.host.spawn(self.host.release(self))
@@ -910,9 +957,15 @@ class SessionRunner:
             self._next_queued()
 
     def _next_queued(self) -> None:
+        """Answer the speech waiting its turn; with server VAD, not while the user is speaking:
+        what they say now joins it when they stop."""
+        if self.trigger == p.Trigger.VAD and self.detector.in_speech:
+            return
         if self.queued and self.turn is None:
-            pcm, t_eos, decided = self.queued.pop(0)
-            self.start_audio_turn(pcm, t_eos, decided)
+            w = self.queued.pop(0)
+            self.start_audio_turn(w.pcm, w.t_eos, w.decided_ts)
+            if self.turn is not None:
+                self.turn.input_end = w.input_end
 
     def tick(self, now: float) -> float | None:
         """Timers: playback end, a silent stream, a recording too long, a stage with no live
@@ -968,7 +1021,7 @@ class SessionRunner:
             and self.last is None
             and not self.detector.in_speech
             and not self.detector.speech_ms
-            and not (self.prefix or self.held)
+            and not (self.prefix or self.held or self.queued)
         ):
             # a new owner replays from here: keep the last stretch of audio before it, so the
             # pre-roll of speech that is starting now (not yet a turn) is replayed too
@@ -1013,7 +1066,11 @@ class SessionRunner:
         self.orphaned = None
         log.warning("no %s worker is alive", kind, extra={"session": self.sid, "turn": turn.n})
         self.error(p.ErrorCode.MODEL_ERROR, f"no {kind} worker is running; the turn could not be answered")
-        if kind == "stt":  # the words were not heard yet: they begin the next turn
+        server_vad = self.trigger == p.Trigger.VAD and not self.client_vad
+        if kind == "stt" and server_vad and (self.queued or self._full(turn.pcm, self.prefix)):
+            # a whole turn: first in line
+            self.queued.insert(0, Waiting(turn.pcm, turn.t0, turn.decided_ts, turn.input_end))
+        elif kind == "stt":  # the words were not heard yet: they begin the next turn
             self.prefix = turn.pcm + self.prefix
         self.host.spawn(self.interrupt(reason="no-worker"))
 

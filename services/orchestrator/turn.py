@@ -1,5 +1,6 @@
 """One turn in flight: the user's words, its timestamps and the stage times that become its
-metrics, the reply text as it streams, and its spoken side (`ReplyAudio`)."""
+metrics, the reply text as it streams, and its spoken side (`ReplyAudio`); and speech that
+waits to become a turn (`Waiting`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Turn:
     relayed: bool = False  # a preemptive reply's: its first sentence's audio comes through the runner
     audio: ReplyAudio = field(default_factory=ReplyAudio)
     progress_ts: float = field(default_factory=time.time)  # last sign of life from a stage
+    # the last in:{sid} id of its input: once it is in history, a new owner replays from here
+    input_end: bytes | str = "0-0"
 
     @property
     def finished(self) -> bool:
@@ -66,3 +69,14 @@ class Turn:
     def record(metrics: p.Metrics) -> dict[str, Any]:
         """The metrics as history keeps them."""
         return metrics.model_dump(exclude={"type", "id"})
+
+
+@dataclass(slots=True)
+class Waiting:
+    """Speech waiting its turn while another is answered: a continuous-mode segment, or what
+    the user said over a turn too long to continue."""
+
+    pcm: bytes
+    t_eos: float  # end of the speech
+    decided_ts: float  # when its end was decided
+    input_end: bytes | str  # the last in:{sid} id of its audio (`Turn.input_end`)
