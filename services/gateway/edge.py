@@ -3,7 +3,7 @@ them, and sends it onward only while it matters to a turn.
 
 Each session's audio is cut into 512-sample windows (`shared.vad`). Every window ready, across
 all sessions, is scored in one model call per round; a round runs when audio completed a
-window (an event, no polling timer), past 16 sessions at most every 8 ms, so under load each
+window (an event, no polling timer), past 16 sessions at most every 16 ms, so under load each
 call carries many sessions. Per session, a gate decides what goes on to `in:{sid}`:
 
 * a window at or above `edge_gate` opens it; it stays open `edge_hangover_ms` after the last
@@ -39,7 +39,7 @@ log = logging.getLogger("jarvis.gateway.edge")
 
 _WINDOW_BYTES = 2 * WINDOW
 BATCH_ABOVE = 16  # sessions: past this many, VAD rounds are paced to batch them
-BATCH_MS = 8  # a quarter of a window: each session has at most one window per round
+BATCH_MS = 16  # half a window: each session has at most one window per round
 
 
 @dataclass(slots=True)

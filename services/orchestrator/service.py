@@ -79,7 +79,7 @@ OUT_KEEP_S = 300  # client events older than this are trimmed (a resume reaches 
 
 SWEEP_S = 0.01  # session timers run at most this often (and at their deadlines)
 BATCH_ABOVE = 16  # sessions: past this many, reads are paced to batch work
-BATCH_MS = 4
+BATCH_MS = 12  # past BATCH_ABOVE: at most one read per this many ms (bench b: ~9% less CPU than 4)
 VAD_CATCH_UP = 8  # windows (256 ms) one session may queue before its VAD call runs mid-read
 WORKERS_TTL_S = 1  # how long "is there a worker for jobs:{kind}" is trusted (the reaper refreshes it)
 REAP_S = 0.25  # how often dead workers are looked for (one round trip)
