@@ -5,14 +5,13 @@
 Pipecat's and what is ours is said there) on 127.0.0.1 and a free port for each step, streams
 N sessions through it with scenario b's load generator (`bench.loadgen`, same plans, same
 seed), stops it by pid, and reads the same figures with the same code
-(`bench.scenarios.client_figures`): framework overhead is first reply audio minus the frame
-that completed *Jarvis's* end-of-turn decision on that client's exact stream (the offline
-replay of Silero + EndpointDetector), so the figure means the same for both stacks. Pipecat's
-own VAD decides its turns, and its speech-start rule differs from Jarvis's by design, so the
-decision-frame lags (the `vad` events' times minus the frame that completed the decision)
-are read against Pipecat's own decision frames, found by replaying its `SileroVADAnalyzer`
-over the same streams (`pipecat_decisions`); the lags against Jarvis's frames, and the
-framework overhead from Pipecat's own frames, are kept beside them in the JSON. The steps,
+(`bench.scenarios.client_figures`). Pipecat's own VAD decides its turns, so the replies are
+then paired with the turns it decided (`own_turn_figures`, found by replaying its
+`SileroVADAnalyzer` over the same streams: `pipecat_decisions`), while framework overhead keeps
+b's meaning: first reply audio minus the frame that completed *Jarvis's* end-of-turn decision
+for that question (the offline replay of Silero + EndpointDetector). Missed turns and the
+decision-frame lags (the late-frame rule) are read against Pipecat's own decisions; b's
+pairing against Jarvis's frames stays in the JSON beside them. The steps,
 bisection and verdict are b's (`bench.scenarios.rising`, `verdict`): late decision frames,
 framework p99 > 100 ms, missed turns, client errors. CPU is the server process's and the
 load generator's; memory per session is the server's RSS growth over N. b's per-process
@@ -182,8 +181,8 @@ def run_pipecat_load(n: int, turns: int, clip: Clip, opts: Options, endpoint, va
             server.stop()
         result["server_errors"] = _server_errors(server.log_tail(20000))
     result["streaming_s"] = round(w1 - w0, 1)
-    client_figures(result, clients, clip, opts, endpoint, vad, turns)
-    own_decision_lags(result, clients, clip, opts)
+    jarvis = client_figures(result, clients, clip, opts, endpoint, vad, turns)
+    own_turn_figures(result, clients, jarvis, clip, opts)
     usage = ProcMonitor.usage(m1, m2)
     for name, u in usage.items():
         u["rss_mib_idle"] = round(m0.rss.get(name, 0) / (1 << 20), 1)
@@ -241,24 +240,66 @@ def pipecat_decisions(
     return asyncio.run(all_plans())
 
 
-def own_decision_lags(result: dict, clients: list[loadgen.LoadClient], clip: Clip, opts: Options) -> None:
-    """The decision-frame lags against Pipecat's own decisions (`pipecat_decisions`), which
-    the verdict's late-frame rule reads; the lags against Jarvis's decisions (b's figure,
-    which holds the two VADs' different speech-start rules: Pipecat confirms speech after
-    start_secs = 0.2 s above confidence 0.7, Jarvis after 250 ms of speech above 0.5) are kept
-    as `decision_lag_vs_jarvis_ms`."""
+def own_turn_figures(
+    result: dict, clients: list[loadgen.LoadClient], jarvis: list[dict], clip: Clip, opts: Options
+) -> None:
+    """Rewrite the turn figures of `result` (filled by b's `client_figures` against Jarvis's
+    decision frames; `jarvis`: its per-client analyses) for a stack whose own VAD decides.
+
+    Each reply is paired with the turn Pipecat's own VAD decided (`pipecat_decisions`): its
+    end decision falls a frame or two before or after Jarvis's on the same stream, and a reply
+    that comes within ~20 ms of an earlier decision reaches the client before Jarvis's decision
+    frame is even sent, which b's pairing (a reply after that frame) would count as a missed
+    turn and a false one. Then, per answered turn:
+    - framework overhead is still first reply audio - the send time of the frame that completed
+      *Jarvis's* decision for that question (b's definition; negative when Pipecat decided
+      first), and the same from Pipecat's own decision frame is kept as
+      `framework_own_decision_ms`;
+    - overhead and voice-to-voice do not depend on a decision; "VAD + endpointing" is Pipecat's;
+    - missed: a turn Pipecat decided and never answered, or a question its VAD never turned into
+      a turn (fewer end decisions than Jarvis's replay); false: THINKING states or replies
+      beyond its own turns, or more end decisions than Jarvis's replay;
+    - decision-frame lags (the late-frame rule) against Pipecat's own decision frames: its
+      speech-start rule (start_secs = 0.2 s above confidence 0.7) confirms speech up to ~0.3 s
+      after Jarvis's (250 ms of speech above 0.5) by design, which is not lateness.
+    b's figures against Jarvis's frames stay in the result with a `_vs_jarvis_replay` suffix."""
     own = pipecat_decisions([c.plan for c in clients], clip, opts.end_silence_ms)
+    for key in ("framework_ms", "decision_lag_ms", "late_decision_frames", "missed_turns", "false_turns"):
+        result[f"{key}_vs_jarvis_replay"] = result[key]
     lags: list[float] = []
-    fw: list[float] = []
-    for c in clients:
+    turns: list[dict] = []
+    missed = false = 0
+    for c, jv in zip(clients, jarvis, strict=True):
         a = loadgen.analyze(c, own[c.plan.key()], clip, opts.end_silence_ms)
+        frame_of = {t["question"]: t["frame"] for t in jv["turns"] if t.get("question") is not None}
+        for t in a["turns"]:
+            k = t.get("question")
+            t["framework_own_ms"] = t["framework_ms"]
+            t["framework_ms"] = None
+            if not t["missed"] and k in frame_of and frame_of[k] < len(c.sent):
+                t["framework_ms"] = (t["first_audio_t"] - c.sent[frame_of[k]]) * 1000
+            turns.append(t)
         lags += [t["decision_lag_ms"] for t in a["turns"] if t["decision_lag_ms"] is not None]
         lags += a["start_lags_ms"]
-        fw += [t["framework_ms"] for t in a["turns"] if t["framework_ms"] is not None]
-    # for information: first reply audio - the frame that completed Pipecat's own decision
-    result["framework_own_decision_ms"] = summarize(fw)
-    result["decision_lag_vs_jarvis_ms"] = result["decision_lag_ms"]
-    result["late_decision_frames_vs_jarvis"] = result["late_decision_frames"]
+        missed += a["missed"] + max(0, jv["expected"] - a["expected"])
+        false += a["false_turns"] + max(0, a["expected"] - jv["expected"])
+
+    def fig(name: str, k: int | None = None) -> dict:
+        return summarize(
+            t[name] for t in turns if t.get(name) is not None and (k is None or t.get("question") == k)
+        )
+
+    result["framework_ms"] = fig("framework_ms")
+    result["framework_own_decision_ms"] = fig("framework_own_ms")
+    result["overhead_ms"] = fig("overhead_ms")
+    result["voice_to_voice_ms"] = fig("voice_to_voice_ms")
+    result["vad_delay_ms"] = fig("vad_delay_ms")
+    result["by_turn"] = {
+        str(k + 1): {n: fig(n, k) for n in ("framework_ms", "overhead_ms", "voice_to_voice_ms")}
+        for k in range(len(result.get("by_turn") or {}))
+    }
+    result["missed_turns"] = missed
+    result["false_turns"] = false
     result["decision_lag_ms"] = summarize(lags)
     result["late_decision_frames"] = count_over(lags, LATE_S * 1000)
     result["decision_frames"] = len(lags)
@@ -360,8 +401,8 @@ def render_pipecat(r: dict) -> str:
         + (f" (first failing N: {r['first_failing_n']})" if r.get("first_failing_n") else " (no step failed)")
         + "; measured with b's load generator and statistics",
         f"  turns decided by {r.get('vad')}; framework overhead from the frame that completed "
-        "Jarvis's end-of-turn decision on the same stream (as in b); late = decision frames >100 ms "
-        "late against Pipecat's own decisions (its VAD replayed over each stream)",
+        "Jarvis's end-of-turn decision for the question (as in b); late and missed against Pipecat's own "
+        "decisions (its VAD replayed over each stream)",
         "  framework overhead from Pipecat's own decision frame, p50 / p99 ms: "
         + ", ".join(
             f"N={s['sessions']} {own['p50']} / {own['p99']}"
