@@ -17,13 +17,13 @@ TTS is a 220 Hz tone, 60 ms a character, in 100 ms chunks, no model delay. The t
 Pipecat's VAD reports the speech stopped (`SpeechTimeoutUserTurnStopStrategy` with no extra
 wait), the plain-silence rule scenario b runs Jarvis with; Pipecat's default stop strategy
 (Smart Turn) is another end-of-turn model, measured by scenario eot, not framework overhead.
-RTVI is off (the client does not speak it) and logs are at WARNING, as in a deployment.
+RTVI is off (the client does not speak it) and logs are at WARNING, as in a deployment; uvicorn
+runs as Pipecat's runner runs it (`uvicorn.run`, so uvloop where it is installed, as here).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -200,10 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         await websocket.accept()
         await run_session(websocket, args.end_silence_ms / 1000)
 
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=args.port, log_level="warning", ws_per_message_deflate=False
-    )
-    asyncio.run(uvicorn.Server(config).serve())
+    # as Pipecat's own runner serves it (uvicorn.run: its event loop, uvloop where installed,
+    # and its SIGTERM handling, which closes the connections and so ends every pipeline)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     return 0
 
 
