@@ -66,6 +66,10 @@ def missing() -> str | None:
     if pipecat_version() is None:
         return "pipecat-ai is not installed (make install installs 1.14.0)"
     for mod in ("loguru", "fastapi", "uvicorn", "pipecat.transports.websocket.fastapi"):
+        if mod.startswith("pipecat."):
+            from loguru import logger
+
+            logger.disable("pipecat")  # its import banner, in this process only
         try:
             if importlib.util.find_spec(mod) is None:
                 return f"{mod} is missing (make install installs Pipecat's runtime dependencies)"
