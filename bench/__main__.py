@@ -1,4 +1,5 @@
-"""`python -m bench [--scenario a,b,c,d,eot,bargein] [--max-n 150] [--turns 6] ...` (`make bench` runs a-d).
+"""`python -m bench [--scenario a,b,c,d,eot,bargein,pipecat] [--max-n 150] [--turns 6] ...` (`make bench`
+runs a-d).
 
 See docs/BENCHMARKS.md for what the figures mean and how they are measured.
 """
@@ -18,7 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_STEPS = [10, 25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
-SCENARIOS = ("a", "b", "c", "d", "eot", "bargein", "faults", "soak")
+SCENARIOS = ("a", "b", "pipecat", "c", "d", "eot", "bargein", "faults", "soak")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="soak: sessions (default 80%% of the density bench-results/latest.json measured)",
     )
     ap.add_argument("--max-n", type=int, default=150, help="b: the largest N tried (default 150)")
-    ap.add_argument("--ns", help="b: explicit comma-separated session counts (overrides the default steps)")
+    ap.add_argument(
+        "--ns", help="b, pipecat: explicit comma-separated session counts (overrides the default steps)"
+    )
     ap.add_argument("--turns", type=int, default=6, help="turns per session in b and c (default 6)")
     ap.add_argument(
         "--a-turns", type=int, default=20, help="turns of the single session in a and d (default 20)"
@@ -81,12 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="orchestrator processes per stack (default: as `jarvis up`, one per core up to 4)",
     )
-    ap.add_argument("--keep-going", action="store_true", help="b: run every step even after one falls behind")
+    ap.add_argument(
+        "--keep-going", action="store_true", help="b, pipecat: run every step even after one falls behind"
+    )
     ap.add_argument(
         "--refine",
         type=int,
         default=1,
-        help="b: bisection steps between the last N that kept up and the first that did not (default 1)",
+        help="b, pipecat: bisection steps between the last N that kept up and the first that did not "
+        "(default 1)",
     )
     ap.add_argument(
         "--c-profile",
@@ -256,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
             report.render_b,
         ),
+        "pipecat": (
+            f"pipecat: Pipecat 1.14 in one process, stub models, rising N {ns} ...",
+            lambda: _pipecat(clip, opts, endpoint, vad, ns, args, log),
+            _render_pipecat,
+        ),
         "c": (
             f"c: {args.c_profile} profile (real models), one session, {args.turns} turns ...",
             lambda: scenario_c(clip, opts, endpoint, vad),
@@ -323,6 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     path = report.save(res, out_dir)
     log(f"\nbench: {res['elapsed_s']:.0f} s; results in {path} (and {out_dir / 'latest.json'})")
     return 0
+
+
+def _pipecat(clip, opts, endpoint, vad, ns: list[int], args: argparse.Namespace, log) -> dict:
+    from bench.pipecat_anchor import scenario_pipecat
+
+    return scenario_pipecat(
+        clip, opts, endpoint, vad, ns, keep_going=args.keep_going, refine=args.refine, log=log
+    )
+
+
+def _render_pipecat(res: dict) -> str:
+    from bench.pipecat_anchor import render_pipecat
+
+    return render_pipecat(res)
 
 
 def _faults(clip, args: argparse.Namespace) -> dict:

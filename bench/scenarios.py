@@ -196,6 +196,66 @@ def run_load(
 
     result["streaming_s"] = round(w1 - w0, 1)
     # ---- latency figures from the offline replay of each client's exact stream
+    per_client = client_figures(result, clients, clip, opts, endpoint, vad, turns)
+    if hops_raw:
+        result["hops"] = _hops([(raw, clients[i], per_client[i]) for i, raw in hops_raw])
+    # ---- what the services report themselves (Prometheus), when they expose it
+    orch0, orch1 = s0.get("orchestrator", {}), s1.get("orchestrator", {})
+    frame_lag = histogram_delta(orch0, orch1, FRAME_LAG_METRIC)
+    if frame_lag:
+        result["orchestrator_frames"] = frame_lag[-1][1]
+        result["orchestrator_frames_over_100ms"] = histogram_over(frame_lag, LATE_S)
+    gw0, gw1 = s0.get("gateway", {}), s1.get("gateway", {})
+    out_lag = histogram_delta(gw0, gw1, "jarvis_gateway_out_lag_seconds")
+    if out_lag:
+        result["gateway_out_entries"] = out_lag[-1][1]
+        result["gateway_out_over_100ms"] = histogram_over(out_lag, LATE_S)
+    result["gateway_frames_in"] = counter_delta(gw0, gw1, "jarvis_gateway_frames_in_total", kind="binary")
+    result["turns_completed"] = counter_delta(orch0, orch1, "jarvis_turns_total", outcome="completed")
+    result["pause_transcripts"] = {
+        o: counter_delta(orch0, orch1, "jarvis_pause_transcripts_total", outcome=o)
+        for o in ("used", "wasted")
+    }
+    result["preemptive_replies"] = {
+        o: counter_delta(orch0, orch1, "jarvis_preemptive_replies_total", outcome=o)
+        for o in ("used", "wasted", "rerun")
+    }
+    # ---- processes
+    usage = ProcMonitor.usage(m1, m2)
+    for name, u in usage.items():
+        u["rss_mib_idle"] = round(m0.rss.get(name, 0) / (1 << 20), 1)
+        u["rss_mib_peak"] = round(monitor.peak_rss.get(name, 0) / (1 << 20), 1)
+    result["processes"] = usage
+    # per process, replicas apart: CPU per session, context switches, wakeups, run-queue wait
+    result["activity"] = ProcMonitor.activity(m1, m2, n)
+    r0, r1, r2 = (redis + [None, None, None])[:3]
+    if r1 is not None and r2 is not None:
+        result["redis"] = redis_usage(r1, r2, n, idle=r0)
+    stack_names = [k for k in usage if k != "loadgen"]
+    result["other_load_cores"] = monitor.other_load(m1.wall, m2.wall)
+    result["stack_cpu_cores"] = round(sum(usage[k]["cpu_cores"] for k in stack_names), 3)
+    grow = [k for k in SERVICES_STATE if k in m0.rss and k in m2.rss]
+    before = sum(m0.rss[k] for k in grow)
+    after = sum(m2.rss[k] for k in grow)
+    result["mib_per_session"] = _r(per_session_mib(before, after, n), 3)
+    result["rss_mib_gateway_orchestrator"] = {
+        "idle": round(before / (1 << 20), 1),
+        "loaded": round(after / (1 << 20), 1),
+    }
+    if "redis" in m0.rss and "redis" in m2.rss:
+        result["redis_mib_per_session"] = _r(per_session_mib(m0.rss["redis"], m2.rss["redis"], n), 3)
+    result["verdict"] = verdict(result, opts) if profile == "stub" else None
+    return result
+
+
+def client_figures(
+    result: dict, clients: list[loadgen.LoadClient], clip: Clip, opts: Options, endpoint, vad, turns: int
+) -> list[dict]:
+    """Every figure read at the clients, against the offline replay of each client's exact
+    stream through Jarvis's VAD + endpointing (the decision frames): framework overhead,
+    overhead, voice-to-voice, decision-frame lags, missed / false turns, barge-ins, the load
+    generator's own pacing. Written into `result`; returns each client's analysis."""
+    n = len(clients)
     decisions = offline_decisions([c.plan for c in clients], clip, endpoint, vad)
     per_client = [loadgen.analyze(c, decisions[c.plan.key()], clip, opts.end_silence_ms) for c in clients]
     turns_all = [t for pc in per_client for t in pc["turns"]]
@@ -228,8 +288,6 @@ def run_load(
             "voice_to_voice_ms": summarize(kv),
         }
     result["by_turn"] = by_turn
-    if hops_raw:
-        result["hops"] = _hops([(raw, clients[i], per_client[i]) for i, raw in hops_raw])
     result["decision_lag_ms"] = summarize(lags)
     result["late_decision_frames"] = count_over(lags, LATE_S * 1000)
     result["decision_frames"] = len(lags)
@@ -242,57 +300,10 @@ def run_load(
     result["loadgen_pacing_late_ms"] = summarize(pacing)
     result["loadgen_frames_over_100ms"] = count_over(pacing, LATE_S * 1000)
     result["frames_sent"] = len(pacing)
-    if n <= 10:  # the orchestrator's per-turn `metrics` events (kept for small runs only)
+    if n <= 10:  # the orchestrator's per-turn `metrics` events and transcripts (small runs only)
         result["metrics_events"] = [m for pc in per_client for m in pc["metrics"]]
-    # ---- what the services report themselves (Prometheus), when they expose it
-    orch0, orch1 = s0.get("orchestrator", {}), s1.get("orchestrator", {})
-    frame_lag = histogram_delta(orch0, orch1, FRAME_LAG_METRIC)
-    if frame_lag:
-        result["orchestrator_frames"] = frame_lag[-1][1]
-        result["orchestrator_frames_over_100ms"] = histogram_over(frame_lag, LATE_S)
-    gw0, gw1 = s0.get("gateway", {}), s1.get("gateway", {})
-    out_lag = histogram_delta(gw0, gw1, "jarvis_gateway_out_lag_seconds")
-    if out_lag:
-        result["gateway_out_entries"] = out_lag[-1][1]
-        result["gateway_out_over_100ms"] = histogram_over(out_lag, LATE_S)
-    result["gateway_frames_in"] = counter_delta(gw0, gw1, "jarvis_gateway_frames_in_total", kind="binary")
-    result["turns_completed"] = counter_delta(orch0, orch1, "jarvis_turns_total", outcome="completed")
-    result["pause_transcripts"] = {
-        o: counter_delta(orch0, orch1, "jarvis_pause_transcripts_total", outcome=o)
-        for o in ("used", "wasted")
-    }
-    result["preemptive_replies"] = {
-        o: counter_delta(orch0, orch1, "jarvis_preemptive_replies_total", outcome=o)
-        for o in ("used", "wasted", "rerun")
-    }
-    if n <= 10:
         result["transcripts"] = [t for pc in per_client for t in pc["transcripts"]]
-    # ---- processes
-    usage = ProcMonitor.usage(m1, m2)
-    for name, u in usage.items():
-        u["rss_mib_idle"] = round(m0.rss.get(name, 0) / (1 << 20), 1)
-        u["rss_mib_peak"] = round(monitor.peak_rss.get(name, 0) / (1 << 20), 1)
-    result["processes"] = usage
-    # per process, replicas apart: CPU per session, context switches, wakeups, run-queue wait
-    result["activity"] = ProcMonitor.activity(m1, m2, n)
-    r0, r1, r2 = (redis + [None, None, None])[:3]
-    if r1 is not None and r2 is not None:
-        result["redis"] = redis_usage(r1, r2, n, idle=r0)
-    stack_names = [k for k in usage if k != "loadgen"]
-    result["other_load_cores"] = monitor.other_load(m1.wall, m2.wall)
-    result["stack_cpu_cores"] = round(sum(usage[k]["cpu_cores"] for k in stack_names), 3)
-    grow = [k for k in SERVICES_STATE if k in m0.rss and k in m2.rss]
-    before = sum(m0.rss[k] for k in grow)
-    after = sum(m2.rss[k] for k in grow)
-    result["mib_per_session"] = _r(per_session_mib(before, after, n), 3)
-    result["rss_mib_gateway_orchestrator"] = {
-        "idle": round(before / (1 << 20), 1),
-        "loaded": round(after / (1 << 20), 1),
-    }
-    if "redis" in m0.rss and "redis" in m2.rss:
-        result["redis_mib_per_session"] = _r(per_session_mib(m0.rss["redis"], m2.rss["redis"], n), 3)
-    result["verdict"] = verdict(result, opts) if profile == "stub" else None
-    return result
+    return per_client
 
 
 def _hops(sampled: list[tuple[dict, loadgen.LoadClient, dict]]) -> dict:
@@ -394,21 +405,7 @@ def scenario_b(
         log(f"     {_step_line(r)}")
         return "error" not in r and r["verdict"]["ok"]
 
-    passed: list[int] = []
-    failed: list[int] = []
-    for n in ns:
-        (passed if step(n) else failed).append(n)
-        if failed and not keep_going:
-            break
-    for _ in range(refine):
-        lo = max([n for n in passed if not failed or n < min(failed)], default=0)
-        hi = min(failed, default=None)
-        if hi is None or hi - lo < 4:
-            break
-        mid = (lo + hi) // 2
-        (passed if step(mid) else failed).append(mid)
-    first_fail = min(failed, default=None)
-    density = max([n for n in passed if first_fail is None or n < first_fail], default=0)
+    density, first_fail = rising(ns, step, keep_going=keep_going, refine=refine)
     from bench.stats import slope
 
     good = sorted((s for s in steps if "error" not in s), key=lambda s: s["sessions"])
@@ -440,6 +437,28 @@ def scenario_b(
             ]
         ),
     }
+
+
+def rising(ns: list[int], step, keep_going: bool = False, refine: int = 1) -> tuple[int, int | None]:
+    """Scenario b's steps: `step(n)` (True: N sessions kept up) for each N in order, stopping
+    at the first that falls behind unless `keep_going`; then `refine` bisection steps between
+    the last N that kept up and the first that did not. Returns (density: the largest N that
+    kept up below the first failing one, the first failing N or None)."""
+    passed: list[int] = []
+    failed: list[int] = []
+    for n in ns:
+        (passed if step(n) else failed).append(n)
+        if failed and not keep_going:
+            break
+    for _ in range(refine):
+        lo = max([n for n in passed if not failed or n < min(failed)], default=0)
+        hi = min(failed, default=None)
+        if hi is None or hi - lo < 4:
+            break
+        mid = (lo + hi) // 2
+        (passed if step(mid) else failed).append(mid)
+    first_fail = min(failed, default=None)
+    return max([n for n in passed if first_fail is None or n < first_fail], default=0), first_fail
 
 
 def _projection(steps: list[dict]) -> dict | None:
