@@ -6,6 +6,7 @@ the last second of writes (docs/ARCHITECTURE.md says what that means for a sessi
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,28 @@ import time
 from pathlib import Path
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A free loopback TCP port for a listener to bind soon, picked at random outside the
+    kernel's ephemeral range: an outgoing connection's local port (every service's Redis
+    client) can never take it before the listener binds, and two calls rarely agree."""
+    low, high = _ephemeral_range()
+    spans = [(r0, r1) for r0, r1 in ((20000, min(low, 32768)), (high + 1, 65536)) if r1 - r0 > 100]
+    for _ in range(100):
+        r0, r1 = random.choice(spans) if spans else (0, 0)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", random.randrange(r0, r1) if spans else 0))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
