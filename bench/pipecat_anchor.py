@@ -34,7 +34,7 @@ from pathlib import Path
 from bench import loadgen
 from bench.audio import Clip, Decision
 from bench.monitor import ProcMonitor, renice
-from bench.report import table
+from bench.report import step_head, step_row, table
 from bench.scenarios import (
     LATE_S,
     Options,
@@ -365,40 +365,8 @@ def render_pipecat(r: dict) -> str:
             rows.append([s["sessions"], *[None] * 10, "error: " + s["error"][:60]])
             continue
         p = s["processes"]
-        rows.append(
-            [
-                s["sessions"],
-                s["framework_ms"]["p50"],
-                s["framework_ms"]["p99"],
-                s["overhead_ms"]["p50"],
-                s["overhead_ms"]["p99"],
-                f"{s['late_decision_frames']}/{s['decision_frames']}",
-                f"{s['missed_turns']}/{s['false_turns']}",
-                p.get(SERVER, {}).get("cpu_cores"),
-                p.get("loadgen", {}).get("cpu_cores"),
-                (s.get("other_load_cores") or {}).get("mean"),
-                s["mib_per_session"],
-                "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
-            ]
-        )
-    t = table(
-        [
-            "N",
-            "fw p50",
-            "fw p99",
-            "ovh p50",
-            "ovh p99",
-            "late",
-            "miss/false",
-            "server cores",
-            "loadgen cores",
-            "other cores",
-            "MiB/sess",
-            "verdict",
-        ],
-        rows,
-        title,
-    )
+        rows.append(step_row(s, [p.get(SERVER, {}).get("cpu_cores"), p.get("loadgen", {}).get("cpu_cores")]))
+    t = table(step_head(["server cores", "loadgen cores"]), rows, title)
     lines = [
         t,
         f"  density: {r['density']} sessions keep up"

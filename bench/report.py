@@ -220,6 +220,29 @@ def render_procs(r: dict) -> str:
     return table(["process", "cores", "RSS idle MiB", "RSS loaded MiB", "peak MiB"], rows)
 
 
+def step_head(cores: list[str]) -> list[str]:
+    """The columns of a rising-N table (b, pipecat): latency, verdict inputs, then `cores`."""
+    lat = ["N", "fw p50", "fw p99", "ovh p50", "ovh p99", "late", "miss/false"]
+    return [*lat, *cores, "other cores", "MiB/sess", "verdict"]
+
+
+def step_row(s: dict, cores: list) -> list:
+    """One step of a rising-N table, in `step_head`'s columns."""
+    return [
+        s["sessions"],
+        s["framework_ms"]["p50"],
+        s["framework_ms"]["p99"],
+        s["overhead_ms"]["p50"],
+        s["overhead_ms"]["p99"],
+        f"{s['late_decision_frames']}/{s['decision_frames']}",
+        f"{s['missed_turns']}/{s['false_turns']}",
+        *cores,
+        (s.get("other_load_cores") or {}).get("mean"),
+        s["mib_per_session"],
+        "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
+    ]
+
+
 def render_b(b: dict) -> str:
     if "steps" not in b:
         return "b) ERROR: " + b.get("error", "?")
@@ -245,42 +268,9 @@ def render_b(b: dict) -> str:
             )
             continue
         p = s["processes"]
-        rows.append(
-            [
-                s["sessions"],
-                s["framework_ms"]["p50"],
-                s["framework_ms"]["p99"],
-                s["overhead_ms"]["p50"],
-                s["overhead_ms"]["p99"],
-                f"{s['late_decision_frames']}/{s['decision_frames']}",
-                f"{s['missed_turns']}/{s['false_turns']}",
-                p.get("gateway", {}).get("cpu_cores"),
-                p.get("orchestrator", {}).get("cpu_cores"),
-                s["stack_cpu_cores"],
-                (s.get("other_load_cores") or {}).get("mean"),
-                s["mib_per_session"],
-                "ok" if s["verdict"]["ok"] else "FALLS BEHIND",
-            ]
-        )
-    t = table(
-        [
-            "N",
-            "fw p50",
-            "fw p99",
-            "ovh p50",
-            "ovh p99",
-            "late",
-            "miss/false",
-            "gw cores",
-            "orch cores",
-            "stack cores",
-            "other cores",
-            "MiB/sess",
-            "verdict",
-        ],
-        rows,
-        "b) stub models, rising N (ms)",
-    )
+        cores = [p.get("gateway", {}).get("cpu_cores"), p.get("orchestrator", {}).get("cpu_cores")]
+        rows.append(step_row(s, [*cores, s["stack_cpu_cores"]]))
+    t = table(step_head(["gw cores", "orch cores", "stack cores"]), rows, "b) stub models, rising N (ms)")
     return (
         t
         + f"\n  density: {b['density']} sessions keep up"
