@@ -18,7 +18,8 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
 
@@ -38,6 +39,16 @@ JOBS = Counter("jarvis_jobs_total", "Jobs by outcome", ["kind", "outcome"])
 # job kinds whose entries carry bulk (a turn's audio, a camera frame): deleted once done, not
 # left for the stream's trim (the others are small and trimmed by age and length)
 BULKY = frozenset({"stt", "vlm"})
+
+
+@dataclass(slots=True)
+class Ready(Generic[T]):
+    """A model's outputs that arrived while the caller was busy (`Worker.ready_batches`).
+    `last`: the model's stream had ended, cleanly, when they were taken; nothing follows, so
+    the caller can send its closing message in the same write."""
+
+    items: list[T]
+    last: bool
 
 
 class Cancelled(Exception):
@@ -97,8 +108,8 @@ class Worker(abc.ABC):
         await self.send(job, to_client=[msg])
 
     @staticmethod
-    async def ready_batches(outputs: AsyncIterator[T]) -> AsyncGenerator[list[T]]:
-        """A model's outputs, grouped: each list holds everything that arrived while the
+    async def ready_batches(outputs: AsyncIterator[T]) -> AsyncGenerator[Ready[T]]:
+        """A model's outputs, grouped: each `Ready` holds everything that arrived while the
         caller was busy with the previous one (its Redis write). The first output comes
         alone and at once; a fast model never waits on one round trip per output. Closing
         this iterator (barge-in) closes the model's stream too."""
@@ -131,7 +142,9 @@ class Worker(abc.ABC):
                 if pending:
                     batch = pending[:]
                     pending.clear()
-                    yield batch
+                    # ended without an error: a failed model's last outputs are not its end
+                    last = producer.done() and producer.exception() is None
+                    yield Ready(batch, last)
                 if finished and not pending:
                     break
             producer.result()  # a model error surfaces here

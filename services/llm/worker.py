@@ -50,12 +50,32 @@ class LlmWorker(Worker):
             ]
 
         stopped: LlmStopped | None = None
+
+        def closing() -> tuple[LlmDone, list[tuple[str, TtsJob]]]:
+            """`done`, and the first sentence's TTS job if it is still to start."""
+            done = LlmDone(
+                job.turn,
+                job.epoch,
+                (time.perf_counter() - started) * 1000,
+                time.time(),
+                truncated=stopped is not None and stopped.reason == "length",
+                held_tool=stopped.tool if stopped is not None and stopped.reason == "tool" else "",
+            )
+            # a reply stopped at a tool is answered again once the turn has ended: nothing to
+            # speak; one cut at max_tokens drops its unfinished sentence as the orchestrator does
+            rest = (
+                first_sentence(splitter.finish(cut=done.truncated)[0])
+                if splitter is not None and not done.held_tool
+                else []
+            )
+            return done, rest
+
         request = LlmRequest(messages=job.messages, context=job.context, preemptive=job.preemptive)
         stream = self.model.infer(request)
         async with aclosing(self.ready_batches(stream)) as batches:
-            async for outputs in batches:
+            async for ready in batches:
                 batch: list[LlmToken | ContextSet] = []
-                for out in outputs:
+                for out in ready.items:
                     if isinstance(out, LlmDelta) and out.text:
                         if batch and isinstance(batch[-1], LlmToken):
                             batch[-1].text += out.text
@@ -65,26 +85,16 @@ class LlmWorker(Worker):
                         batch.append(ContextSet(job.turn, job.epoch, out.key, out.value))
                     elif isinstance(out, LlmStopped):
                         stopped = out
+                tts: list[tuple[str, TtsJob]] = []
+                if splitter is not None:
+                    for m in batch:
+                        if isinstance(m, LlmToken) and not tts:
+                            tts = first_sentence(splitter.feed(m.text))
+                if ready.last:  # the reply is complete: its end goes in the same write
+                    done, rest = closing()
+                    await self.send(job, to_session=[*batch, done], jobs=tts + rest)
+                    return
                 if batch:
-                    tts: list[tuple[str, TtsJob]] = []
-                    if splitter is not None:
-                        for m in batch:
-                            if isinstance(m, LlmToken) and not tts:
-                                tts = first_sentence(splitter.feed(m.text))
                     await self.send(job, to_session=batch, jobs=tts)
-        done = LlmDone(
-            job.turn,
-            job.epoch,
-            (time.perf_counter() - started) * 1000,
-            time.time(),
-            truncated=stopped is not None and stopped.reason == "length",
-            held_tool=stopped.tool if stopped is not None and stopped.reason == "tool" else "",
-        )
-        # a reply stopped at a tool is answered again once the turn has ended: nothing to speak;
-        # one cut at max_tokens drops its unfinished sentence as the orchestrator does
-        rest = (
-            first_sentence(splitter.finish(cut=done.truncated)[0])
-            if splitter is not None and not done.held_tool
-            else []
-        )
+        done, rest = closing()
         await self.send(job, to_session=[done], jobs=rest)

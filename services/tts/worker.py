@@ -19,36 +19,40 @@ class TtsWorker(Worker):
 
     async def process(self, job: TtsJob) -> None:
         """Chunks that arrive while a write is in flight go out together in the next one; the
-        first write also carries `audio_start` (once per turn) and the progress note."""
+        first write also carries `audio_start` (once per turn) and the progress note, the last
+        one (when the model has ended by then) the note that the sentence is done."""
         started = time.perf_counter()
         samples, rate, first_ts = 0, 0, 0.0
+
+        def done() -> TtsProgress:
+            elapsed = (time.perf_counter() - started) * 1000
+            return TtsProgress(
+                job.turn, job.epoch, job.seq, samples, rate, first_ts, True, elapsed, time.time()
+            )
+
         async with aclosing(self.ready_batches(self.model.infer(TtsRequest(job.text, job.voice)))) as batches:
-            async for chunks in batches:
-                audio = [AudioOut(job.turn, job.epoch, c.pcm) for c in chunks if c.pcm]
+            async for ready in batches:
+                audio = [AudioOut(job.turn, job.epoch, c.pcm) for c in ready.items if c.pcm]
                 if not audio:
                     continue
                 samples += sum(len(a.pcm) for a in audio) // 2
-                if first_ts and job.hold:
-                    await self.send(job, to_session=audio)
-                    continue
-                if first_ts:
-                    await self.send(job, to_client=audio)
-                    continue
-                rate, first_ts = chunks[0].sample_rate, time.time()
-                start = (
-                    [ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate)))]
-                    if job.seq == 0
-                    else []
-                )
-                progress = TtsProgress(
-                    job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts
-                )
+                to_client: list[AudioOut | ClientEvent] = []
+                to_session: list[TtsProgress | AudioOut] = []
+                if not first_ts:
+                    rate, first_ts = ready.items[0].sample_rate, time.time()
+                    started_note = TtsProgress(
+                        job.turn, job.epoch, job.seq, samples, rate, first_ts, False, 0.0, first_ts
+                    )
+                    to_session.append(started_note)
+                    if job.seq == 0 and not job.hold:
+                        to_client.append(ClientEvent(p.dump(p.AudioStart(turn=job.turn, sample_rate=rate))))
                 if job.hold:  # the orchestrator sends `audio_start` and the audio on, in this order
-                    await self.send(job, to_session=[progress, *audio])
+                    to_session += audio
                 else:
-                    await self.send(job, to_client=[*start, *audio], to_session=[progress])
-        elapsed = (time.perf_counter() - started) * 1000
-        await self.to_session(
-            job,
-            TtsProgress(job.turn, job.epoch, job.seq, samples, rate, first_ts, True, elapsed, time.time()),
-        )
+                    to_client += audio
+                if ready.last:
+                    to_session.append(done())
+                await self.send(job, to_client=to_client, to_session=to_session)
+                if ready.last:
+                    return
+        await self.to_session(job, done())
