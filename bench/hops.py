@@ -1,11 +1,14 @@
 """Where a turn's time goes, hop by hop, without instrumenting the services.
 
 Every Redis stream entry id starts with the Redis server's clock in ms when it was added,
-and every hop of a turn leaves an entry: the gateway XADDs each audio frame to `in:{sid}`,
-the orchestrator XADDs `jobs:stt` / `jobs:llm` / `jobs:tts`, the workers XADD their results to
-`in:{sid}` and the audio to `out:{sid}`. Read back after a run (before the stack stops), they
-give each turn's timeline at 1 ms resolution, relative to the moment the client sent the
-frame that completed the end-of-turn decision.
+and most hops of a turn leave an entry: the gateway XADDs the audio it scored to `in:{sid}`
+(stamped with when it received the frame that completed it), the workers XADD their results
+to `in:{sid}`, the follow-up jobs to `jobs:llm` / `jobs:tts` and the audio to `out:{sid}`.
+Read back after a run (before the stack stops), they give each turn's timeline at 1 ms
+resolution, relative to the moment the client sent the frame that completed the end-of-turn
+decision. The orchestrator's own hop (`jobs:stt`) leaves nothing to read: an STT job is
+deleted with its audio once done. `in:{sid}` is trimmed as turns are answered, so the hops read
+from it (the scored frame, the transcript, the tokens) are mostly the sessions' last turns.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from shared.messages import (
     LlmDone,
     LlmJob,
     LlmToken,
-    SttJob,
+    ScoredAudio,
     SttResult,
     TtsJob,
     in_stream,
@@ -27,9 +30,8 @@ from shared.messages import (
 from shared.redis_url import sync_client
 
 HOPS = (
-    ("frame_in_redis", "client -> gateway -> XADD in:{sid}"),
-    ("stt_job", "orchestrator: XREAD, VAD, end of turn, XADD jobs:stt"),
-    ("stt_result", "stt worker: takes the job, STT, writes the result"),
+    ("frame_in_redis", "client -> gateway -> Silero -> XADD in:{sid}"),
+    ("stt_result", "orchestrator: end of turn, XADD jobs:stt; stt worker: STT, the result"),
     ("llm_job", "stt worker: the LLM job, with the result"),
     ("llm_first_token", "llm worker: takes the job, first token written"),
     ("llm_done", "llm worker: the rest of the reply, then done"),
@@ -62,19 +64,17 @@ def collect(redis_url: str, sid: str) -> dict:
         out = _entries(r, out_stream(sid))
         jobs = {
             k: [(t, m) for t, m in _entries(r, jobs_stream(k)) if getattr(m, "sid", None) == sid]
-            for k in ("stt", "llm", "tts")
+            for k in ("llm", "tts")
         }
     finally:
         r.close()
-    audio_ms = [t for t, m in inn if isinstance(m, Audio)]
+    # (entry ms, ms the gateway received the frame that completed it), in stream order
+    audio_ms = [(t, m.ts * 1000) for t, m in inn if isinstance(m, Audio | ScoredAudio)]
     turns: dict[int, dict] = {}
 
     def first(n: int, key: str, t: int) -> None:
         turns.setdefault(n, {}).setdefault(key, t)
 
-    for t, m in jobs["stt"]:
-        if isinstance(m, SttJob) and not m.partial:
-            turns.setdefault(m.turn, {})["stt_job"] = t  # the last final job of the turn
     for t, m in inn:
         if isinstance(m, SttResult) and m.final:
             turns.setdefault(m.turn, {})["stt_result"] = t
@@ -105,10 +105,12 @@ def breakdown(raw: dict, sent: list[float], turn_frames: list[tuple[int, int, fl
         if not hops:
             continue
         t0 = sent[frame] * 1000
-        i = len(audio_ms) - (len(sent) - frame)  # in:{sid} may have been trimmed at the front
         row = {"turn": n}
-        if 0 <= i < len(audio_ms):
-            row["frame_in_redis"] = audio_ms[i] - t0
+        # the first audio entry the gateway stamped after the frame was sent holds its window
+        # (frames arrive in order; an earlier frame read late can make this a little early)
+        landed = next((t for t, ts in audio_ms if ts >= t0), None)
+        if landed is not None and landed <= t_client * 1000:  # else trimmed: a later turn's audio
+            row["frame_in_redis"] = landed - t0
         for key, _ in HOPS[1:-1]:
             if key in hops:
                 row[key] = hops[key] - t0

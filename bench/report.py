@@ -444,13 +444,13 @@ def _b_hops(b: dict) -> str:
             [s["sessions"], h["turns"]]
             + [
                 f"{cum[k].get('p50')} / {cum[k].get('p95')}"
-                for k in ("stt_job", "llm_job", "tts_job", "tts_first_audio", "client_first_audio")
+                for k in ("frame_in_redis", "llm_job", "tts_job", "tts_first_audio", "client_first_audio")
             ]
         )
     if not rows:
         return ""
     return "\n" + table(
-        ["N", "turns", "jobs:stt", "jobs:llm", "jobs:tts", "first audio written", "client first audio"],
+        ["N", "turns", "scored frame", "jobs:llm", "jobs:tts", "first audio written", "client first audio"],
         rows,
         "  hop by hop, ms after the decision frame, p50 / p95 (Redis stream ids; a sample of sessions)",
     )

@@ -328,7 +328,10 @@ def _hops(sampled: list[tuple[dict, loadgen.LoadClient, dict]]) -> dict:
         ]
         spans[key] = {"what": what, **summarize(vals)}
         prev_key = key
-    return {"cumulative_ms": cumulative, "span_ms": spans, "turns": len(rows)}
+    # the tail: where the slowest turns' time went (ms after the decision frame, per hop)
+    slowest = sorted(rows, key=lambda r: -r["client_first_audio"])[:5]
+    slowest = [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in slowest]
+    return {"cumulative_ms": cumulative, "span_ms": spans, "turns": len(rows), "slowest": slowest}
 
 
 def _r(v: float | None, d: int) -> float | None:
