@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 
@@ -23,23 +24,34 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+# the ports this process handed out lately: a stack picks a dozen (Redis, the gateway, a metrics
+# port per service) before any of them binds, so a pick must not repeat one still on its way
+_GIVEN: deque[int] = deque(maxlen=2048)
+
+
 def free_port() -> int:
     """A free loopback TCP port for a listener to bind soon, picked at random outside the
-    kernel's ephemeral range: an outgoing connection's local port (every service's Redis
-    client) can never take it before the listener binds, and two calls rarely agree."""
+    kernel's ephemeral range (an outgoing connection's local port, every service's Redis
+    client, can never take it before the listener binds) and never one this process handed
+    out in its last 2048 picks."""
     low, high = _ephemeral_range()
     spans = [(r0, r1) for r0, r1 in ((20000, min(low, 32768)), (high + 1, 65536)) if r1 - r0 > 100]
-    for _ in range(100):
+    for _ in range(200):
         r0, r1 = random.choice(spans) if spans else (0, 0)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", random.randrange(r0, r1) if spans else 0))
             except OSError:
                 continue
-            return s.getsockname()[1]
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.append(port)
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    _GIVEN.append(port)
+    return port
 
 
 def redis_binary() -> str:
