@@ -1,7 +1,7 @@
 """One worker hop to the microsecond: a job's XADD to the worker's first result, for Jarvis's
 worker and for the two floors under it, in this sitting.
 
-    python -m bench.worker_hop [--jobs 300] [--out bench-results/worker_hop.json]
+    python -m bench.worker_hop [--jobs 300] [--gap-ms 20,2] [--out bench-results/worker_hop.json]
 
 Scenario a's framework overhead is about five such hops (the gateway's frame to the
 orchestrator, its job to the STT worker, the transcript's job to the LLM worker, the first
@@ -17,7 +17,10 @@ three workers serve `jobs:llm` on a fresh redis-server, one at a time, alone:
 A client adds a spoken-reply `LlmJob` every 20 ms (the worker idles between jobs, as in a
 conversation) and times each from its XADD to the first token read back with a blocking XREAD
 on `in:{sid}`, then to the TTS job (that second read adds one round trip of the client's).
-Prints a table and writes JSON with the tree's commit and the command.
+Then again with a job every 2 ms: the same code, kept warm. The difference is what idling costs
+a hop (caches and the CPU's state after a pause; a voice turn's hops each follow one), and it
+grows with the code a hop runs. Prints a table and writes JSON with the tree's commit and the
+command.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from bench.provenance import tree_commit  # noqa: E402
 from bench.stats import summarize  # noqa: E402
 
 SID = "worker-hop"
-GAP_S = 0.02
+GAPS_MS = (20.0, 2.0)  # between jobs: idle as in a conversation, then warm
 WORKERS = ("jarvis", "redis-py", "bare RESP")
 
 
@@ -119,7 +122,7 @@ async def _serve_resp(port: int) -> None:
 # ---- the client ---------------------------------------------------------------------------
 
 
-async def _measure(port: int, jobs: int, warm: int) -> dict:
+async def _measure(port: int, jobs: int, warm: int, gap_s: float) -> dict:
     import redis.asyncio as aioredis
 
     from shared import codec
@@ -135,7 +138,7 @@ async def _measure(port: int, jobs: int, warm: int) -> dict:
         await r.set(epoch_key(SID), 1)
         token_ms, tts_ms = [], []
         for i in range(warm + jobs):
-            await asyncio.sleep(GAP_S)
+            await asyncio.sleep(gap_s)
             since_in = (await r.xrevrange(in_stream(SID), count=1) or [(b"0-0", None)])[0][0]
             since_tts = (await r.xrevrange(jobs_stream("tts"), count=1) or [(b"0-0", None)])[0][0]
             job = LlmJob(
@@ -175,8 +178,9 @@ def _worker_command(kind: str, port: int) -> list[str]:
     return [sys.executable, "-m", "bench.worker_hop", "--serve", serve, "--port", str(port)]
 
 
-def run_one(kind: str, jobs: int, warm: int) -> dict:
-    """A fresh redis-server and one worker of `kind`; both stopped by pid, whatever happens."""
+def run_one(kind: str, jobs: int, warm: int, gaps_ms: tuple[float, ...] = GAPS_MS) -> dict[str, dict]:
+    """A fresh redis-server and one worker of `kind`, timed at each gap between jobs (keyed by the
+    gap in ms); both stopped by pid, whatever happens."""
     from jarvis.redis_server import RedisServer
 
     with RedisServer() as redis:
@@ -189,7 +193,7 @@ def run_one(kind: str, jobs: int, warm: int) -> dict:
             stderr=subprocess.DEVNULL,
         )
         try:
-            return asyncio.run(_measure(redis.port, jobs, warm))
+            return {f"{g:g}": asyncio.run(_measure(redis.port, jobs, warm, g / 1000)) for g in gaps_ms}
         finally:
             proc.terminate()
             try:
@@ -200,18 +204,18 @@ def run_one(kind: str, jobs: int, warm: int) -> dict:
 
 
 def render(result: dict) -> str:
-    head = f"{'worker':<10}  {'first token p50':>15}  {'p95':>6}  {'p99':>6}  {'TTS job p50':>11}"
+    head = (
+        f"{'worker':<10} {'gap ms':>6}  {'first token p50':>15}  {'p95':>6}  {'p99':>6}  {'TTS job p50':>11}"
+    )
     lines = [head, "-" * len(head)]
     for kind in WORKERS:
-        r = result["workers"].get(kind)
-        if r is None:
-            continue
-        t, s = r["first_token_ms"], r["tts_job_ms"]
-        lines.append(f"{kind:<10}  {t['p50']:>15.2f}  {t['p95']:>6.2f}  {t['p99']:>6.2f}  {s['p50']:>11.2f}")
-    lines.append(
-        f"  ms from the job's XADD to the result read back, {result['jobs']} jobs each, one every "
-        f"{GAP_S * 1000:.0f} ms"
-    )
+        for gap, r in result["by_gap"].get(kind, {}).items():
+            t, s = r["first_token_ms"], r["tts_job_ms"]
+            lines.append(
+                f"{kind:<10} {gap:>6}  {t['p50']:>15.2f}  {t['p95']:>6.2f}  {t['p99']:>6.2f}  "
+                f"{s['p50']:>11.2f}"
+            )
+    lines.append(f"  ms from the job's XADD to the result read back, {result['jobs']} jobs each")
     return "\n".join(lines)
 
 
@@ -219,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.worker_hop", description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=300)
     ap.add_argument("--warm", type=int, default=30)
+    ap.add_argument(
+        "--gap-ms", default=",".join(f"{g:g}" for g in GAPS_MS), help="gaps between jobs, ms (default 20,2)"
+    )
     ap.add_argument("--out", default="bench-results/worker_hop.json")
     ap.add_argument("--serve", choices=["redis-py", "resp"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -228,12 +235,16 @@ def main(argv: list[str] | None = None) -> int:
 
         uvloop.run(_serve_redis_py(args.port) if args.serve == "redis-py" else _serve_resp(args.port))
         return 0
+    gaps = tuple(float(g) for g in args.gap_ms.split(","))
+    by_gap = {kind: run_one(kind, args.jobs, args.warm, gaps) for kind in WORKERS}
     result = {
         "commit": tree_commit(),
         "command": "python -m bench.worker_hop " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "jobs": args.jobs,
-        "workers": {kind: run_one(kind, args.jobs, args.warm) for kind in WORKERS},
+        "by_gap": by_gap,
+        # at the first gap (a conversation's idle pauses): the figures compared across trees
+        "workers": {kind: runs[f"{gaps[0]:g}"] for kind, runs in by_gap.items()},
     }
     print(render(result))
     out = Path(args.out)

@@ -108,11 +108,14 @@ class Worker(abc.ABC):
         await self.send(job, to_client=[msg])
 
     @staticmethod
-    async def ready_batches(outputs: AsyncIterator[T]) -> AsyncGenerator[Ready[T]]:
+    async def ready_batches(outputs: AsyncIterator[T], first_alone: bool = True) -> AsyncGenerator[Ready[T]]:
         """A model's outputs, grouped: each `Ready` holds everything that arrived while the
-        caller was busy with the previous one (its Redis write). The first output comes
-        alone and at once; a fast model never waits on one round trip per output. Closing
-        this iterator (barge-in) closes the model's stream too."""
+        caller was busy with the previous one (its Redis write); a fast model never waits on
+        one round trip per output. `first_alone`: the first output leaves at once, alone, even
+        when more are ready (a TTS's first chunk: the user hears it while the rest is written);
+        otherwise the first batch holds all the model had ready (an LLM's tokens are small:
+        a reply ready at once goes, with its end, in one write). Closing this iterator
+        (barge-in) closes the model's stream too."""
         pending: list[T] = []
         wake = asyncio.Event()
         finished = False
@@ -124,7 +127,7 @@ class Worker(abc.ABC):
                 async for out in outputs:
                     pending.append(out)
                     wake.set()
-                    if first:  # let the first output leave alone, even from a model that never yields
+                    if first and first_alone:  # it leaves alone, even from a model that never yields
                         first = False
                         await asyncio.sleep(0)
             finally:

@@ -72,7 +72,7 @@ class LlmWorker(Worker):
 
         request = LlmRequest(messages=job.messages, context=job.context, preemptive=job.preemptive)
         stream = self.model.infer(request)
-        async with aclosing(self.ready_batches(stream)) as batches:
+        async with aclosing(self.ready_batches(stream, first_alone=False)) as batches:
             async for ready in batches:
                 batch: list[LlmToken | ContextSet] = []
                 for out in ready.items:

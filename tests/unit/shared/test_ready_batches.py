@@ -10,9 +10,11 @@ import pytest
 from shared.worker import Ready, Worker
 
 
-async def _collect(outputs: AsyncIterator[int], write_s: float = 0.0) -> list[Ready[int]]:
+async def _collect(
+    outputs: AsyncIterator[int], write_s: float = 0.0, first_alone: bool = True
+) -> list[Ready[int]]:
     got = []
-    async for ready in Worker.ready_batches(outputs):
+    async for ready in Worker.ready_batches(outputs, first_alone=first_alone):
         got.append(ready)
         await asyncio.sleep(write_s)  # the caller's write
     return got
@@ -42,9 +44,17 @@ async def test_a_fast_model_first_output_alone_then_the_rest_marked_last():
     assert got[-1].last  # the stream had ended: the closing message can ride with it
 
 
-async def test_a_slow_model_every_output_once_and_in_order():
-    got = await _collect(_slow(6, 0.005))
+async def test_a_reply_ready_at_once_goes_whole_in_one_write_when_the_first_need_not_go_alone():
+    # an LLM's tokens: a reply the model had ready at once is one write, with its end
+    got = await _collect(_fast(10), write_s=0.001, first_alone=False)
+    assert got == [Ready(list(range(10)), last=True)]
+
+
+@pytest.mark.parametrize("first_alone", [True, False])
+async def test_a_slow_model_every_output_once_and_in_order(first_alone):
+    got = await _collect(_slow(6, 0.005), first_alone=first_alone)
     _check(got, 6)
+    assert got[0].items == [0]  # a model that streams: its first output leaves at once either way
 
 
 async def test_a_model_that_fails_is_never_marked_ended():
