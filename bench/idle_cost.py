@@ -14,7 +14,6 @@ JSON with the tree's commit and the command.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.provenance import tree_commit  # noqa: E402
+from bench.provenance import stamp, write_result  # noqa: E402
 from bench.stats import summarize  # noqa: E402
 
 GAPS_MS = (0.0, 2.0, 20.0)
@@ -72,17 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     gaps = tuple(float(g) for g in args.gap_ms.split(","))
     result = {
-        "commit": tree_commit(),
-        "command": "python -m bench.idle_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **stamp("bench.idle_cost", argv),
         "calls": args.calls,
         "silero_us": measure(args.calls, gaps),
     }
     print(render(result))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"results in {out}")
+    write_result(result, args.out)
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.provenance import tree_commit  # noqa: E402
+from bench.provenance import stamp, write_result  # noqa: E402
 from bench.stats import summarize  # noqa: E402
 
 SID = "worker-hop"
@@ -238,19 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     gaps = tuple(float(g) for g in args.gap_ms.split(","))
     by_gap = {kind: run_one(kind, args.jobs, args.warm, gaps) for kind in WORKERS}
     result = {
-        "commit": tree_commit(),
-        "command": "python -m bench.worker_hop " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **stamp("bench.worker_hop", argv),
         "jobs": args.jobs,
         "by_gap": by_gap,
         # at the first gap (a conversation's idle pauses): the figures compared across trees
         "workers": {kind: runs[f"{gaps[0]:g}"] for kind, runs in by_gap.items()},
     }
     print(render(result))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"results in {out}")
+    write_result(result, args.out)
     return 0
 
 
