@@ -18,14 +18,11 @@ class TtsWorker(Worker):
     kind = "tts"
 
     async def process(self, job: TtsJob) -> None:
-        """Chunks that arrive while a write is in flight go out together in the next one. The
-        first chunk (with `audio_start`, once per turn) is written alone, and the orchestrator's
-        note that the sentence started right after it: the gateway gets the audio before the
-        orchestrator wakes for the note, not in the same instant on a busy CPU. The last write
-        (when the model has ended by then) carries the note that the sentence is done."""
+        """Chunks that arrive while a write is in flight go out together in the next one; the
+        first write also carries `audio_start` (once per turn) and the progress note, the last
+        one (when the model has ended by then) the note that the sentence is done."""
         started = time.perf_counter()
         samples, rate, first_ts = 0, 0, 0.0
-        first = True
 
         def done() -> TtsProgress:
             elapsed = (time.perf_counter() - started) * 1000
@@ -55,11 +52,6 @@ class TtsWorker(Worker):
                     to_client += audio
                 if ready.last:
                     to_session.append(done())
-                if first and to_client:
-                    # the first audio alone: the gateway has it before the orchestrator wakes
-                    await self.send(job, to_client=to_client)
-                    to_client = []
-                first = False
                 await self.send(job, to_client=to_client, to_session=to_session)
                 if ready.last:
                     return

@@ -1,9 +1,7 @@
 """The TTS worker on a real Redis: a sentence's audio reaches the client after `audio_start`,
 and the orchestrator hears first that it started and last that it is done, with every sample
 counted, whether the model ends within a write (the done note rides with the last audio) or
-after it; the first audio is written before the orchestrator is told it started (so the gateway
-has it before the orchestrator wakes); a held sentence's audio goes to the orchestrator
-instead, in the same order."""
+after it; a held sentence's audio goes to the orchestrator instead, in the same order."""
 
 import asyncio
 import json
@@ -29,19 +27,9 @@ from shared.messages import (
 TEXT = "Hello there, how are you today?"
 
 
-async def _run(
-    redis_url: str, sid: str, delay_s: float, hold: bool, writes: list[set[str]] | None = None
-) -> tuple[list, list]:
+async def _run(redis_url: str, sid: str, delay_s: float, hold: bool) -> tuple[list, list]:
     settings = Settings(redis_url=redis_url, block_ms=200)
     bus = Bus(redis_url, socket_timeout=10)
-    if writes is not None:  # the streams of each epoch-gated write, in order
-        add = bus.add_many_if_epoch
-
-        async def recorded(key, epoch, items):
-            writes.append({stream for stream, _, _ in items})
-            return await add(key, epoch, items)
-
-        bus.add_many_if_epoch = recorded  # type: ignore[method-assign]
     worker = TtsWorker(settings, bus, StubTts(delay_s), concurrency=2)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -75,15 +63,6 @@ async def test_the_client_gets_every_chunk_and_the_orchestrator_its_start_and_en
     notes = [m for m in session if isinstance(m, TtsProgress)]
     assert [n.done for n in notes] == [False, True]
     assert notes[-1].samples == samples and notes[-1].sample_rate == start["sample_rate"]
-
-
-async def test_the_first_audio_is_written_before_the_orchestrator_hears_it_started(redis_url):
-    writes: list[set[str]] = []
-    sid = "ttsw-first"
-    session, client = await _run(redis_url, sid, 0.0, hold=False, writes=writes)
-    assert writes[0] == {out_stream(sid)}  # audio_start and the first chunk, alone
-    assert in_stream(sid) in writes[1]  # then the started note
-    assert [n.done for n in session if isinstance(n, TtsProgress)] == [False, True]
 
 
 async def test_a_held_sentence_goes_to_the_orchestrator_in_order(redis_url):
