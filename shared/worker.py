@@ -123,12 +123,12 @@ class Worker(abc.ABC):
         async def produce() -> None:
             nonlocal finished
             try:
-                first = True
+                alone = first_alone
                 async for out in outputs:
                     pending.append(out)
                     wake.set()
-                    if first and first_alone:  # it leaves alone, even from a model that never yields
-                        first = False
+                    if alone:  # the first output leaves alone, even from a model that never yields
+                        alone = False
                         await asyncio.sleep(0)
             finally:
                 close = getattr(outputs, "aclose", None)  # an async generator: stop it upstream too
