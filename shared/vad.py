@@ -10,16 +10,12 @@ Streaming contract (16 kHz, 512-sample windows of 32 ms): each call feeds the mo
 followed by the 512 new samples, plus the stream's LSTM state ``h``/``c`` ([128] each).
 A :class:`VadStream` holds one session's state and context; streams never share them.
 
-Batching: the shipped graph cannot batch streams. Its dim 0 is *time*: the encoder turns
-``input[N, 576]`` into ``[N, 128, 1]`` and a ``/Transpose`` with perm ``[0, 2, 1]`` feeds the
-LSTM ``[seq=N, batch=1, 128]``, so N windows are one stream's consecutive windows and
-the state inputs are fixed at ``[1, 1, 128]``. At load time we patch that Transpose to perm
-``[2, 0, 1]`` (LSTM input ``[seq=1, batch=N, 128]``) and relax the state shapes to
-``[1, B, 128]``; everything downstream (Squeeze axis 1, Transpose [1, 2, 0], Conv1d,
-Reshape [-1]) already maps the LSTM batch to output dim 0. Row i of a batch is then
-stream i's next window, and ``process`` runs all ready streams in one ``session.run``.
-The unpatched graph is kept as a single-stream reference (``process_reference``); the
-unit tests prove the two agree window by window.
+Batching: the shipped graph cannot batch streams (its dim 0 is one stream's time) and runs its
+encoder's convolutions one row at a time. At load time ``shared.vad_graph`` rewrites it: dim 0
+becomes a batch of independent streams, and the encoder runs as one matrix product per layer
+over all of them. Row i of a batch is then stream i's next window, and ``process`` runs all
+ready streams in one ``session.run``. The unmodified graph is kept as a single-stream
+reference (``process_reference``); the unit tests prove the two agree window by window.
 """
 
 from __future__ import annotations
@@ -31,6 +27,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from shared.vad_graph import HIDDEN, fold_encoder, patch_for_batching
+
 __all__ = [
     "CONTEXT",
     "HIDDEN",
@@ -39,13 +37,11 @@ __all__ = [
     "SileroVad",
     "VadStream",
     "default_model_path",
-    "patch_for_batching",
 ]
 
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per window (32 ms at 16 kHz)
 CONTEXT = 64  # samples of the previous window prepended to each window
-HIDDEN = 128  # LSTM state size
 _STATE = 2 * HIDDEN + CONTEXT  # one stream's memory: h | c | context
 _H = slice(0, HIDDEN)
 _C = slice(HIDDEN, 2 * HIDDEN)
@@ -100,67 +96,6 @@ class VadStream:
         return self._state[_CTX]
 
 
-def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in value.type.tensor_type.shape.dim]
-
-
-def patch_for_batching(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of the Silero v6 graph where dim 0 is a batch of independent streams.
-
-    Checks the graph has the expected shape (encoder -> Transpose[0,2,1] -> LSTM(h, c) ->
-    Squeeze(axis 1) -> ... ) and raises ``ValueError`` if it does not, rather than
-    silently producing a model that mixes streams.
-    """
-    patched = onnx.ModelProto()
-    patched.CopyFrom(model)
-    graph = patched.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    inits = {t.name: t for t in graph.initializer}
-
-    lstms = [n for n in graph.node if n.op_type == "LSTM"]
-    if len(lstms) != 1:
-        raise ValueError(f"expected one LSTM node, found {len(lstms)}")
-    lstm = lstms[0]
-    if len(lstm.input) < 7 or lstm.input[5] != "h" or lstm.input[6] != "c":
-        raise ValueError(f"LSTM initial state is not fed by graph inputs h/c: {list(lstm.input)}")
-    if list(lstm.output[1:3]) != ["hn", "cn"]:
-        raise ValueError(f"LSTM final state is not the graph outputs hn/cn: {list(lstm.output)}")
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in lstm.attribute}
-    if attrs.get("layout", 0) != 0 or attrs.get("direction", b"forward") not in (b"forward", "forward"):
-        raise ValueError(f"unexpected LSTM attributes {attrs}")
-
-    transpose = producers.get(lstm.input[0])
-    if transpose is None or transpose.op_type != "Transpose":
-        raise ValueError("LSTM input is not produced by a Transpose")
-    perm = next((a for a in transpose.attribute if a.name == "perm"), None)
-    if perm is None or list(perm.ints) != [0, 2, 1]:
-        raise ValueError(f"{transpose.name}: expected perm [0, 2, 1], found {perm and list(perm.ints)}")
-
-    # The LSTM output Y [seq, dirs, batch, H] must reach the probabilities through a
-    # Squeeze of axis 1 and a Transpose that puts the LSTM batch back on dim 0.
-    squeeze = next((n for n in graph.node if lstm.output[0] in n.input), None)
-    if squeeze is None or squeeze.op_type != "Squeeze" or len(squeeze.input) < 2:
-        raise ValueError("LSTM output is not followed by Squeeze(axes)")
-    axes = inits.get(squeeze.input[1])
-    if axes is None or onnx.numpy_helper.to_array(axes).tolist() not in ([1], 1):
-        raise ValueError("LSTM output Squeeze does not drop axis 1")
-
-    perm.ints[:] = [2, 0, 1]  # [N, 1, 128] -> [1, N, 128]: seq 1, batch N
-
-    for value in list(graph.input) + list(graph.output):
-        if value.name in ("h", "c", "hn", "cn"):
-            if _dims(value) != [1, 1, HIDDEN]:
-                raise ValueError(f"{value.name}: expected shape [1, 1, {HIDDEN}], found {_dims(value)}")
-            dim = value.type.tensor_type.shape.dim[1]
-            dim.Clear()
-            dim.dim_param = "streams"
-    # Stored intermediate shapes describe the old layout (e.g. [1, 128, N]); drop them
-    # and let onnxruntime infer the new ones.
-    del graph.value_info[:]
-    onnx.checker.check_model(patched)
-    return patched
-
-
 def cpu_session(model: bytes | str, threads: int) -> ort.InferenceSession:
     """An onnxruntime CPU session for `model` (bytes, or a file's path) on `threads` threads,
     sequential, fully optimised, quiet."""
@@ -186,7 +121,7 @@ class SileroVad:
         self.threads = threads
         self._original = self.path.read_bytes()
         model = onnx.load_from_string(self._original)
-        self._session = cpu_session(patch_for_batching(model).SerializeToString(), threads)
+        self._session = cpu_session(fold_encoder(patch_for_batching(model)).SerializeToString(), threads)
         self._reference: ort.InferenceSession | None = None
         self._capacity = 0
         self._grow(16)

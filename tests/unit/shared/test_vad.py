@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 
-from shared.vad import (
-    WINDOW,
-    SileroVad,
-    VadStream,
-    default_model_path,
-    patch_for_batching,
-)
+from shared.vad import WINDOW, SileroVad, VadStream, default_model_path
 from tests.support.speech import concat, have_espeak, noise, silence, speak
 
 try:
@@ -185,13 +178,3 @@ def test_bad_calls_are_refused(vad):
     assert a.windows == 0, "a refused call leaves the stream untouched"
     assert vad.process([], np.zeros((0, WINDOW), np.float32)).shape == (0,)
     assert isinstance(vad.new_stream(), VadStream)
-
-
-def test_patch_refuses_a_graph_it_does_not_recognise():
-    model = onnx.load(str(default_model_path()))
-    patched = patch_for_batching(model)
-    with pytest.raises(ValueError, match="perm"):
-        patch_for_batching(patched)  # already patched: the Transpose is no longer [0, 2, 1]
-    # the original is left untouched
-    transpose = next(n for n in model.graph.node if n.name == "/Transpose")
-    assert list(transpose.attribute[0].ints) == [0, 2, 1]
