@@ -53,9 +53,10 @@ async def _run(
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
-        for s in filter(None, (also, sid)):
+        sids = [s for s in (also, sid) if s]
+        for s in sids:
             await bus.redis.set(epoch_key(s), 2)
-        jobs = [TtsJob(s, 1, 2, 0, TEXT, None, time.time(), hold) for s in filter(None, (also, sid))]
+        jobs = [TtsJob(s, 1, 2, 0, TEXT, None, time.time(), hold) for s in sids]
         await bus.add_many([(job_stream_for("tts", j.sid, settings.job_shards), j, 100) for j in jobs])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
